@@ -1,0 +1,59 @@
+r"""Text-to-video: the STUNet base model on the captioned-shapes world.
+
+Train on a 2-core CPU (the default, `size=tiny`), then sample and evaluate:
+
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=sample \
+      --prompt="a red circle moving left" --out=/tmp/clip.mp4
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=eval
+
+Variants: `configs/t2v.py:size=smoke` (seconds; what the tests run), `size=tiny`
+(CPU default: 8 frames at 32x32), `size=small` (16 frames at 64x64, a GPU or
+TPU host). Single values: `--config.total_steps=3000 --config.batch_size=32`.
+"""
+
+import ml_collections
+
+from lumiere_jax import config_lib
+
+SIZES = {
+    # name: (frames, resolution, channels, channel_mult, attention_levels, batch, steps)
+    "smoke": (4, 16, 8, (1, 2), (1,), 2, 4),
+    "tiny": (8, 32, 32, (1, 2, 2), (1, 2), 16, 6000),
+    "small": (16, 64, 64, (1, 2, 4, 4), (2, 3), 32, 100_000),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the locked config; `arg` is `key=value,...` with key `size`."""
+    args = config_lib.parse_arg(arg, size="tiny")
+    if args.size not in SIZES:
+        raise ValueError(f"configs/t2v.py: size={args.size!r} is not one of {sorted(SIZES)}.")
+    frames, res, ch, mult, attn, batch, steps = SIZES[args.size]
+
+    c = config_lib.base_config()
+    c.task = "t2v"
+    c.size = args.size
+    c.total_steps = steps
+    c.batch_size = batch
+    c.data.num_frames = frames
+    c.data.resolution = res
+    c.model.channels = ch
+    c.model.channel_mult = mult
+    c.model.attention_levels = attn
+    c.model.num_heads = 4 if ch >= 32 else 2
+    if args.size == "smoke":
+        c.data.num_train = 32
+        c.data.num_test = 8
+        c.checkpoint_every = 2
+        c.log_every = 1
+        c.sample_every = 0
+        c.sample.steps = 4
+        c.eval.steps = 4
+        c.eval.num_clips = 4
+        c.model.temporal_attention_depth = 1
+    if args.size == "small":
+        c.data.num_train = 100_000
+        c.model.num_res_blocks = 2
+        c.model.dtype = "bfloat16"
+    return config_lib.lock(c)

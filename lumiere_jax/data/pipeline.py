@@ -1,0 +1,72 @@
+"""grain input pipeline: shuffled, per-host sharded batches of clips with cached text features.
+
+The training stream is a `grain.MapDataset` indexed by step: batch k is the
+same array whatever happened before it, so a resumed run reads exactly the
+batches an uninterrupted run would have (no iterator state to checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from lumiere_jax.text.cache import TextEmbeddingCache
+
+NULL_CAPTION = ""  # the caption that classifier-free guidance trains and samples as "unconditional"
+
+
+class ToModelInputs(grain.transforms.Map):
+    """uint8 clip -> float32 in [-1, 1]; caption -> its cached text features and mask."""
+
+    def __init__(self, cache: TextEmbeddingCache):
+        self._cache = cache
+
+    def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
+        index = self._cache.index_of([example["caption"]])[0]
+        return {
+            "video": example["video"].astype(np.float32) / 127.5 - 1.0,  # [T, H, W, 3]
+            "text": self._cache.features[index].astype(np.float32),  # [L, D]
+            "text_mask": self._cache.masks[index],  # [L]
+        }
+
+
+def unique_captions(source: Any) -> list[str]:
+    """Every distinct caption of a data source, in first-seen order."""
+    seen: dict[str, None] = {}
+    for i in range(len(source)):
+        seen.setdefault(source[i]["caption"], None)
+    return list(seen)
+
+
+def build_text_cache(encoder: Any, cache_dir: str, sources: Sequence[Any], extra: Sequence[str] = ()) -> TextEmbeddingCache:
+    """Encodes every caption of `sources` (plus `extra` and the null caption) once, on disk under cache_dir."""
+    captions = [NULL_CAPTION, *extra]
+    for source in sources:
+        captions += unique_captions(source)
+    os.makedirs(cache_dir, exist_ok=True)
+    return TextEmbeddingCache(encoder, cache_dir, captions)
+
+
+def train_dataset(source: Any, cache: TextEmbeddingCache, *, global_batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+    """Infinite MapDataset of this host's batches; element k is the k-th batch of the run.
+
+    Every host shuffles with the same seed and takes every process_count-th
+    example, so hosts read disjoint examples and together form the global batch.
+    """
+    if global_batch_size % process_count:
+        raise ValueError(f"batch_size={global_batch_size} must be divisible by the number of hosts "
+                         f"({process_count}).")
+    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
+    ds = ds[process_index::process_count]
+    return ds.map(ToModelInputs(cache)).batch(global_batch_size // process_count, drop_remainder=True)
+
+
+def iterate_from(ds: grain.MapDataset, start_step: int, *, num_threads: int = 2,
+                 prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+    """Iterates batches start_step, start_step + 1, ... with background prefetch."""
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    return iter(ds[start_step:].to_iter_dataset(options))

@@ -1,0 +1,134 @@
+"""Spatial (text-to-image) U-Net blocks; on video they run on every frame independently.
+
+These are the layers that Lumiere takes from a pre-trained T2I model and keeps
+frozen while it trains the temporal layers (`temporal.py`). Every block takes
+video `[B, T, H, W, C]`: spatial ops fold frames into the batch, so a block's
+result on one frame never depends on another frame.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def frames_to_batch(x: jax.Array) -> jax.Array:
+    """[B, T, H, W, C] -> [B*T, H, W, C]."""
+    return x.reshape((-1,) + x.shape[2:])
+
+
+def batch_to_frames(x: jax.Array, num_frames: int) -> jax.Array:
+    """[B*T, H, W, C] -> [B, T, H, W, C]."""
+    return x.reshape((-1, num_frames) + x.shape[1:])
+
+
+def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
+    """GroupNorm with up to 32 groups of at least 4 channels each."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels >= 4 * g or g == 1)
+    return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, rngs=rngs)
+
+
+class FrameConv(nnx.Module):
+    """2D convolution applied to each frame."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, *, zero_init: bool = False,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
+        self.conv = nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding="SAME", kernel_init=init,
+                             dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        t = x.shape[1]
+        return batch_to_frames(self.conv(frames_to_batch(x)), t)
+
+
+class FrameGroupNorm(nnx.Module):
+    """GroupNorm whose statistics are taken per frame, as the T2I model takes them per image."""
+
+    def __init__(self, channels: int, *, rngs: nnx.Rngs):
+        self.norm = group_norm(channels, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        t = x.shape[1]
+        return batch_to_frames(self.norm(frames_to_batch(x)), t)
+
+
+class ResBlock(nnx.Module):
+    """Residual conv block with FiLM conditioning on the timestep/text embedding."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.norm1 = FrameGroupNorm(cin, rngs=rngs)
+        self.conv1 = FrameConv(cin, cout, dtype=dtype, rngs=rngs)
+        self.emb_proj = nnx.Linear(emb_dim, 2 * cout, dtype=dtype, rngs=rngs)
+        self.norm2 = FrameGroupNorm(cout, rngs=rngs)
+        # Zero init keeps a fresh block an identity map: deep U-Nets train more stably.
+        self.conv2 = FrameConv(cout, cout, zero_init=True, dtype=dtype, rngs=rngs)
+        self.skip = FrameConv(cin, cout, kernel=1, dtype=dtype, rngs=rngs) if cin != cout else None
+
+    def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
+        h = self.conv1(nnx.silu(self.norm1(x)))
+        scale, shift = jnp.split(self.emb_proj(nnx.silu(emb))[:, None, None, None, :], 2, axis=-1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(nnx.silu(h))
+        skip = x if self.skip is None else self.skip(x)
+        return skip + h
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Multi-head attention on [N, S, heads, d]; mask [N, S_kv] marks valid keys."""
+    if mask is not None:
+        mask = mask[:, None, None, :]  # [N, 1, 1, S_kv]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+
+
+class SpatialAttention(nnx.Module):
+    """Per-frame self-attention over H*W, then cross-attention from every pixel to the text tokens."""
+
+    def __init__(self, channels: int, text_dim: int, num_heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.norm = FrameGroupNorm(channels, rngs=rngs)
+        self.qkv = nnx.Linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
+        self.cross_norm = nnx.LayerNorm(channels, rngs=rngs)
+        self.cross_q = nnx.Linear(channels, channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.cross_kv = nnx.Linear(text_dim, 2 * channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.cross_out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
+                                    rngs=rngs)
+
+    def _heads(self, x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[:-1] + (self.num_heads, -1))
+
+    def __call__(self, x: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        # Self-attention: each frame attends within itself.
+        y = self.norm(x).reshape(b * t, h * w, c)
+        q, k, v = jnp.split(self.qkv(y), 3, axis=-1)
+        y = attention(self._heads(q), self._heads(k), self._heads(v)).reshape(b * t, h * w, c)
+        x = x + self.out(y).reshape(x.shape)
+        # Cross-attention: queries from every pixel of every frame, keys from the clip's text.
+        y = self.cross_norm(x).reshape(b, t * h * w, c)
+        k, v = jnp.split(self.cross_kv(text.astype(y.dtype)), 2, axis=-1)  # [B, L, C] each
+        y = attention(self._heads(self.cross_q(y)), self._heads(k), self._heads(v), text_mask)
+        return x + self.cross_out(y.reshape(b, t * h * w, c)).reshape(x.shape)
+
+
+class Downsample(nnx.Module):
+    """Spatial 2x downsampling by a strided conv."""
+
+    def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.conv = FrameConv(channels, channels, stride=2, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv(x)
+
+
+class Upsample(nnx.Module):
+    """Spatial 2x upsampling: nearest neighbour, then a conv."""
+
+    def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.conv = FrameConv(channels, channels, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)  # [B, T, 2H, 2W, C]
+        return self.conv(x)

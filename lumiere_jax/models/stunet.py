@@ -1,0 +1,228 @@
+"""Space-Time U-Net (STUNet): makes every frame of a clip in one pass, resizing in space and time.
+
+Layout per level l of `channel_mult` (SPEC section 1):
+  down:  [ResBlock (+ SpatialAttention)] x num_res_blocks, each followed by a
+         TemporalConvBlock (all levels but the coarsest) or a
+         TemporalAttentionStack (coarsest); then spatial Downsample and
+         TemporalDownsample (all levels but the coarsest).
+  middle: ResBlock, SpatialAttention, TemporalAttentionStack, ResBlock.
+  up:    mirror image; TemporalUpsample comes before each spatial Upsample.
+With `temporal=False` the same constructor builds the text-to-image U-Net: the
+spatial layers get the same names and shapes, so its weights drop into the
+STUNet unchanged (inflation), and every temporal layer starts as the identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lumiere_jax.models import spatial, temporal
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class STUNetConfig:
+    """Architecture of the STUNet (or of its T2I U-Net when `temporal` is False)."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    channels: int = 32
+    channel_mult: Sequence[int] = (1, 2, 4)
+    num_res_blocks: int = 1
+    attention_levels: Sequence[int] = (1, 2)  # spatial self+cross attention at these levels
+    num_heads: int = 4
+    text_dim: int = 384
+    temporal: bool = True
+    temporal_kernel: int = 3
+    temporal_attention_depth: int = 2
+    dtype: str = "float32"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "STUNetConfig":
+        """Builds from an ml_collections ConfigDict (or any mapping) with the same keys."""
+        values = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown model config keys {sorted(unknown)}; valid keys are "
+                             f"{[f.name for f in dataclasses.fields(cls)]}.")
+        for key in ("channel_mult", "attention_levels"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @property
+    def num_temporal_downsamples(self) -> int:
+        return len(self.channel_mult) - 1 if self.temporal else 0
+
+
+def check_frames(num_frames: int, cfg: STUNetConfig) -> None:
+    """Raises a clear error if the U-Net cannot halve `num_frames` as often as it needs to."""
+    factor = 2 ** cfg.num_temporal_downsamples
+    if num_frames < 1 or num_frames % factor:
+        lower = max(factor, num_frames // factor * factor)
+        raise ValueError(
+            f"num_frames={num_frames} cannot be halved {cfg.num_temporal_downsamples} times by this STUNet "
+            f"(channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}, e.g. {lower} or "
+            f"{lower + factor}.")
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+    """Sinusoidal embedding of the continuous diffusion time t in [0, 1], [B, dim]."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    angles = 1000.0 * t.astype(jnp.float32)[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+class Level(nnx.Module):
+    """The blocks of one U-Net level on one path (down or up)."""
+
+    def __init__(self, cins: Sequence[int], cout: int, emb_dim: int, cfg: STUNetConfig, *, attention: bool,
+                 coarsest: bool, rngs: nnx.Rngs):
+        dtype = _DTYPES[cfg.dtype]
+        self.res = nnx.List([spatial.ResBlock(cin, cout, emb_dim, dtype=dtype, rngs=rngs)
+                             for cin in cins])
+        self.attn = nnx.List([spatial.SpatialAttention(cout, cfg.text_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
+                              for _ in cins]) if attention else None
+        if not cfg.temporal:
+            self.temporal_blocks = None
+        elif coarsest:
+            self.temporal_blocks = nnx.List([
+                temporal.TemporalAttentionStack(cout, cfg.num_heads, cfg.temporal_attention_depth, dtype=dtype,
+                                                rngs=rngs) for _ in cins])
+        else:
+            self.temporal_blocks = nnx.List([
+                temporal.TemporalConvBlock(cout, cfg.temporal_kernel, dtype=dtype, rngs=rngs) for _ in cins])
+
+    def block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+        """Runs the i-th (ResBlock, attention, temporal block) triple."""
+        x = self.res[i](x, emb)
+        if self.attn is not None:
+            x = self.attn[i](x, text, text_mask)
+        if self.temporal_blocks is not None:
+            x = self.temporal_blocks[i](x)
+        return x
+
+
+class STUNet(nnx.Module):
+    """Predicts the diffusion target for a noisy clip [B, T, H, W, C] given time and text."""
+
+    def __init__(self, cfg: STUNetConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dtype = _DTYPES[cfg.dtype]
+        ch = [cfg.channels * m for m in cfg.channel_mult]
+        emb_dim = 4 * cfg.channels
+        num_levels = len(ch)
+        self.time_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
+        self.time_out = nnx.Linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.text_pool = nnx.Linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.conv_in = spatial.FrameConv(cfg.in_channels, ch[0], dtype=dtype, rngs=rngs)
+
+        skips = [ch[0]]
+        down, downsample, temporal_down = [], [], []
+        cin = ch[0]
+        for level, cout in enumerate(ch):
+            coarsest = level == num_levels - 1
+            cins = [cin] + [cout] * (cfg.num_res_blocks - 1)
+            down.append(Level(cins, cout, emb_dim, cfg, attention=level in cfg.attention_levels, coarsest=coarsest,
+                              rngs=rngs))
+            skips += [cout] * cfg.num_res_blocks
+            cin = cout
+            if not coarsest:
+                downsample.append(spatial.Downsample(cout, dtype=dtype, rngs=rngs))
+                if cfg.temporal:
+                    temporal_down.append(temporal.TemporalDownsample(cout, cfg.temporal_kernel, dtype=dtype,
+                                                                     rngs=rngs))
+                skips.append(cout)
+        self.down = nnx.List(down)
+        self.downsample = nnx.List(downsample)
+        self.temporal_down = nnx.List(temporal_down)
+
+        self.mid_res1 = spatial.ResBlock(cin, cin, emb_dim, dtype=dtype, rngs=rngs)
+        self.mid_attn = spatial.SpatialAttention(cin, cfg.text_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
+        self.temporal_mid = (temporal.TemporalAttentionStack(cin, cfg.num_heads, cfg.temporal_attention_depth,
+                                                             dtype=dtype, rngs=rngs) if cfg.temporal else None)
+        self.mid_res2 = spatial.ResBlock(cin, cin, emb_dim, dtype=dtype, rngs=rngs)
+
+        up, upsample, temporal_up = [], [], []
+        for level in reversed(range(num_levels)):
+            cout = ch[level]
+            cins = []
+            for _ in range(cfg.num_res_blocks + 1):
+                cins.append(cin + skips.pop())
+                cin = cout
+            up.append(Level(cins, cout, emb_dim, cfg, attention=level in cfg.attention_levels,
+                            coarsest=level == num_levels - 1, rngs=rngs))
+            if level > 0:
+                if cfg.temporal:
+                    temporal_up.append(temporal.TemporalUpsample(cout, cfg.temporal_kernel, dtype=dtype, rngs=rngs))
+                upsample.append(spatial.Upsample(cout, dtype=dtype, rngs=rngs))
+        self.up = nnx.List(up)
+        self.upsample = nnx.List(upsample)
+        self.temporal_up = nnx.List(temporal_up)
+
+        self.norm_out = spatial.FrameGroupNorm(ch[0], rngs=rngs)
+        self.conv_out = spatial.FrameConv(ch[0], cfg.out_channels, zero_init=True, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, t: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+        """x: [B, T, H, W, Cin]; t: [B] in [0, 1]; text: [B, L, Dt]; text_mask: [B, L] -> [B, T, H, W, Cout]."""
+        cfg = self.cfg
+        check_frames(x.shape[1], cfg)
+        dtype = _DTYPES[cfg.dtype]
+        text = text.astype(dtype)
+        # Conditioning vector: time, plus the mask-weighted mean of the text tokens (as Imagen adds pooled text).
+        m = text_mask.astype(dtype)[..., None]
+        pooled = (text * m).sum(1) / jnp.maximum(m.sum(1), 1.0)  # [B, Dt]
+        emb = self.time_out(nnx.silu(self.time_in(timestep_embedding(t, cfg.channels).astype(dtype))))
+        emb = emb + self.text_pool(pooled)  # [B, E]
+
+        h = self.conv_in(x.astype(dtype))  # [B, T, H, W, C0]
+        hs = [h]
+        for level, blocks in enumerate(self.down):
+            for i in range(cfg.num_res_blocks):
+                h = blocks.block(i, h, emb, text, text_mask)
+                hs.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)  # [B, T, H/2, W/2, C]
+                if cfg.temporal:
+                    h = self.temporal_down[level](h)  # [B, T/2, H/2, W/2, C]
+                hs.append(h)
+
+        h = self.mid_res1(h, emb)
+        h = self.mid_attn(h, text, text_mask)
+        if self.temporal_mid is not None:
+            h = self.temporal_mid(h)
+        h = self.mid_res2(h, emb)
+
+        for j, blocks in enumerate(self.up):
+            for i in range(cfg.num_res_blocks + 1):
+                h = blocks.block(i, jnp.concatenate([h, hs.pop()], axis=-1), emb, text, text_mask)
+            if j < len(self.upsample):
+                if cfg.temporal:
+                    h = self.temporal_up[j](h)  # [B, 2T, H, W, C]
+                h = self.upsample[j](h)  # [B, 2T, 2H, 2W, C]
+
+        out = self.conv_out(nnx.silu(self.norm_out(h)))
+        return out.astype(jnp.float32)
+
+
+def is_temporal_path(path: Sequence[Any]) -> bool:
+    """True for parameters of the temporal (inflation) layers, by attribute name."""
+    return any(str(p).startswith("temporal") for p in path)
+
+
+def temporal_filter(path, _value) -> bool:
+    """nnx filter selecting the temporal layers' variables."""
+    return is_temporal_path(path)
+
+
+def spatial_filter(path, value) -> bool:
+    """nnx filter selecting the T2I (spatial) layers' variables."""
+    return not is_temporal_path(path)

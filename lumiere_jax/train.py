@@ -1,0 +1,218 @@
+"""Trains a STUNet text-to-video model; reads top to bottom: mesh, data, state, step, checkpoint, loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from lumiere_jax import checkpointing, sampling, video_io
+from lumiere_jax.data import pipeline, shapes_tfds
+from lumiere_jax.diffusion import schedule as sched
+from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
+    schedule_from
+from lumiere_jax.text.encoders import load_text_encoder
+
+log = logging.getLogger("lumiere_jax")
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or gradient became NaN/Inf; raised on the host at the next log."""
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """A 1-axis `data` mesh over all devices (frame and fsdp axes come with the mesh rules)."""
+    n = jax.device_count() if config.mesh.data == -1 else config.mesh.data
+    if n < 1 or jax.device_count() % n:
+        raise ValueError(f"mesh.data={config.mesh.data} does not divide the {jax.device_count()} devices; "
+                         f"use -1 for all of them.")
+    # Auto axes: XLA propagates shardings through the model's reshapes (the STUNet folds frames into batch).
+    return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dict[str, Any], Any, Any]:
+    """Builds (first run) and opens the dataset; encodes every caption once into a cache beside it."""
+    d = config.data
+    data_dir = os.path.expanduser(d.data_dir)
+    sources = shapes_tfds.load_shapes_world(data_dir, d.num_frames, d.resolution, d.num_train, d.num_test, d.seed)
+    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
+    cache_dir = os.path.join(data_dir, "text_cache", shapes_tfds.shapes_world_config(
+        d.num_frames, d.resolution, d.num_train, d.num_test, d.seed).name)
+    cache = pipeline.build_text_cache(encoder, cache_dir, [sources["train"]], extra=extra_captions)
+    return sources, encoder, cache
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
+                    config: ml_collections.ConfigDict) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """The pure step: (state, batch, null text) -> (state, metrics). Follows the v-prediction loss."""
+    base_rng = jax.random.key(config.seed)
+    p_drop = config.data.text_dropout
+    ema_decay = config.optim.ema_decay
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], null_text: jax.Array,
+                   null_mask: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        # The step's randomness is a function of the step alone: resumed runs repeat it exactly.
+        k_drop, k_t, k_eps = jax.random.split(jax.random.fold_in(base_rng, state.step), 3)
+        x, text, text_mask = batch["video"], batch["text"], batch["text_mask"]  # [B, T, H, W, C], [B, L, D], [B, L]
+        b = x.shape[0]
+        # 1. Classifier-free guidance: replace some captions by the null caption.
+        drop = jax.random.bernoulli(k_drop, p_drop, (b,))
+        text = jnp.where(drop[:, None, None], null_text, text)
+        text_mask = jnp.where(drop[:, None], null_mask, text_mask)
+        # 2. Times from a low-discrepancy sequence (lower loss variance than iid), and noise.
+        t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
+        eps = jax.random.normal(k_eps, x.shape, x.dtype)
+        alpha, sigma = schedule.alpha_sigma(t)
+        # 3. z_t = alpha_t x + sigma_t eps; target v = alpha_t eps - sigma_t x.
+        z = sched.diffuse(x, eps, alpha, sigma)
+        v = sched.v_target(x, eps, alpha, sigma)
+
+        # 4. Loss: mean squared error of the v prediction.
+        def loss_fn(params: nnx.State) -> jax.Array:
+            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask)
+            return jnp.mean(jnp.square(v_hat - v))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        grad_norm = optax.global_norm(grads)
+        # 5. Update, unless the step is not finite: then keep the old state and count it.
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema, skipped=state.skipped)
+        old = state.replace(step=state.step + 1, skipped=state.skipped + 1)
+        state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
+
+    return train_step
+
+
+def checkpoint_meta(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What a checkpoint records of its config, to check a later restore against."""
+    return {"task": config.task, "model": config.model.to_dict(),
+            "data": {"num_frames": config.data.num_frames, "resolution": config.data.resolution}}
+
+
+def write_samples(workdir: str, step: int, clips: np.ndarray, fps: int) -> str:
+    """Writes a grid of clips [N, T, H, W, C] in [-1, 1] as MP4 and GIF; returns the GIF path."""
+    frames = video_io.upscale(video_io.grid(video_io.to_uint8(clips)), 4)
+    base = os.path.join(workdir, "samples", f"step_{step:07d}")
+    video_io.write_video(base + ".mp4", frames, fps)
+    video_io.write_video(base + ".gif", frames, fps)
+    return base + ".gif"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains to config.total_steps, resuming from the newest checkpoint in workdir."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+
+    # Mesh.
+    mesh = make_mesh(config)
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    if config.batch_size % mesh.shape["data"]:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {mesh.shape['data']} "
+                         f"data-parallel devices.")
+
+    # Data.
+    sources, encoder, cache = load_data(config, extra_captions=config.sample.prompts)
+    dataset = pipeline.train_dataset(sources["train"], cache, global_batch_size=config.batch_size,
+                                     seed=config.data.seed, process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+    null_text, null_mask = (jnp.asarray(a) for a in cache.lookup([pipeline.NULL_CAPTION]))
+
+    # State: restore the newest checkpoint, or initialize.
+    tx = make_optimizer(config)
+    schedule = schedule_from(config)
+    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
+                                      async_save=config.async_checkpoints)
+    graphdef, abstract = abstract_graphdef_and_state(config)
+    if ckpt.latest_step() is not None:
+        state, _ = ckpt.restore(checkpointing.with_shardings(abstract, replicated))
+        log.info("Resumed from checkpoint at step %d in %s", int(state.step), ckpt.directory)
+    else:
+        _, params = init_model(config, config.seed)
+        state = jax.device_put(init_state(params, tx), replicated)
+        log.info("No checkpoint in %s: starting from scratch.", ckpt.directory)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    log.info("STUNet: %.2fM parameters.", num_params / 1e6)
+
+    # Step: compiled once, state donated so params and optimizer are updated in place.
+    step_fn = jax.jit(make_train_step(graphdef, tx, schedule, config),
+                      in_shardings=(replicated, batch_sharding, replicated, replicated),
+                      out_shardings=(replicated, replicated), donate_argnums=(0,))
+    t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule, num_frames=config.data.num_frames,
+                               resolution=config.data.resolution, channels=config.model.out_channels)
+
+    # Loop.
+    from tensorboardX import SummaryWriter  # imported here: only the trainer writes TensorBoard files
+    writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
+    start = int(state.step)
+    batches = pipeline.iterate_from(dataset, start, num_threads=config.data.num_threads,
+                                    prefetch=config.data.prefetch)
+    pending: list[dict[str, jax.Array]] = []
+    t_last, s_last = time.time(), start
+    for step in range(start + 1, config.total_steps + 1):
+        local = next(batches)
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+        state, metrics = step_fn(state, batch, null_text, null_mask)
+        pending.append(metrics)
+
+        if step % config.log_every == 0 or step == config.total_steps:
+            summary = {k: float(v) for k, v in jax.device_get(
+                jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *pending)).items()}
+            pending = []
+            if summary["finite"] < 1.0:
+                ckpt.wait()
+                raise NonFiniteError(
+                    f"Non-finite loss or gradient at or before step {step} (loss={summary['loss']}, "
+                    f"grad_norm={summary['grad_norm']}); the update was skipped and the last checkpoint "
+                    f"(step {ckpt.latest_step()}) is intact. Lower --config.optim.learning_rate or check the data.")
+            now = time.time()
+            rate = (step - s_last) / max(now - t_last, 1e-9)
+            eta = (config.total_steps - step) / max(rate, 1e-9)
+            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
+                         summary["loss"], summary["grad_norm"], rate, _duration(eta))
+            if writer:
+                for k, v in summary.items():
+                    writer.add_scalar(f"train/{k}", v, step)
+                writer.add_scalar("train/steps_per_sec", rate, step)
+            t_last, s_last = now, step
+
+        if step % config.checkpoint_every == 0 or step == config.total_steps:
+            ckpt.save(step, state, checkpoint_meta(config), force=True)
+
+        if config.sample_every and (step % config.sample_every == 0 or step == config.total_steps):
+            t2v.params = state.ema
+            clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
+                        guidance=config.sample.guidance, sampler=config.sample.sampler)
+            path = write_samples(workdir, step, clips, config.sample.fps)
+            log.info("Wrote samples: %s", path)
+            if writer:
+                # [N, T, C, H, W] as tensorboardX wants for add_video.
+                writer.add_video("samples", np.moveaxis(video_io.to_uint8(clips), -1, 2), step, fps=config.sample.fps)
+
+    ckpt.close()
+    if writer:
+        writer.close()
+    with open(os.path.join(workdir, "train_done.json"), "w") as f:
+        json.dump({"step": int(state.step), "skipped_steps": int(state.skipped)}, f)
+    return state
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,36 @@
+"""Installs lumiere_jax: `pip install -e .` for running, `pip install -e '.[test]'` for the tests."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lumiere_jax",
+    version="0.1.0",
+    description="Lumiere space-time video diffusion and its applications in JAX/Flax NNX.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["lumiere_jax", "lumiere_jax.*"]),
+    install_requires=[
+        "jax>=0.7.2,<0.11",
+        "flax>=0.12.0,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.11.20,<0.13",
+        "tensorflow-datasets>=4.9.9,<4.10",
+        "array-record>=0.8.1,<0.9",
+        "grain>=0.2.12,<0.3",
+        "transformers>=4.50,<6",
+        "tokenizers>=0.21,<1",
+        "safetensors>=0.5,<1",
+        "ml-collections>=1.0,<2",
+        "absl-py>=2.1,<3",
+        "numpy>=1.26,<3",
+        "imageio>=2.37,<3",
+        "imageio-ffmpeg>=0.6,<1",
+        "pillow>=10,<14",
+        "tensorboardX>=2.6,<3",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+    },
+)
