@@ -78,7 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 200
-    c.optim.decay_to = 0.1  # cosine decay to this fraction of the peak by total_steps
+    c.optim.decay_steps = 0  # 0: constant after warmup; else cosine decay over this many steps
+    c.optim.decay_to = 0.1  # ... down to this fraction of the peak
     c.optim.b1 = 0.9
     c.optim.b2 = 0.99
     c.optim.weight_decay = 0.0

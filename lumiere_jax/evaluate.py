@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 from lumiere_jax import video_io
 from lumiere_jax.data import shapes
@@ -63,11 +64,7 @@ def run_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
         json.dump(result, f, indent=2)
     video_io.write_video(os.path.join(out_dir, f"grid_{step:07d}.gif"),
                          video_io.upscale(video_io.grid(clips_uint8[:30], columns=6), 2), config.sample.fps)
-    try:
-        from tensorboardX import SummaryWriter
-        with SummaryWriter(os.path.join(workdir, "tb")) as writer:
-            for k, v in result["accuracy"].items():
-                writer.add_scalar(f"eval/{k}_accuracy", v, step)
-    except ImportError:
-        pass
+    with SummaryWriter(os.path.join(workdir, "tb")) as writer:
+        for k, v in result["accuracy"].items():
+            writer.add_scalar(f"eval/{k}_accuracy", v, step)
     return result

@@ -36,11 +36,18 @@ def schedule_from(config: ml_collections.ConfigDict) -> CosineSchedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+    """AdamW with linear warmup, then constant or cosine decay over optim.decay_steps, and norm clipping.
+
+    The schedule never reads total_steps: raising total_steps and resuming continues the same trajectory.
+    """
     o = config.optim
-    lr = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,
-        decay_steps=max(config.total_steps, o.warmup_steps + 1), end_value=o.learning_rate * o.decay_to)
+    if o.decay_steps:
+        lr = optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,
+            decay_steps=max(o.decay_steps, o.warmup_steps + 1), end_value=o.learning_rate * o.decay_to)
+    else:
+        lr = optax.join_schedules([optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps),
+                                   optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
     return optax.chain(optax.clip_by_global_norm(o.grad_clip),
                        optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
 
@@ -53,11 +60,28 @@ def split_model(model: STUNet) -> tuple[nnx.GraphDef, nnx.State]:
     return graphdef, params
 
 
-def init_model(config: ml_collections.ConfigDict, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
-    """(graphdef, params) of a fresh STUNet for the config; raises if the frame count does not fit."""
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks what a config can get wrong before any data is built or anything compiles."""
     cfg = model_config(config)
     check_frames(config.data.num_frames, cfg)
-    return build_model(cfg, seed)
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    res = config.data.resolution
+    if res < factor or res % factor:
+        raise ValueError(f"data.resolution={res} cannot be halved {len(cfg.channel_mult) - 1} times "
+                         f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
+    if not 0.0 <= config.data.text_dropout < 1.0:
+        raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
+    if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
+        raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
+                         f"and channel_mult entries positive.")
+
+
+def init_model(config: ml_collections.ConfigDict, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, params) of a fresh STUNet for the config; raises if the frame count does not fit."""
+    validate_config(config)
+    return build_model(model_config(config), seed)
 
 
 def build_model(cfg: STUNetConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]:

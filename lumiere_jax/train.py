@@ -20,7 +20,7 @@ from lumiere_jax import checkpointing, sampling, video_io
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
-    schedule_from
+    schedule_from, validate_config
 from lumiere_jax.text.encoders import load_text_encoder
 
 log = logging.getLogger("lumiere_jax")
@@ -84,11 +84,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         grad_norm = optax.global_norm(grads)
-        # 5. Update, unless the step is not finite: then keep the old state and count it.
+        # 5. Update, unless loss, gradient or update is not finite: then keep the old state and count it.
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema, skipped=state.skipped)
         old = state.replace(step=state.step + 1, skipped=state.skipped + 1)
         state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -114,6 +114,7 @@ def write_samples(workdir: str, step: int, clips: np.ndarray, fps: int) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains to config.total_steps, resuming from the newest checkpoint in workdir."""
+    validate_config(config)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
 
@@ -186,6 +187,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             eta = (config.total_steps - step) / max(rate, 1e-9)
             log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
                          summary["loss"], summary["grad_norm"], rate, _duration(eta))
+            if jax.process_index() == 0:
+                with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                    f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
             if writer:
                 for k, v in summary.items():
                     writer.add_scalar(f"train/{k}", v, step)
@@ -202,8 +206,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             path = write_samples(workdir, step, clips, config.sample.fps)
             log.info("Wrote samples: %s", path)
             if writer:
-                # [N, T, C, H, W] as tensorboardX wants for add_video.
-                writer.add_video("samples", np.moveaxis(video_io.to_uint8(clips), -1, 2), step, fps=config.sample.fps)
+                # A film strip (frames side by side, one row per prompt) as an image: TensorBoard's video
+                # summaries need moviepy; the MP4/GIF beside it is the playable version.
+                strip = np.concatenate(list(np.moveaxis(video_io.to_uint8(clips), 1, 0)), axis=2)  # [N, H, T*W, C]
+                writer.add_image("samples", np.concatenate(list(strip), axis=0), step, dataformats="HWC")
 
     ckpt.close()
     if writer:

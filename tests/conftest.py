@@ -1,0 +1,42 @@
+"""Shared fixtures: the smoke config, one small dataset and one trained smoke run per test session."""
+
+import os
+
+# Compiled programs are reused across the tests' processes (CLI subprocesses included).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+from configs import t2v  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def smoke_config(data_dir: str, **overrides):
+    """configs/t2v.py:size=smoke with its data under data_dir and `a.b=value` style overrides."""
+    c = t2v.get_config("size=smoke")
+    c.data.data_dir = data_dir
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split("__")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory, data_dir) -> str:
+    """A smoke run trained for 4 steps (checkpoints at 2 and 4); tests only read it."""
+    from lumiere_jax import train
+    workdir = str(tmp_path_factory.mktemp("smoke_run"))
+    train.train_and_evaluate(smoke_config(data_dir), workdir)
+    return workdir

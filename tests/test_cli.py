@@ -1,0 +1,64 @@
+"""The command line as a user runs it: sample and eval from a trained run, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lumiere_jax import video_io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, data_dir=None):
+    cmd = [sys.executable, "-m", "lumiere_jax.main", "--config=configs/t2v.py:size=smoke", *args]
+    if data_dir:
+        cmd.append(f"--config.data.data_dir={data_dir}")
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_sample_writes_mp4_and_gif(trained_workdir, tmp_path):
+    for ext in ("mp4", "gif"):
+        out = str(tmp_path / f"clip.{ext}")
+        proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", "--prompt=a red circle moving left",
+                       f"--out={out}", "--steps=3", "--guidance=2", "--seed=1")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        frames = video_io.read_video(out)
+        assert frames.shape == (4, 16, 16, 3)
+
+
+def test_eval_writes_metrics_json(trained_workdir):
+    proc = run_cli(f"--workdir={trained_workdir}", "--mode=eval", "--steps=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(os.path.join(trained_workdir, "eval.json")) as f:
+        result = json.load(f)
+    assert result["step"] == 4 and result["num_clips"] == 4
+    assert set(result["accuracy"]) == {"color", "shape", "motion", "consistent", "all"}
+    assert all(0.0 <= v <= 1.0 for v in result["accuracy"].values())
+    assert '"accuracy"' in proc.stdout
+    assert os.path.exists(os.path.join(trained_workdir, "eval", "grid_0000004.gif"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode=sample", "--prompt=a red circle", "--out=/tmp/x.mp4"], "No checkpoint in"),
+    (["--mode=sample", "--prompt=", "--out=/tmp/x.mp4"], "needs a non-empty --prompt"),
+    (["--mode=sample", "--prompt=a red circle", "--out=/tmp/x.avi"], "ending in .mp4 or .gif"),
+    (["--mode=sample", "--prompt=a red circle", "--out=/no/such/dir/x.mp4"], "does not exist or is not writable"),
+    (["--config.data.num_frames=5"], "num_frames=5 cannot be halved 1 times"),
+    (["--config.data.resolution=15"], "data.resolution=15 cannot be halved"),
+])
+def test_bad_input_exits_with_one_line(tmp_path, args, message):
+    proc = run_cli(f"--workdir={tmp_path}", *args, data_dir=str(tmp_path / "data"))
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "data")  # rejected before any dataset was built
+
+
+def test_unknown_config_key_fails():
+    proc = run_cli("--workdir=/tmp/unused", "--config.totl_steps=3")
+    assert proc.returncode != 0
+    assert "totl_steps" in proc.stderr

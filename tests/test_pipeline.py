@@ -1,0 +1,70 @@
+"""Input pipeline: batches are a function of the step, hosts read disjoint examples, text comes from the cache."""
+
+import numpy as np
+import pytest
+
+from lumiere_jax.data import pipeline, shapes_tfds
+from lumiere_jax.text.cache import TextEmbeddingCache
+
+
+class _HashEncoder:
+    """Deterministic stand-in for MiniLM (the real one is tested in test_minilm.py): features from a hash."""
+    name, feature_dim, max_length = "hash", 4, 3
+
+    def encode(self, texts):
+        feats = np.stack([np.full((3, 4), (hash(t) % 1000) / 1000.0, np.float32) for t in texts])
+        return feats, np.ones((len(texts), 3), bool)
+
+
+@pytest.fixture(scope="module")
+def world(data_dir, tmp_path_factory):
+    sources = shapes_tfds.load_shapes_world(data_dir, 4, 16, 32, 8, 0)
+    cache = pipeline.build_text_cache(_HashEncoder(), str(tmp_path_factory.mktemp("cache")), [sources["train"]])
+    return sources, cache
+
+
+def test_batch_k_is_the_same_whatever_came_before(world):
+    sources, cache = world
+    ds = pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=7)
+    again = pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=7)
+    resumed = pipeline.iterate_from(again, 5)
+    for k in range(5, 12):  # crosses an epoch boundary (8 batches per epoch)
+        batch = next(resumed)
+        np.testing.assert_array_equal(batch["video"], ds[k]["video"])
+        assert batch["video"].shape == (4, 4, 16, 16, 3) and batch["video"].dtype == np.float32
+        assert -1.0 <= batch["video"].min() and batch["video"].max() <= 1.0
+    other_seed = pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=8)
+    assert not np.array_equal(other_seed[0]["video"], ds[0]["video"])
+
+
+def test_epochs_are_reshuffled_and_cover_the_data(world):
+    sources, cache = world
+    ds = pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=0)
+    epoch = [ds[k]["video"] for k in range(8)]
+    next_epoch = [ds[k]["video"] for k in range(8, 16)]
+    def keys(batches):
+        return sorted(v.tobytes() for b in batches for v in b)
+    assert keys(epoch) == keys(next_epoch)  # every clip once per epoch
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch, next_epoch))  # in a new order
+
+
+def test_hosts_read_disjoint_examples_that_make_up_the_global_batch(world):
+    sources, cache = world
+    hosts = [pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=3, process_index=i,
+                                    process_count=2) for i in range(2)]
+    host_videos = [h[0]["video"] for h in hosts]
+    assert host_videos[0].shape[0] == 2
+    seen = {v.tobytes() for hv in host_videos for v in hv}
+    assert len(seen) == 4
+    with pytest.raises(ValueError, match="batch_size=5 must be divisible by the number of hosts"):
+        pipeline.train_dataset(sources["train"], cache, global_batch_size=5, seed=0, process_count=2)
+
+
+def test_text_features_are_the_cached_encoding_of_the_caption(world):
+    sources, cache = world
+    example = sources["train"][3]
+    mapped = pipeline.ToModelInputs(cache).map(example)
+    feats, mask = _HashEncoder().encode([example["caption"]])
+    np.testing.assert_allclose(mapped["text"], feats[0], atol=1e-3)  # stored as float16
+    np.testing.assert_array_equal(mapped["text_mask"], mask[0])
+    assert pipeline.NULL_CAPTION in cache
