@@ -31,14 +31,42 @@ class Checkpointer:
                                                                meta=ocp.args.JsonSave(meta)), force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-        """Restores into the shapes, dtypes and shardings of `abstract_state`; newest step by default."""
+        """Restores into the shapes, dtypes and shardings of `abstract_state`; newest step by default.
+
+        Checks the stored shapes first, so a checkpoint of another config fails naming the first parameter
+        that differs; an unreadable checkpoint fails naming its folder. Nothing on disk is changed.
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint in {self.directory}: train first (--mode=train) or point "
                                     f"--workdir at a run that has one.")
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        step_dir = os.path.join(self.directory, str(step))
+        self.check_compatible(abstract_state, step)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            raise ValueError(f"Checkpoint {step_dir} is unreadable ({type(e).__name__}: {str(e)[:200]}). It was "
+                             f"left untouched; move that folder aside to resume from an earlier step.") from e
         return restored["state"], restored["meta"]
+
+    def check_compatible(self, abstract_state: Any, step: int) -> None:
+        """Raises ValueError naming the first parameter whose stored shape differs from the config's."""
+        step_dir = os.path.join(self.directory, str(step))
+        try:
+            stored = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "state")).item_metadata
+        except Exception as e:
+            raise ValueError(f"Checkpoint {step_dir} is unreadable ({type(e).__name__}: {str(e)[:200]}). It was "
+                             f"left untouched; move that folder aside to resume from an earlier step.") from e
+        stored_shapes = {name: tuple(leaf.shape) for name, leaf in _named_leaves(stored)}
+        for name, leaf in _named_leaves(abstract_state):
+            if name not in stored_shapes:
+                raise ValueError(f"Checkpoint {step_dir} does not match this config: it has no {name}. Was it "
+                                 f"written by another config? Use that config, or a fresh --workdir.")
+            if stored_shapes[name] != tuple(leaf.shape):
+                raise ValueError(f"Checkpoint {step_dir} does not match this config: {name} is "
+                                 f"{stored_shapes[name]} in the checkpoint but {tuple(leaf.shape)} in the config. "
+                                 f"Use the config it was trained with, or a fresh --workdir.")
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -51,3 +79,18 @@ class Checkpointer:
 def with_shardings(abstract_state: Any, sharding: jax.sharding.Sharding) -> Any:
     """Attaches one sharding to every leaf of a ShapeDtypeStruct tree (orbax restores onto it)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
+
+
+def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
+    """(dotted name, leaf) pairs, the same names for a TrainState and for orbax's stored metadata tree."""
+    def part(key: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts = [part(k) for k in path]
+        out.append((".".join(p for p in parts if p != "value"), leaf))
+    return out

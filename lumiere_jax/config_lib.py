@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every = 50
     c.sample_every = 1000
     c.async_checkpoints = True
+    c.nan_policy = "stop"  # non-finite loss/gradient: "stop" (keep the last checkpoint) or "skip" the update
 
     # Data: the embedded captioned-shapes world (SPEC section 5).
     c.data = ml_collections.ConfigDict()

@@ -71,6 +71,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
+    if config.nan_policy not in ("stop", "skip"):
+        raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     if not 0.0 <= config.data.text_dropout < 1.0:
         raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
     if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:

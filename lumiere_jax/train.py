@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -87,7 +89,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         # 5. Update, unless loss, gradient or update is not finite: then keep the old state and count it.
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
+        # EMA warmup: early on the average would be dominated by the random init, so the decay ramps up.
+        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, params)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema, skipped=state.skipped)
         old = state.replace(step=state.step + 1, skipped=state.skipped + 1)
@@ -166,57 +170,116 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                     prefetch=config.data.prefetch)
     pending: list[dict[str, jax.Array]] = []
     t_last, s_last = time.time(), start
-    for step in range(start + 1, config.total_steps + 1):
-        local = next(batches)
-        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
-        state, metrics = step_fn(state, batch, null_text, null_mask)
-        pending.append(metrics)
+    with _StopSignals() as stop:
+        for step in range(start + 1, config.total_steps + 1):
+            local = next(batches)
+            batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+            state, metrics = step_fn(state, batch, null_text, null_mask)
+            pending.append(metrics)
 
-        if step % config.log_every == 0 or step == config.total_steps:
-            summary = {k: float(v) for k, v in jax.device_get(
-                jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *pending)).items()}
-            pending = []
-            if summary["finite"] < 1.0:
-                ckpt.wait()
-                raise NonFiniteError(
-                    f"Non-finite loss or gradient at or before step {step} (loss={summary['loss']}, "
-                    f"grad_norm={summary['grad_norm']}); the update was skipped and the last checkpoint "
-                    f"(step {ckpt.latest_step()}) is intact. Lower --config.optim.learning_rate or check the data.")
-            now = time.time()
-            rate = (step - s_last) / max(now - t_last, 1e-9)
-            eta = (config.total_steps - step) / max(rate, 1e-9)
-            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
+            if step % config.log_every == 0 or step == config.total_steps:
+                summary = _check_finite(jax.device_get(pending), step - len(pending) + 1, config, ckpt)
+                pending = []
+                now = time.time()
+                rate = (step - s_last) / max(now - t_last, 1e-9)
+                eta = (config.total_steps - step) / max(rate, 1e-9)
+                log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
                          summary["loss"], summary["grad_norm"], rate, _duration(eta))
-            if jax.process_index() == 0:
-                with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
-            if writer:
-                for k, v in summary.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                writer.add_scalar("train/steps_per_sec", rate, step)
-            t_last, s_last = now, step
+                if jax.process_index() == 0:
+                    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                        f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
+                if writer:
+                    for k, v in summary.items():
+                        writer.add_scalar(f"train/{k}", v, step)
+                    writer.add_scalar("train/steps_per_sec", rate, step)
+                t_last, s_last = now, step
 
-        if step % config.checkpoint_every == 0 or step == config.total_steps:
-            ckpt.save(step, state, checkpoint_meta(config), force=True)
+            preempted = stop.requested or _reached_preemption(step)
+            if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
+                ckpt.save(step, state, checkpoint_meta(config), force=True)
+            if preempted:
+                ckpt.wait()
+                log.info("Stopped by %s at step %d; checkpoint saved. Re-run the same command to resume.",
+                         stop.reason or "a preemption notice", step)
+                break
 
-        if config.sample_every and (step % config.sample_every == 0 or step == config.total_steps):
-            t2v.params = state.ema
-            clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
-                        guidance=config.sample.guidance, sampler=config.sample.sampler)
-            path = write_samples(workdir, step, clips, config.sample.fps)
-            log.info("Wrote samples: %s", path)
-            if writer:
-                # A film strip (frames side by side, one row per prompt) as an image: TensorBoard's video
-                # summaries need moviepy; the MP4/GIF beside it is the playable version.
-                strip = np.concatenate(list(np.moveaxis(video_io.to_uint8(clips), 1, 0)), axis=2)  # [N, H, T*W, C]
-                writer.add_image("samples", np.concatenate(list(strip), axis=0), step, dataformats="HWC")
+            if config.sample_every and (step % config.sample_every == 0 or step == config.total_steps):
+                t2v.params = state.ema
+                clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
+                            guidance=config.sample.guidance, sampler=config.sample.sampler)
+                path = write_samples(workdir, step, clips, config.sample.fps)
+                log.info("Wrote samples: %s", path)
+                if writer:
+                    # A film strip (frames side by side, one row per prompt) as an image: TensorBoard's video
+                    # summaries need moviepy; the MP4/GIF beside it is the playable version.
+                    strip = np.concatenate(list(np.moveaxis(video_io.to_uint8(clips), 1, 0)), axis=2)  # [N,H,T*W,C]
+                    writer.add_image("samples", np.concatenate(list(strip), axis=0), step, dataformats="HWC")
 
     ckpt.close()
     if writer:
         writer.close()
-    with open(os.path.join(workdir, "train_done.json"), "w") as f:
-        json.dump({"step": int(state.step), "skipped_steps": int(state.skipped)}, f)
+    if int(state.step) >= config.total_steps:
+        with open(os.path.join(workdir, "train_done.json"), "w") as f:
+            json.dump({"step": int(state.step), "skipped_steps": int(state.skipped)}, f)
     return state
+
+
+def _check_finite(metrics: list[dict[str, np.ndarray]], first_step: int, config: ml_collections.ConfigDict,
+                  ckpt: checkpointing.Checkpointer) -> dict[str, float]:
+    """Averages a log interval's per-step metrics; applies config.nan_policy to non-finite steps.
+
+    Each step already skipped its own non-finite update on device; here, at the log's one host sync, the
+    host learns which step went first and where (loss or gradient), without a sync every step.
+    """
+    bad = [i for i, m in enumerate(metrics) if m["finite"] < 1.0]
+    if bad:
+        first = metrics[bad[0]]
+        where = ("loss" if not np.isfinite(first["loss"]) else
+                 "gradient norm" if not np.isfinite(first["grad_norm"]) else "parameter update")
+        what = (f"Non-finite {where} first at step {first_step + bad[0]} ({len(bad)} of the last "
+                f"{len(metrics)} steps; loss={float(first['loss'])}, grad_norm={float(first['grad_norm'])})")
+        if config.nan_policy == "stop":
+            ckpt.wait()
+            raise NonFiniteError(f"{what}. Those updates were skipped and the last checkpoint (step "
+                                 f"{ckpt.latest_step()}) is intact. Lower --config.optim.learning_rate, check the "
+                                 f"data, or set --config.nan_policy=skip.")
+        log.warning("%s: updates skipped (nan_policy=skip).", what)
+    good = [m for m in metrics if m["finite"] >= 1.0] or metrics
+    summary = {k: float(np.mean([m[k] for m in good])) for k in ("loss", "grad_norm")}
+    summary["skipped"] = float(len(bad))
+    return summary
+
+
+class _StopSignals:
+    """Turns SIGTERM/SIGINT into a request to checkpoint and stop at the end of the current step."""
+
+    def __init__(self):
+        self.requested, self.reason, self._old = False, None, {}
+
+    def _handle(self, signum, frame):
+        del frame
+        self.requested, self.reason = True, signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _reached_preemption(step: int) -> bool:
+    """True on every host at the same step once a TPU VM receives a preemption notice (multi-host only)."""
+    if jax.process_count() == 1:
+        return False
+    from jax.experimental import multihost_utils
+    try:
+        return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # no preemption service (not started through jax.distributed on a TPU VM)
+        return False
 
 
 def _duration(seconds: float) -> str:

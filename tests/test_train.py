@@ -84,6 +84,10 @@ def test_non_finite_loss_aborts_and_keeps_the_checkpoint(data_dir, tmp_path, mon
     original = pipeline.ToModelInputs.map
     monkeypatch.setattr(pipeline.ToModelInputs, "map",
                         lambda self, ex: {**original(self, ex), "video": np.full((4, 16, 16, 3), np.nan, np.float32)})
-    with pytest.raises(train.NonFiniteError, match=r"Non-finite loss or gradient at or before step 3.*step 2\)"):
+    with pytest.raises(train.NonFiniteError, match=r"Non-finite loss first at step 3 .*checkpoint \(step 2\) is intact"):
         train.train_and_evaluate(smoke_config(data_dir, total_steps=4), workdir)
     assert checkpointing.Checkpointer(workdir).latest_step() == 2
+    # nan_policy=skip: the bad steps are skipped, training goes on, parameters stay finite.
+    state = train.train_and_evaluate(smoke_config(data_dir, total_steps=4, nan_policy="skip"), workdir)
+    assert int(state.step) == 4 and int(state.skipped) == 2
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
