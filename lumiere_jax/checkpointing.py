@@ -58,8 +58,13 @@ class Checkpointer:
         except Exception as e:
             raise ValueError(f"Checkpoint {step_dir} is unreadable ({type(e).__name__}: {str(e)[:200]}). It was "
                              f"left untouched; move that folder aside to resume from an earlier step.") from e
-        stored_shapes = {name: tuple(leaf.shape) for name, leaf in _named_leaves(stored)}
-        for name, leaf in _named_leaves(abstract_state):
+        stored_shapes = {name: tuple(leaf.shape) for name, leaf in _named_leaves(stored) if hasattr(leaf, "shape")}
+        wanted = _named_leaves(abstract_state)
+        if not any(name in stored_shapes for name, _ in wanted):
+            raise ValueError(f"Checkpoint {step_dir} is unreadable (its metadata lists none of the expected "
+                             f"arrays). It was left untouched; move that folder aside to resume from an earlier "
+                             f"step.")
+        for name, leaf in wanted:
             if name not in stored_shapes:
                 raise ValueError(f"Checkpoint {step_dir} does not match this config: it has no {name}. Was it "
                                  f"written by another config? Use that config, or a fresh --workdir.")

@@ -8,6 +8,7 @@ Config values are overridden as `--config.total_steps=100`; variants as `--confi
 
 from __future__ import annotations
 
+import ast
 import json
 import logging as std_logging
 import os
@@ -27,6 +28,11 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale
 _STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: config.sample.steps).")
 _SAMPLER = flags.DEFINE_enum("sampler", None, ["ddim", "ancestral"], "Sampler (default: config.sample.sampler).")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show libraries' INFO logs (orbax, jax).")
+_FRAMES = flags.DEFINE_integer("frames", None, "Clip length for --mode=sample; longer than the training length "
+                                "runs temporal MultiDiffusion over windows of the training length.")
+_PROMPT_AT = flags.DEFINE_multi_string("prompt_at", [], "Story mode: FRAME:TEXT starts a new prompt at FRAME "
+                                       "(repeatable); --prompt holds from frame 0.")
+_OVERLAP = flags.DEFINE_integer("overlap", 2, "Frames shared by neighbouring MultiDiffusion windows.")
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for input errors.")
 
 MAX_PROMPT_CHARS = 1000
@@ -72,20 +78,42 @@ def _sample(config, workdir: str) -> None:
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise UsageError(f"--out={out}: folder {out_dir} does not exist or is not writable.")
+    spans = [(0, prompt)] + [_parse_prompt_at(p) for p in _PROMPT_AT.value]
+    frames = _FRAMES.value or config.data.num_frames
+    window = config.data.num_frames
+    if frames < window:
+        raise UsageError(f"--frames={frames} is shorter than the model's training length {window}: use "
+                         f"--frames >= {window} (longer clips are stitched by MultiDiffusion).")
+    if not 0 <= _OVERLAP.value < window:
+        raise UsageError(f"--overlap={_OVERLAP.value} must be in [0, {window}); the paper uses 2.")
+    for start, _ in spans[1:]:
+        if not 0 < start < frames:
+            raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
     t2v, step = _load_for_sampling(config, workdir)
-    clips = t2v([prompt], seed=_SEED.value, steps=_STEPS.value or config.sample.steps,
-                guidance=config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value,
-                sampler=_SAMPLER.value or config.sample.sampler)
-    video_io.write_video(out, video_io.to_uint8(clips[0]), config.sample.fps)
-    print(f"Wrote {out} ({config.data.num_frames} frames at {config.data.resolution}x{config.data.resolution}, "
+    kwargs = dict(seed=_SEED.value, steps=config.sample.steps if _STEPS.value is None else _STEPS.value,
+                  guidance=config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value,
+                  sampler=_SAMPLER.value or config.sample.sampler)
+    if frames == window and len(spans) == 1:
+        clip = t2v([prompt], **kwargs)[0]
+    else:
+        clip = t2v.long_video(spans, frames, overlap=_OVERLAP.value, **kwargs)
+    video_io.write_video(out, video_io.to_uint8(clip), config.sample.fps)
+    print(f"Wrote {out} ({frames} frames at {config.data.resolution}x{config.data.resolution}, "
           f"checkpoint step {step}).")
+
+
+def _parse_prompt_at(value: str) -> tuple[int, str]:
+    frame, sep, text = value.partition(":")
+    if not sep or not frame.strip().isdigit() or not text.strip():
+        raise UsageError(f"--prompt_at={value!r}: write FRAME:TEXT, e.g. --prompt_at='32:a red circle moving up'.")
+    return int(frame), text.strip()
 
 
 def _eval(config, workdir: str) -> None:
     from lumiere_jax import evaluate
 
     t2v, step = _load_for_sampling(config, workdir)
-    if _STEPS.value:
+    if _STEPS.value is not None:
         config.eval.steps = _STEPS.value
     if _GUIDANCE.value is not None:
         config.eval.guidance = _GUIDANCE.value
@@ -126,24 +154,52 @@ def main(argv) -> None:
 def _enable_compilation_cache() -> None:
     """Reuses compiled XLA programs across runs (a resume or a sample skips minutes of CPU compiles).
 
-    $JAX_COMPILATION_CACHE_DIR wins when set; otherwise ~/.cache/lumiere_jax/xla.
+    Set through the environment, which jax reads at import: $JAX_COMPILATION_CACHE_DIR wins when set.
     """
-    import jax
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/lumiere_jax/xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/lumiere_jax/xla"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+
+
+def _one_line(error: BaseException) -> str:
+    """One informative line from an error whose text may carry a nested traceback (config-file errors)."""
+    lines = [l.strip() for l in str(error).splitlines() if l.strip() and not l.startswith("Pass --help")]
+    if isinstance(error, (AttributeError, KeyError)):
+        # ml_collections nests repr()s: "'\\'totl_steps\\'\\nDid you mean ...'"; unwrap them.
+        text = str(error)
+        while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+            text = ast.literal_eval(text)
+        key, _, hint = text.partition("\n")
+        return f"unknown config key {key}. {hint or 'See the config file for valid keys.'}"
+    if isinstance(error, OSError) and any("No such file" in l for l in lines):
+        return f"{lines[-1]}: give an existing config file, e.g. --config=configs/t2v.py."
+    line = lines[-1] if lines else type(error).__name__
+    for prefix in ("ValueError: ", "FileNotFoundError: ", "OSError: "):
+        line = line.removeprefix(prefix)
+    return line
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags and loads the config file; any problem there is one line on stderr and exit code 2."""
+    try:
+        rest = flags.FLAGS(argv)
+        if _CONFIG.value is not None:
+            _CONFIG.value.keys()  # a config file that failed to load raises on first use: surface it here
+        return rest
+    except Exception as e:  # absl, ml_collections and the config file raise many types
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run() -> None:
     """Entry point: input errors print one line naming the problem and the fix, and exit 2."""
     _enable_compilation_cache()
     try:
-        app.run(main)
+        app.run(main, flags_parser=_parse_flags)
     except (UsageError, FileNotFoundError, ValueError) as e:
         if _DEBUG.present and _DEBUG.value:
             raise
         logging.flush()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -11,20 +11,48 @@ import numpy as np
 from flax import nnx
 
 from lumiere_jax.data.pipeline import NULL_CAPTION
-from lumiere_jax.diffusion import samplers
+from lumiere_jax.diffusion import multidiffusion, samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
+                                             "window", "overlap"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
-             schedule: CosineSchedule, steps: int, guidance: float, sampler: str) -> jax.Array:
-    """Samples clips [B, T, H, W, C] in [-1, 1] for text [B, L, D]; the whole loop is one XLA program."""
+             schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
+             overlap: int = 2) -> jax.Array:
+    """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
+
+    text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
+    windows reconciled by temporal MultiDiffusion, and text may be [N, B, L, D]: one prompt per window.
+    """
     model = nnx.merge(graphdef, params)
-    denoise = samplers.classifier_free_guidance(model, text, text_mask, null_text, null_mask, guidance)
+    num_frames = shape[0]
+    if window is None or window >= num_frames:
+        denoise = samplers.classifier_free_guidance(model, text, text_mask, null_text, null_mask, guidance)
+    else:
+        denoise = multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
+                                                     num_frames=num_frames, window=window, overlap=overlap)
     k_noise, k_sampler = jax.random.split(rng)
-    z = jax.random.normal(k_noise, (text.shape[0],) + shape, jnp.float32)
+    z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
     return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler)
+
+
+def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window: int,
+                       overlap: int) -> list[str]:
+    """The prompt of each MultiDiffusion window: the span (start_frame, prompt) that holds its centre frame."""
+    spans = sorted(spans)
+    if not spans or spans[0][0] != 0:
+        raise ValueError(f"Prompt spans {spans} must start at frame 0: give --prompt (from frame 0) and "
+                         f"--prompt_at=FRAME:TEXT for later spans.")
+    for start, _ in spans:
+        if not 0 <= start < num_frames:
+            raise ValueError(f"A prompt span starts at frame {start}, outside the clip's {num_frames} frames.")
+    out = []
+    for start in multidiffusion.window_starts(num_frames, window, overlap):
+        centre = start + window // 2
+        out.append([p for s, p in spans if s <= centre][-1])
+    return out
 
 
 class TextToVideo:
@@ -57,3 +85,22 @@ class TextToVideo:
                              guidance=float(guidance), sampler=sampler)
             out.append(np.asarray(clips)[:n])
         return np.concatenate(out)
+
+    def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
+                   guidance: float = 3.0, sampler: str = "ddim", overlap: int = 2) -> np.ndarray:
+        """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
+
+        spans: (start_frame, prompt) pairs; the model runs on windows of its training length, reconciled by
+        temporal MultiDiffusion at every step, so neighbouring windows (and prompts) blend without seams.
+        """
+        window = self.shape[0]
+        if num_frames < window:
+            raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
+                             f"--frames >= {window}.")
+        window_prompts = prompts_per_window(spans, num_frames, window, overlap)
+        text, mask = self.encoder.encode(window_prompts)  # [N, L, D], [N, L]
+        clip = generate(self.graphdef, self.params, jnp.asarray(text)[:, None], jnp.asarray(mask)[:, None],
+                        self.null_text, self.null_mask, jax.random.key(seed),
+                        shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
+                        guidance=float(guidance), sampler=sampler, window=window, overlap=overlap)
+        return np.asarray(clip)[0]

@@ -1,0 +1,138 @@
+"""Bad input, table-driven: every case exits non-zero with one line naming the problem and the fix.
+
+No traceback, nothing built or compiled first, and a run's checkpoints are never changed.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LONG_PROMPT = "a red circle moving left " * 200
+SMOKE = "--config=configs/t2v.py:size=smoke"
+
+# (case id, arguments ({run}: a trained run's workdir, {tmp}: an empty folder), expected text in the line)
+CASES = [
+    ("no_config", ["--workdir={tmp}"], "--config is required"),
+    ("no_workdir", [SMOKE], "--workdir is required"),
+    ("missing_config_file", ["--config=configs/nope.py", "--workdir={tmp}"], "No such file"),
+    ("unknown_variant_key", ["--config=configs/t2v.py:sise=tiny", "--workdir={tmp}"], "Unknown config variant key 'sise'"),
+    ("unknown_size", ["--config=configs/t2v.py:size=huge", "--workdir={tmp}"], "size='huge' is not one of"),
+    ("unknown_config_key", [SMOKE, "--workdir={tmp}", "--config.totl_steps=3"], 'Did you mean "total_steps"'),
+    ("unknown_nested_key", [SMOKE, "--workdir={tmp}", "--config.model.chanels=3"], "unknown config key"),
+    ("wrong_type", [SMOKE, "--workdir={tmp}", "--config.batch_size=abc"], "--config.batch_size=abc"),
+    ("frames_not_halvable", [SMOKE, "--workdir={tmp}", "--config.data.num_frames=5"],
+     "num_frames=5 cannot be halved 1 times"),
+    ("resolution_not_halvable", [SMOKE, "--workdir={tmp}", "--config.data.resolution=15"],
+     "data.resolution=15 cannot be halved"),
+    ("zero_batch", [SMOKE, "--workdir={tmp}", "--config.batch_size=0"], "batch_size=0 must be at least 1"),
+    ("dropout_out_of_range", [SMOKE, "--workdir={tmp}", "--config.data.text_dropout=1.5"],
+     "text_dropout=1.5 must be in [0, 1)"),
+    ("bad_nan_policy", [SMOKE, "--workdir={tmp}", "--config.nan_policy=explode"], "nan_policy='explode'"),
+    ("heads_do_not_divide", [SMOKE, "--workdir={tmp}", "--config.model.num_heads=3"],
+     "must be divisible by model.num_heads=3"),
+    ("mesh_does_not_divide", [SMOKE, "--workdir={tmp}", "--config.mesh.data=3"], "mesh.data=3 does not divide"),
+    ("unknown_text_encoder", [SMOKE, "--workdir={tmp}", "--config.text_encoder=bert"], "text_encoder='bert'"),
+    ("missing_t5_folder", [SMOKE, "--workdir={tmp}", "--config.text_encoder=t5:/no/such/t5"], "/no/such/t5"),
+    ("missing_minilm_folder", [SMOKE, "--workdir={tmp}", "--config.text_encoder_path=/no/such/minilm"],
+     "/no/such/minilm"),
+    ("stray_argument", [SMOKE, "--workdir={tmp}", "oops"], "Unexpected arguments ['oops']"),
+    ("bad_mode", [SMOKE, "--workdir={tmp}", "--mode=bogus"], "--mode=bogus"),
+    ("sample_without_checkpoint", [SMOKE, "--workdir={tmp}", "--mode=sample", "--prompt=a red circle",
+                                   "--out={tmp}/x.mp4"], "No checkpoint in"),
+    ("eval_without_checkpoint", [SMOKE, "--workdir={tmp}", "--mode=eval"], "No checkpoint in"),
+    ("workdir_does_not_exist", [SMOKE, "--workdir=/no/such/run", "--mode=sample", "--prompt=a red circle",
+                                "--out={tmp}/x.mp4"], "--workdir=/no/such/run does not exist"),
+    ("empty_prompt", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=  ", "--out={tmp}/x.mp4"],
+     "needs a non-empty --prompt"),
+    ("enormous_prompt", [SMOKE, "--workdir={run}", "--mode=sample", f"--prompt={LONG_PROMPT}",
+                         "--out={tmp}/x.mp4"], "keep it under 1000"),
+    ("bad_out_extension", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle", "--out={tmp}/x.avi"],
+     "ending in .mp4 or .gif"),
+    ("unwritable_out", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle",
+                        "--out=/no/such/dir/x.mp4"], "does not exist or is not writable"),
+    ("frames_shorter_than_window", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle",
+                                    "--out={tmp}/x.mp4", "--frames=2"], "--frames=2 is shorter"),
+    ("bad_prompt_at", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle", "--out={tmp}/x.mp4",
+                       "--frames=8", "--prompt_at=later a blue square"], "write FRAME:TEXT"),
+    ("prompt_at_outside_clip", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle",
+                                "--out={tmp}/x.mp4", "--frames=8", "--prompt_at=99:a blue square"],
+     "outside the clip"),
+    ("overlap_too_large", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle", "--out={tmp}/x.mp4",
+                           "--frames=8", "--overlap=4"], "--overlap=4 must be in [0, 4)"),
+    ("zero_steps", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle", "--out={tmp}/x.mp4",
+                    "--steps=0"], "num_steps=0 must be at least 1"),
+    ("checkpoint_of_another_config", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle",
+                                      "--out={tmp}/x.mp4", "--config.model.channels=16"],
+     "params.conv_in.conv.bias is (8,) in the checkpoint but (16,) in the config"),
+    ("train_on_checkpoint_of_another_config", [SMOKE, "--workdir={run}", "--config.model.channels=16",
+                                               "--config.data.data_dir={tmp}/data"], "does not match this config"),
+]
+
+
+def _tree_digest(folder: str) -> str:
+    digest = hashlib.sha256()
+    for base, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(base, name)
+            digest.update(path.encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _run(args):
+    return subprocess.run([sys.executable, "-m", "lumiere_jax.main", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _check_one_line(proc, message):
+    assert proc.returncode != 0, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert message in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_workdir, tmp_path_factory):
+    """A copy of the trained smoke run, so the digest check sees only what these commands did."""
+    copy = str(tmp_path_factory.mktemp("bad_input") / "run")
+    shutil.copytree(trained_workdir, copy)
+    return copy
+
+
+def test_at_least_25_cases():
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, args, message, run_copy, tmp_path):
+    before = _tree_digest(os.path.join(run_copy, "checkpoints"))
+    args = [a.replace("{run}", run_copy).replace("{tmp}", str(tmp_path)) for a in args]
+    _check_one_line(_run(args), message)
+    assert _tree_digest(os.path.join(run_copy, "checkpoints")) == before
+    assert not os.path.exists(tmp_path / "data")  # rejected before any dataset was built
+    assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_corrupt_checkpoint_is_named_and_left_alone(trained_workdir, tmp_path):
+    run = str(tmp_path / "run")
+    shutil.copytree(trained_workdir, run)
+    # Damage the newest checkpoint's array store.
+    state_dir = os.path.join(run, "checkpoints", "4", "state")
+    for base, _, files in os.walk(state_dir):
+        for name in files:
+            if name.startswith("manifest") or base.endswith("d"):
+                with open(os.path.join(base, name), "r+b") as f:
+                    f.truncate(7)
+    before = _tree_digest(os.path.join(run, "checkpoints"))
+    proc = _run([SMOKE, f"--workdir={run}", "--mode=sample", "--prompt=a red circle", f"--out={tmp_path}/x.mp4"])
+    _check_one_line(proc, "checkpoints/4 is unreadable")
+    assert "move that folder aside" in proc.stderr
+    assert _tree_digest(os.path.join(run, "checkpoints")) == before
