@@ -24,6 +24,7 @@ setup(
         "ml-collections>=1.0,<2",
         "absl-py>=2.1,<3",
         "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
         "imageio>=2.37,<3",
         "imageio-ffmpeg>=0.6,<1",
         "pillow>=10,<14",

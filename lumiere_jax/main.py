@@ -33,6 +33,11 @@ _FRAMES = flags.DEFINE_integer("frames", None, "Clip length for --mode=sample; l
 _PROMPT_AT = flags.DEFINE_multi_string("prompt_at", [], "Story mode: FRAME:TEXT starts a new prompt at FRAME "
                                        "(repeatable); --prompt holds from frame 0.")
 _OVERLAP = flags.DEFINE_integer("overlap", 2, "Frames shared by neighbouring MultiDiffusion windows.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
+                                  "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for input errors.")
 
 MAX_PROMPT_CHARS = 1000
@@ -73,8 +78,9 @@ def _sample(config, workdir: str) -> None:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UsageError(f"--prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS} "
                          f"(the text encoder reads only the first {config.text_max_length} tokens).")
-    if not out or os.path.splitext(out)[1].lower() not in (".mp4", ".gif"):
-        raise UsageError(f"--out={out!r}: give an output file ending in .mp4 or .gif.")
+    extensions = (".mp4", ".gif", ".png") if config.data.num_frames == 1 else (".mp4", ".gif")
+    if not out or os.path.splitext(out)[1].lower() not in extensions:
+        raise UsageError(f"--out={out!r}: give an output file ending in {' or '.join(extensions)}.")
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise UsageError(f"--out={out}: folder {out_dir} does not exist or is not writable.")
@@ -142,6 +148,10 @@ def main(argv) -> None:
         raise UsageError("--config is required, e.g. --config=configs/t2v.py.")
     if not workdir:
         raise UsageError("--workdir is required: the run directory for checkpoints and samples.")
+    if _DISTRIBUTED.value:
+        import jax
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
     if _MODE.value == "train":
         from lumiere_jax import train
         train.train_and_evaluate(config, workdir)

@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from lumiere_jax.diffusion.schedule import CosineSchedule
-from lumiere_jax.models.stunet import STUNet, STUNetConfig, check_frames
+from lumiere_jax.models.stunet import STUNet, STUNetConfig, check_frames, is_temporal_path
 
 
 @flax.struct.dataclass
@@ -48,8 +48,18 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     else:
         lr = optax.join_schedules([optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps),
                                    optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
-    return optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                       optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                     optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+    if config.trainable == "all":
+        return tx
+    # Lumiere trains only the new temporal layers; the inflated T2I weights stay frozen.
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, trainable_labels)
+
+
+def trainable_labels(params: Any) -> Any:
+    """'train' for temporal-layer parameters, 'freeze' for the pre-trained spatial ones."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "train" if is_temporal_path([getattr(k, "key", k) for k in path]) else "freeze", params)
 
 
 def split_model(model: STUNet) -> tuple[nnx.GraphDef, nnx.State]:
@@ -71,6 +81,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
+    if config.trainable not in ("all", "temporal"):
+        raise ValueError(f"trainable={config.trainable!r} must be 'all' or 'temporal' (only the inflation layers).")
+    if config.trainable == "temporal" and not cfg.temporal:
+        raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
+    if config.trainable == "temporal" and not config.init_from:
+        raise ValueError("trainable='temporal' freezes the spatial layers, so it needs --config.init_from=<T2I "
+                         "workdir> to inflate from (or --config.trainable=all to train from scratch).")
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     if not 0.0 <= config.data.text_dropout < 1.0:

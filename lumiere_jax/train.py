@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lumiere_jax import checkpointing, sampling, video_io
+from lumiere_jax import checkpointing, inflate, sampling, video_io
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
@@ -148,8 +148,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         log.info("Resumed from checkpoint at step %d in %s", int(state.step), ckpt.directory)
     else:
         _, params = init_model(config, config.seed)
+        if config.init_from:
+            t2i_params, _ = inflate.load_t2i_weights(config.init_from)
+            params = inflate.inflate(params, t2i_params)
         state = jax.device_put(init_state(params, tx), replicated)
-        log.info("No checkpoint in %s: starting from scratch.", ckpt.directory)
+        log.info("No checkpoint in %s: starting from %s.", ckpt.directory,
+                 f"the T2I run {config.init_from}" if config.init_from else "scratch")
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -164,8 +168,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     # Loop.
     from tensorboardX import SummaryWriter  # imported here: only the trainer writes TensorBoard files
-    writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
     start = int(state.step)
+    writer = None
+    if jax.process_index() == 0:
+        # Steps after the restored checkpoint were lost with the crash: drop their rows, they will be redone.
+        writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start + 1 if start else None)
+        _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start)
     batches = pipeline.iterate_from(dataset, start, num_threads=config.data.num_threads,
                                     prefetch=config.data.prefetch)
     pending: list[dict[str, jax.Array]] = []
@@ -222,6 +230,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         with open(os.path.join(workdir, "train_done.json"), "w") as f:
             json.dump({"step": int(state.step), "skipped_steps": int(state.skipped)}, f)
     return state
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Keeps metrics.jsonl rows up to last_step (and drops a torn last line), atomically."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= last_step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError):
+                continue
+    with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
 
 
 def _check_finite(metrics: list[dict[str, np.ndarray]], first_step: int, config: ml_collections.ConfigDict,

@@ -37,3 +37,11 @@ def test_eval_writes_metrics_json(trained_workdir):
     assert all(0.0 <= v <= 1.0 for v in result["accuracy"].values())
     assert '"accuracy"' in proc.stdout
     assert os.path.exists(os.path.join(trained_workdir, "eval", "grid_0000004.gif"))
+
+
+def test_story_mode_writes_a_clip_longer_than_the_training_length(trained_workdir, tmp_path):
+    out = str(tmp_path / "story.gif")
+    proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", "--prompt=a red circle moving left",
+                   "--prompt_at=6:a blue square moving up", "--frames=10", f"--out={out}", "--steps=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert video_io.read_video(out).shape == (10, 16, 16, 3)

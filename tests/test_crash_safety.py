@@ -1,11 +1,12 @@
 """Preemption and crash safety of the trainer, run through the command line as a cluster would run it.
 
 SIGTERM/SIGINT: the run checkpoints the step it is on, exits 0, and the same command resumes there.
-SIGKILL at random moments (mid-step, mid-save, right after a save): every restart resumes from the newest
-*complete* checkpoint, never a half-written one, and the run still reaches total_steps.
+SIGKILL at random moments (during startup, mid-step, mid-save, right after a save, after a SIGTERM whose grace
+period ran out mid-save): every restart resumes from the newest *complete* checkpoint, never from one of the
+`<step>.orbax-checkpoint-tmp` folders a killed save leaves behind, and the run still reaches total_steps.
 
 `pytest -s` prints the kill table; it is also written as crash_summary.json in the test's tmp dir.
-LUMIERE_CRASH_KILLS (default 20) sets how many SIGKILLs the crash test delivers.
+LUMIERE_CRASH_KILLS (default 6, to keep CI short; the issue-8 measurement used 20) sets how many SIGKILLs the crash test delivers.
 """
 
 import json
@@ -24,7 +25,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP_MARK = ".orbax-checkpoint-tmp"
 FIRST_STEP_TIMEOUT = 300  # s: a cold compile on a busy 2-core CPU; with a warm cache about 25 s
-NUM_KILLS = int(os.environ.get("LUMIERE_CRASH_KILLS", "20"))
+NUM_KILLS = int(os.environ.get("LUMIERE_CRASH_KILLS", "6"))
 
 
 # Processes and files.
@@ -64,14 +65,19 @@ def _tail(path, n=3000):
         return f.read()[-n:]
 
 
-def _wait_for(predicate, proc, log_path, timeout, what):
-    """Polls predicate() until true; fails (and kills the group) on timeout or if proc exits first."""
+def _wait_for(predicate, proc, log_path, timeout, what, exit_ok=False):
+    """Polls predicate() until true; fails (and kills the group) on timeout, or if proc exits first.
+
+    With exit_ok, an exit instead returns None.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if proc.poll() is not None:
+            if exit_ok:
+                return None
             pytest.fail(f"trainer exited with {proc.returncode} while waiting for {what}:\n{_tail(log_path)}")
         if time.monotonic() > deadline:
             _signal_group(proc, signal.SIGKILL)
@@ -215,63 +221,83 @@ def test_sigterm_and_sigint_checkpoint_the_current_step_and_resume_there(data_di
 
 # 2. SIGKILL at random moments.
 
-# When in a life to kill. `startup`: a random delay after launch (restore, compile: nothing is written).
-# `steps`: a random delay after the life's first step (mid-step or mid-save). `save`: within 0.3 s of a new
-# tmp save folder appearing (mid-write). `saved`: as soon as a new complete checkpoint appears (the moment
-# after the rename, when orbax also deletes the oldest checkpoint).
-KILL_MODES = ("steps", "save", "steps", "startup", "saved")
-KILL_TOTAL_STEPS = 10_000  # lives that will be killed never finish on their own; the schedule ignores it
+# When in a life to kill. `startup`: a random delay after launch (restore, compile: nothing is written yet).
+# `steps`: a random delay after the life's first step (mid-step or mid-save). `save`: within 0.3 s of a new tmp
+# save folder appearing (mid-write). `saved`: as soon as a new complete checkpoint appears (just after the
+# rename, while orbax deletes the oldest one). `term_kill`: SIGTERM, then SIGKILL as soon as the preemption save
+# starts (a grace period that ran out mid-save); that save's step may be one no later save repeats.
+KILL_MODES = ("steps", "save", "term_kill", "startup", "saved")
+KILL_TOTAL_STEPS = 10_000  # lives that get killed must not finish first; the LR schedule never reads it
+CHECKPOINT_EVERY = 2
 FINAL_TOTAL_STEPS = 40
 
 
+def _tmp_step(name):
+    return int(name.split(".")[0])
+
+
 def _kill_one_life(i, mode, rng, workdir, data_dir, tmp_path):
-    """Runs one life of the trainer, SIGKILLs it at a moment chosen by mode; returns its record."""
+    """Runs one life of the trainer and SIGKILLs it at a moment chosen by mode; returns the life's record.
+
+    The record's `killed` is False only when a `term_kill` life finished its preemption save before the kill.
+    """
     ckpt_dir = os.path.join(workdir, "checkpoints")
     expected = _newest_complete(ckpt_dir)
     rows_before = len(_metrics(workdir))
     tmp_before = _tmp_dirs(ckpt_dir)
+
+    def new_tmp_since(snapshot):
+        return lambda: any(snapshot.get(n) != v for n, v in _tmp_dirs(ckpt_dir).items())
+
     log_path = str(tmp_path / f"life_{i:02d}.log")
-    proc = _start(workdir, data_dir, log_path, total_steps=KILL_TOTAL_STEPS, checkpoint_every=2, log_every=1)
+    proc = _start(workdir, data_dir, log_path, total_steps=KILL_TOTAL_STEPS, checkpoint_every=CHECKPOINT_EVERY,
+                  log_every=1)
     t0 = time.monotonic()
     try:
         if mode == "startup":
-            delay = rng.uniform(1.0, 12.0)
-            _wait_for(lambda: time.monotonic() - t0 > delay, proc, log_path, delay + 5, "the startup kill")
+            until = t0 + rng.uniform(1.0, 12.0)
+            _wait_for(lambda: time.monotonic() > until, proc, log_path, 20, "the startup kill")
         else:
             _wait_for(lambda: len(_metrics(workdir)) > rows_before, proc, log_path, FIRST_STEP_TIMEOUT,
                       "the first step of this life")
-            if mode == "steps":
-                delay = rng.uniform(0.0, 3.0)
-                _wait_for(lambda: time.monotonic() - t0 > 0 and time.sleep(delay) is None, proc, log_path,
-                          delay + 5, "a mid-run kill")
-            elif mode == "save":
-                def new_save():
-                    now = _tmp_dirs(ckpt_dir)
-                    return any(tmp_before.get(n) != v for n, v in now.items())
-                _wait_for(new_save, proc, log_path, 60, "a checkpoint save to start")
-                time.sleep(rng.uniform(0.0, 0.3))
-            elif mode == "saved":
-                _wait_for(lambda: any(s > expected for s in _complete_steps(ckpt_dir)), proc, log_path, 60,
-                          "a new complete checkpoint")
-                time.sleep(rng.uniform(0.0, 0.05))
-        assert proc.poll() is None, f"life {i} exited with {proc.returncode} before its kill:\n{_tail(log_path)}"
+        if mode == "steps":
+            until = time.monotonic() + rng.uniform(0.0, 5.0)
+            _wait_for(lambda: time.monotonic() > until, proc, log_path, 10, "a mid-run kill")
+        elif mode == "save":
+            _wait_for(new_tmp_since(tmp_before), proc, log_path, 60, "a checkpoint save to start")
+            time.sleep(rng.uniform(0.0, 0.3))
+        elif mode == "saved":
+            _wait_for(lambda: any(s > expected for s in _complete_steps(ckpt_dir)), proc, log_path, 60,
+                      "a new complete checkpoint")
+            time.sleep(rng.uniform(0.0, 0.05))
+        elif mode == "term_kill":
+            at_term = _tmp_dirs(ckpt_dir)
+            _signal_group(proc, signal.SIGTERM)
+            _wait_for(new_tmp_since(at_term), proc, log_path, 60, "the preemption save to start", exit_ok=True)
+            time.sleep(rng.uniform(0.0, 0.2))
         tmp_at_kill = sorted(_tmp_dirs(ckpt_dir))
-        _signal_group(proc, signal.SIGKILL)
-        rc = _reap(proc, timeout=30)
-        assert rc == -signal.SIGKILL, f"life {i}: exit code {rc}:\n{_tail(log_path)}"
+        killed = proc.poll() is None
+        if killed:
+            _signal_group(proc, signal.SIGKILL)
+        rc = _reap(proc, timeout=120)
     finally:
         if proc.poll() is None:
             _signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=30)
+    if killed:
+        assert rc == -signal.SIGKILL, f"life {i}: exit code {rc}:\n{_tail(log_path)}"
+    else:  # only the SIGTERM of term_kill may end a life before the kill, and then cleanly
+        assert mode == "term_kill" and rc == 0, f"life {i} ({mode}) exited with {rc} before its kill:\n" \
+                                                f"{_tail(log_path)}"
     rows = _metrics(workdir)
-    new = rows[rows_before:]
-    resumed = _resumed_step(log_path)
     after = _newest_complete(ckpt_dir)
     last_logged = rows[-1]["step"] if rows else 0
-    return {"kill": i + 1, "mode": mode, "seconds_alive": round(time.monotonic() - t0, 1),
-            "expected_resume": expected, "resumed": resumed, "new_steps": [r["step"] for r in new],
-            "last_logged": last_logged, "complete_after_kill": after, "steps_lost": last_logged - after,
-            "tmp_at_kill": tmp_at_kill, "tmp_after_kill": sorted(_tmp_dirs(ckpt_dir)), "log": log_path}
+    return {"life": i + 1, "mode": mode, "killed": killed, "seconds_alive": round(time.monotonic() - t0, 1),
+            "expected_resume": expected, "resumed": _resumed_step(log_path),
+            "new_steps": [r["step"] for r in rows[rows_before:]], "last_logged": last_logged,
+            "complete_after": after, "steps_lost": last_logged - after,
+            "tmp_before": sorted(tmp_before), "tmp_at_kill": tmp_at_kill, "tmp_after": sorted(_tmp_dirs(ckpt_dir)),
+            "log": log_path}
 
 
 def _check_losses_repeat(rows):
@@ -285,6 +311,21 @@ def _check_losses_repeat(rows):
             first[r["step"]] = r["loss"]
 
 
+def _print_table(lives, final):
+    print(f"{'life':>4} {'mode':>9} {'alive_s':>7} {'resumed':>7} {'last_logged':>11} {'complete':>8} "
+          f"{'next_resumed':>12} {'lost':>4}  tmp folders at kill -> after")
+    for k in lives:
+        resumed = "-" if k["resumed"] is None else k["resumed"]
+        mode = k["mode"] if k["killed"] else k["mode"] + "*"
+        print(f"{k['life']:>4} {mode:>9} {k['seconds_alive']:>7} {resumed!s:>7} {k['last_logged']:>11} "
+              f"{k['complete_after']:>8} {k['next_resumed']!s:>12} {k['steps_lost']:>4}  "
+              f"{','.join(k['tmp_at_kill']) or '-'} -> {','.join(k['tmp_after']) or '-'}")
+    print(f"final run: resumed from {final['resumed']}, finished at {final['total']}; tmp folders before it "
+          f"{final['tmp_before'] or 'none'}, after it {final['tmp_after'] or 'none'}")
+    if any(not k["killed"] for k in lives):
+        print("* the SIGTERM'd life finished its preemption save before the SIGKILL: a clean stop, not a kill")
+
+
 def test_sigkill_at_random_moments_resumes_from_the_last_complete_checkpoint(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -295,37 +336,39 @@ def test_sigkill_at_random_moments_resumes_from_the_last_complete_checkpoint(dat
         modes.append(modes.pop(0))
     start = time.monotonic()
 
-    kills = []
-    for i, mode in enumerate(modes):
-        record = _kill_one_life(i, mode, rng, workdir, data_dir, tmp_path)
-        kills.append(record)
-        # Resumed from the newest complete checkpoint as the folder stood before the launch: never a tmp folder.
-        if record["resumed"] is not None:
-            assert record["resumed"] == record["expected_resume"], record
+    lives = []
+    while sum(k["killed"] for k in lives) < NUM_KILLS:
+        assert len(lives) < NUM_KILLS + 5, "too many SIGTERM'd lives ended before their kill"
+        mode = modes[len(lives)] if len(lives) < len(modes) else "steps"
+        life = _kill_one_life(len(lives), mode, rng, workdir, data_dir, tmp_path)
+        lives.append(life)
+        # Resumed from the newest complete checkpoint as the folder stood at launch: never a tmp folder.
+        if life["resumed"] is not None:
+            assert life["resumed"] == life["expected_resume"], life
         else:
-            assert mode == "startup", record  # only a startup kill can land before the restore is logged
-        # This life's steps continue from where it resumed, with no gap and no repeat.
-        assert record["new_steps"] == list(range(record["expected_resume"] + 1,
-                                                 record["expected_resume"] + 1 + len(record["new_steps"]))), record
-        assert record["complete_after_kill"] <= record["last_logged"], record
-        assert not any(n.split(".")[0].isdigit() and int(n.split(".")[0]) < 0 for n in record["tmp_after_kill"])
+            assert mode == "startup", life  # only a startup kill can land before the restore is logged
+        # The life's steps continue from where it resumed: no gap, no repeat.
+        first = life["expected_resume"] + 1
+        assert life["new_steps"] == list(range(first, first + len(life["new_steps"]))), life
+        assert life["complete_after"] <= life["last_logged"], life
 
     # The final life: the same command, run to the end.
     expected = _newest_complete(ckpt_dir)
     total = max(FINAL_TOTAL_STEPS, expected + 6)
-    orphans_before_final = sorted(_tmp_dirs(ckpt_dir))
+    final = {"total": total, "tmp_before": sorted(_tmp_dirs(ckpt_dir))}
     rows_before = len(_metrics(workdir))
     log_path = str(tmp_path / "final.log")
-    proc = _start(workdir, data_dir, log_path, total_steps=total, checkpoint_every=2, log_every=1)
+    proc = _start(workdir, data_dir, log_path, total_steps=total, checkpoint_every=CHECKPOINT_EVERY, log_every=1)
     try:
-        rc = _reap(proc, timeout=FIRST_STEP_TIMEOUT + 120)
+        rc = _reap(proc, timeout=FIRST_STEP_TIMEOUT + 180)
     finally:
         if proc.poll() is None:
             _signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=30)
     assert rc == 0, _tail(log_path)
-    final_resumed = _resumed_step(log_path)
-    assert final_resumed == expected, _tail(log_path)
+    final["resumed"] = _resumed_step(log_path)
+    final["tmp_after"] = sorted(_tmp_dirs(ckpt_dir))
+    assert final["resumed"] == expected, _tail(log_path)
     with open(os.path.join(workdir, "train_done.json")) as f:
         assert json.load(f)["step"] == total
     rows = _metrics(workdir)
@@ -334,47 +377,41 @@ def test_sigkill_at_random_moments_resumes_from_the_last_complete_checkpoint(dat
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in final_rows), final_rows
     assert _newest_complete(ckpt_dir) == total
     _check_losses_repeat(rows)
-    orphans_after_final = sorted(_tmp_dirs(ckpt_dir))
 
-    # Every kill was survived: the next life (or the final one) resumed from that kill's newest complete step.
-    next_resumed = [k["resumed"] for k in kills[1:]] + [final_resumed]
-    for k, r in zip(kills, next_resumed):
-        k["next_resumed"] = r
-    survived = sum(1 for k in kills[1:] + [None] if True)  # counted below, explicitly
-    survived = 0
-    for j, k in enumerate(kills):
-        # The next life that logged a restore; lives killed before restoring wrote nothing, so it is unchanged.
-        later = [x["resumed"] for x in kills[j + 1:] if x["resumed"] is not None] + [final_resumed]
-        survived += later[0] == k["complete_after_kill"]
+    # Every kill was survived: the next life that logged its restore (one killed before restoring wrote
+    # nothing, so the newest complete step stands) or the final run resumed from the kill's newest complete step.
+    for j, k in enumerate(lives):
+        k["next_resumed"] = ([x["resumed"] for x in lives[j + 1:] if x["resumed"] is not None]
+                             + [final["resumed"]])[0]
+    kills = [k for k in lives if k["killed"]]
+    survived = sum(k["next_resumed"] == k["complete_after"] for k in kills)
     lost = [k["steps_lost"] for k in kills]
-    during_save = [k for k in kills if k["tmp_at_kill"]]
-    orphaned = [k for k in kills if k["tmp_after_kill"]]
-    summary = {"kills": len(kills), "kills_survived": survived, "kills_during_a_save": len(during_save),
-               "kills_leaving_tmp_folders": len(orphaned), "mean_steps_lost": float(np.mean(lost)),
-               "max_steps_lost": int(max(lost)), "final_resumed_from": final_resumed, "final_step": total,
-               "tmp_folders_before_final_run": orphans_before_final,
-               "tmp_folders_after_final_run": orphans_after_final,
-               "seconds": round(time.monotonic() - start, 1), "per_kill": kills}
+    # Restarts that found a tmp folder newer than the newest complete checkpoint, and still resumed right.
+    beside_orphans = [k for k in lives[1:] if k["resumed"] is not None
+                      and any(_tmp_step(n) > k["expected_resume"] for n in k["tmp_before"])]
+    summary = {"kills": len(kills), "kills_survived": survived,
+               "kills_during_a_save": sum(bool(k["tmp_at_kill"]) for k in kills),
+               "kills_leaving_tmp_folders": sum(bool(k["tmp_after"]) for k in kills),
+               "restarts_beside_newer_tmp_folders": len(beside_orphans),
+               "clean_sigterm_stops": len(lives) - len(kills),
+               "mean_steps_lost": float(np.mean(lost)), "max_steps_lost": int(max(lost)),
+               "steps_lost_per_kill": lost, "final": final,
+               "seconds": round(time.monotonic() - start, 1), "lives": lives}
     with open(tmp_path / "crash_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
+    print(f"\nSIGKILL crash test: {survived}/{len(kills)} kills survived, {summary['kills_during_a_save']} during a "
+          f"checkpoint save, {len(beside_orphans)} restarts beside a newer tmp folder; steps lost mean "
+          f"{summary['mean_steps_lost']:.2f}, max {summary['max_steps_lost']}; {summary['seconds']:.0f} s.\n"
+          f"Summary: {tmp_path / 'crash_summary.json'}")
+    _print_table(lives, final)
 
-    print(f"\nSIGKILL crash test: {survived}/{len(kills)} kills survived, {len(during_save)} during a checkpoint "
-          f"save; steps lost mean {summary['mean_steps_lost']:.2f}, max {summary['max_steps_lost']}; "
-          f"{summary['seconds']:.0f} s. Summary: {tmp_path / 'crash_summary.json'}")
-    print(f"{'kill':>4} {'mode':>8} {'alive_s':>7} {'resumed':>7} {'last_logged':>11} {'complete':>8} "
-          f"{'next_resumed':>12} {'lost':>4}  tmp folders at kill -> after")
-    for k in kills:
-        resumed = "-" if k["resumed"] is None else k["resumed"]
-        nxt = "-" if k["next_resumed"] is None else k["next_resumed"]
-        print(f"{k['kill']:>4} {k['mode']:>8} {k['seconds_alive']:>7} {resumed!s:>7} {k['last_logged']:>11} "
-              f"{k['complete_after_kill']:>8} {nxt!s:>12} {k['steps_lost']:>4}  "
-              f"{','.join(k['tmp_at_kill']) or '-'} -> {','.join(k['tmp_after_kill']) or '-'}")
-    print(f"final run: resumed from {final_resumed}, finished at {total}; tmp folders before it "
-          f"{orphans_before_final or 'none'}, after it {orphans_after_final or 'none'}")
-
-    assert len(kills) == NUM_KILLS and survived == len(kills), summary
-    assert during_save, "no kill landed during a checkpoint save: the crash test did not test what it says"
-    # 3. Orphaned tmp folders: a restart works beside them and never picks one (checked on every life above);
-    # the saves that repeat their step replace them, so none outlives the run's own re-saves.
-    assert all(not n.split(".")[0].isdigit() or int(n.split(".")[0]) > expected - 2 or True
-               for n in orphans_before_final)
+    assert len(kills) >= NUM_KILLS and survived == len(kills), summary
+    assert summary["kills_during_a_save"], "no kill landed during a checkpoint save: the test missed its point"
+    # 3. Orphaned tmp folders never get picked (every resume above equals the newest complete step) and a
+    # restart beside them works. orbax does not sweep them at startup (cleanup_tmp_directories is off); a save
+    # of the same step replaces its folder, so any left after the run are of steps the final run never saved.
+    assert beside_orphans, "no restart found a tmp folder newer than its checkpoint: the orphan case went untested"
+    saved_by_final = {s for s in range(expected + 1, total + 1) if s % CHECKPOINT_EVERY == 0 or s == total}
+    assert not [n for n in final["tmp_after"] if _tmp_step(n) in saved_by_final], final
+    if final["tmp_after"]:
+        print(f"orbax left orphaned tmp folders that no later save replaced: {final['tmp_after']}")

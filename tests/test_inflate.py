@@ -1,0 +1,81 @@
+"""Inflation: T2I weights land in the STUNet's spatial layers, which then stay frozen while temporal ones train."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import smoke_config
+from configs import t2i
+from lumiere_jax import checkpointing, inflate, train
+from lumiere_jax.models.stunet import is_temporal_path
+from lumiere_jax.state import abstract_graphdef_and_state, init_model
+
+
+def _t2i_config(data_dir, **overrides):
+    c = t2i.get_config("size=smoke")
+    c.data.data_dir = data_dir
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def _flat(state):
+    """{(key, ...): array} of a params State."""
+    return {tuple(str(getattr(p, "key", getattr(p, "idx", p))) for p in path): v
+            for path, v in jax.tree_util.tree_flatten_with_path(state.to_pure_dict())[0]}
+
+
+@pytest.fixture(scope="module")
+def t2i_run(data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("t2i"))
+    train.train_and_evaluate(_t2i_config(data_dir, total_steps=2), workdir)
+    return workdir
+
+
+def test_inflated_stunet_equals_the_t2i_model_on_a_static_clip(t2i_run):
+    t2i_params, t2i_cfg = inflate.load_t2i_weights(t2i_run)
+    # Two steps barely move the zero-initialized output layers: perturb every weight so the check has teeth.
+    leaves, treedef = jax.tree.flatten(t2i_params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    t2i_params = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    config = smoke_config("")
+    graphdef, params = init_model(config, 0)
+    video = nnx.merge(graphdef, inflate.inflate(params, t2i_params))
+    g_img, _ = abstract_graphdef_and_state(t2i_cfg)
+    image = nnx.merge(g_img, t2i_params)
+    k = jax.random.split(jax.random.key(0), 2)
+    frame = jax.random.normal(k[0], (2, 1, 16, 16, 3))
+    text, mask = jax.random.normal(k[1], (2, 24, 384)), jnp.ones((2, 24), bool)
+    t = jnp.array([0.3, 0.9])
+    apply = nnx.jit(lambda m, x: m(x, t, text, mask))
+    out_image = apply(image, frame)
+    assert float(jnp.abs(out_image).max()) > 0.1  # not trivially zero
+    np.testing.assert_allclose(apply(video, jnp.repeat(frame, 4, axis=1)), jnp.repeat(out_image, 4, axis=1),
+                               atol=2e-5, rtol=2e-5)
+
+
+def test_temporal_only_training_keeps_every_spatial_weight(t2i_run, data_dir, tmp_path):
+    workdir = str(tmp_path / "t2v")
+    state = train.train_and_evaluate(
+        smoke_config(data_dir, total_steps=2, init_from=t2i_run, trainable="temporal"), workdir)
+    t2i_params, _ = inflate.load_t2i_weights(t2i_run)
+    _, fresh = init_model(smoke_config(""), 0)
+    image, trained, init = _flat(t2i_params), _flat(state.params), _flat(fresh)
+    spatial = [k for k in trained if not is_temporal_path(k)]
+    temporal = [k for k in trained if k not in spatial]
+    assert spatial and temporal and set(spatial) == set(image)
+    for k in spatial:
+        np.testing.assert_array_equal(trained[k], image[k], err_msg=k)  # bit-identical
+    assert any(not np.array_equal(trained[k], init[k]) for k in temporal)
+
+
+def test_inflation_names_what_does_not_fit(t2i_run):
+    t2i_params, _ = inflate.load_t2i_weights(t2i_run)
+    config = smoke_config("", model__channels=16)
+    _, params = init_model(config, 0)
+    with pytest.raises(ValueError, match=r"shape mismatches: \[.*T2I \(.*\) vs STUNet"):
+        inflate.inflate(params, t2i_params)
+    with pytest.raises(ValueError, match="needs --config.init_from"):
+        train.train_and_evaluate(smoke_config("", trainable="temporal"), "/tmp/unused")
