@@ -54,7 +54,7 @@ create)
   if [[ $SPOT == 1 ]]; then extra+=(--spot); fi
   if [[ -n $SCOPES ]]; then extra+=(--scopes="$SCOPES"); fi
   show gcloud compute tpus tpu-vm create "$TPU_NAME" "${GC[@]}" --accelerator-type="$ACCELERATOR" \
-    --version="$RUNTIME" "${extra[@]}"
+    --version="$RUNTIME" ${extra[@]+"${extra[@]}"}  # (empty-array form that bash 3.2 on macOS accepts)
   ;;
 setup)
   if [[ -n $REPO_URL ]]; then

@@ -154,8 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         state = jax.device_put(init_state(params, tx), replicated)
         log.info("No checkpoint in %s: starting from %s.", ckpt.directory,
                  f"the T2I run {config.init_from}" if config.init_from else "scratch")
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log.info("STUNet: %.2fM parameters.", num_params / 1e6)
 
@@ -215,8 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 t2v.params = state.ema
                 clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
                             guidance=config.sample.guidance, sampler=config.sample.sampler)
-                path = write_samples(workdir, step, clips, config.sample.fps)
-                log.info("Wrote samples: %s", path)
+                if jax.process_index() == 0:
+                    log.info("Wrote samples: %s", write_samples(workdir, step, clips, config.sample.fps))
                 if writer:
                     # A film strip (frames side by side, one row per prompt) as an image: TensorBoard's video
                     # summaries need moviepy; the MP4/GIF beside it is the playable version.
@@ -226,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     ckpt.close()
     if writer:
         writer.close()
-    if int(state.step) >= config.total_steps:
+    if int(state.step) >= config.total_steps and jax.process_index() == 0:
         with open(os.path.join(workdir, "train_done.json"), "w") as f:
             json.dump({"step": int(state.step), "skipped_steps": int(state.skipped)}, f)
     return state
@@ -286,7 +287,9 @@ class _StopSignals:
         self.requested, self.reason = True, signal.Signals(signum).name
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+        # Multi-process: jax.distributed's own SIGTERM handler drives the preemption sync point, so that
+        # every host saves the same step (_reached_preemption); replacing it would make hosts diverge.
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
