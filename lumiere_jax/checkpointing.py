@@ -56,7 +56,8 @@ class Checkpointer:
         """Raises ValueError naming the first parameter whose stored shape differs from the config's."""
         step_dir = os.path.join(self.directory, str(step))
         try:
-            stored = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "state")).item_metadata
+            with ocp.StandardCheckpointer() as reader:  # closed here, not by a late garbage collection
+                stored = reader.metadata(os.path.join(step_dir, "state")).item_metadata
         except Exception as e:
             raise ValueError(f"Checkpoint {step_dir} is unreadable ({type(e).__name__}: {str(e)[:200]}). It was "
                              f"left untouched; move that folder aside to resume from an earlier step.") from e

@@ -196,8 +196,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
             _CONFIG.value.keys()  # a config file that failed to load raises on first use: surface it here
         return rest
     except Exception as e:  # absl, ml_collections and the config file raise many types
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with(_one_line(e))
+
+
+def _exit_with(message: str) -> None:
+    """Prints the one-line error and exits 2 at once: background threads of orbax/tensorstore that an
+    interpreter shutdown would wake print their own tracebacks, which would bury the line."""
+    logging.flush()
+    print(f"error: {message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def run() -> None:
@@ -208,9 +217,7 @@ def run() -> None:
     except (UsageError, FileNotFoundError, ValueError) as e:
         if _DEBUG.present and _DEBUG.value:
             raise
-        logging.flush()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with(_one_line(e))
 
 
 if __name__ == "__main__":

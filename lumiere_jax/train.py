@@ -130,6 +130,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {mesh.shape['data']} "
                          f"data-parallel devices.")
 
+    # A checkpoint of another config is refused before any data is built or anything compiles.
+    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
+                                      async_save=config.async_checkpoints)
+    graphdef, abstract = abstract_graphdef_and_state(config)
+    if ckpt.latest_step() is not None:
+        ckpt.check_compatible(abstract, ckpt.latest_step())
+
     # Data.
     sources, encoder, cache = load_data(config, extra_captions=config.sample.prompts)
     dataset = pipeline.train_dataset(sources["train"], cache, global_batch_size=config.batch_size,
@@ -140,9 +147,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # State: restore the newest checkpoint, or initialize.
     tx = make_optimizer(config)
     schedule = schedule_from(config)
-    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
-                                      async_save=config.async_checkpoints)
-    graphdef, abstract = abstract_graphdef_and_state(config)
     if ckpt.latest_step() is not None:
         state, _ = ckpt.restore(checkpointing.with_shardings(abstract, replicated))
         log.info("Resumed from checkpoint at step %d in %s", int(state.step), ckpt.directory)

