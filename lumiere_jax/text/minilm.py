@@ -212,14 +212,23 @@ def load_bert_weights(model: BertEncoder, folder: str) -> None:
     # Checkpoints saved from BertForX carry a `bert.` prefix; BertModel's do not.
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in files else ""
     wanted = {path: prefix + _hf_name(path) for path, _ in params}
+    fill_from_safetensors(params, wanted, files, folder, "BERT", "Is it a BERT checkpoint matching config.json?",
+                          lambda value, dtype: jnp.asarray(value, dtype=dtype))
+
+
+def fill_from_safetensors(params: Sequence[tuple[Any, Any]], wanted: dict[Any, str], files: dict[str, str],
+                          folder: str, kind: str, hint: str, convert: Any) -> None:
+    """Sets each nnx param (flat (path, Variable) pairs) to the tensor `wanted[path]` read from `files`.
+
+    Shared by the BERT and T5 loaders: checks that every tensor exists and has the param's shape (torch
+    Linear weights [out, in] are transposed to nnx's [in, out] first); `convert(value, dtype)` makes the
+    stored array (device or host).
+    """
     missing = sorted(name for name in wanted.values() if name not in files)
     if missing:
         more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-        shown = ", ".join(missing[:5]) + more
-        raise ValueError(
-            f"Checkpoint in {folder} lacks {len(missing)} BERT tensor(s): {shown}. "
-            "Is it a BERT checkpoint matching config.json?"
-        )
+        raise ValueError(f"Checkpoint in {folder} lacks {len(missing)} {kind} tensor(s): "
+                         f"{', '.join(missing[:5])}{more}. {hint}")
     with contextlib.ExitStack() as stack:
         handles = {}
         for path, param in params:
@@ -228,18 +237,14 @@ def load_bert_weights(model: BertEncoder, folder: str) -> None:
             if file not in handles:
                 handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
             value = handles[file].get_tensor(name)
-            # torch Linear stores [out, in]; nnx.Linear's kernel is [in, out].
             if path[-1] == "kernel":
                 value = value.T
             current = param.get_value()  # an array, or a ShapeDtypeStruct under nnx.eval_shape
-            expected = current.shape
-            if value.shape != expected:
+            if value.shape != current.shape:
                 raise ValueError(
                     f"Tensor {name} in {file} has shape {value.shape} (after transposing "
-                    f"Linear weights), expected {expected}; config.json and the "
-                    "weights disagree."
-                )
-            param.set_value(jnp.asarray(value, dtype=current.dtype))
+                    f"Linear weights), expected {current.shape}; config.json and the weights disagree.")
+            param.set_value(convert(value, current.dtype))
 
 
 def default_minilm_path() -> str:

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -32,9 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from safetensors import safe_open
 
-from lumiere_jax.text.minilm import _ACTIVATIONS, MiniLMTextEncoder, _safetensors_files
+from lumiere_jax.text.minilm import _ACTIVATIONS, MiniLMTextEncoder, _safetensors_files, fill_from_safetensors
 
 _ACT_FNS = {**_ACTIVATIONS, "silu": jax.nn.silu}
 # t5 v1.1 and flan-t5 (model_type "t5") and mt5 share layer 0's position bias across layers;
@@ -337,33 +335,11 @@ def load_t5_weights(model: T5Encoder, folder: str) -> None:
         )
     params = nnx.to_flat_state(nnx.state(model, nnx.Param))
     wanted = {path: _hf_name(path, files) for path, _ in params}
-    missing = sorted(name for name in wanted.values() if name not in files)
-    if missing:
-        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-        shown = ", ".join(missing[:5]) + more
-        raise ValueError(
-            f"Checkpoint in {folder} lacks {len(missing)} T5 encoder tensor(s): {shown}. "
-            "Is it a T5/umt5 checkpoint matching config.json (model_type, feed_forward_proj)?"
-        )
-    with contextlib.ExitStack() as stack:
-        handles = {}
-        for path, param in params:
-            name = wanted[path]
-            file = files[name]
-            if file not in handles:
-                handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
-            value = handles[file].get_tensor(name)
-            # torch Linear stores [out, in]; nnx.Linear's kernel is [in, out].
-            if path[-1] == "kernel":
-                value = value.T
-            current = param.get_value()  # an array, or a ShapeDtypeStruct under nnx.eval_shape
-            if value.shape != current.shape:
-                raise ValueError(
-                    f"Tensor {name} in {file} has shape {value.shape} (after transposing "
-                    f"Linear weights), expected {current.shape}; config.json and the "
-                    "weights disagree."
-                )
-            param.set_value(np.ascontiguousarray(value).astype(current.dtype))
+    fill_from_safetensors(
+        params, wanted, files, folder, "T5 encoder",
+        "Is it a T5/umt5 checkpoint matching config.json (model_type, feed_forward_proj)?",
+        # Host arrays: an XXL encoder is never whole on one device before it is sharded.
+        lambda value, dtype: np.ascontiguousarray(value).astype(dtype))
 
 
 def partition_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
