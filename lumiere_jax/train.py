@@ -117,7 +117,15 @@ def write_samples(workdir: str, step: int, clips: np.ndarray, fps: int) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains to config.total_steps, resuming from the newest checkpoint in workdir."""
+    """Trains to config.total_steps, resuming from the newest checkpoint in workdir.
+
+    SIGTERM/SIGINT at any point (startup included) make it checkpoint after the current step and return.
+    """
+    with _StopSignals() as stop:
+        return _train(config, workdir, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals") -> TrainState:
     validate_config(config)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
@@ -183,50 +191,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                     prefetch=config.data.prefetch)
     pending: list[dict[str, jax.Array]] = []
     t_last, s_last = time.time(), start
-    with _StopSignals() as stop:
-        for step in range(start + 1, config.total_steps + 1):
-            local = next(batches)
-            batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
-            state, metrics = step_fn(state, batch, null_text, null_mask)
-            pending.append(metrics)
+    for step in range(start + 1, config.total_steps + 1):
+        local = next(batches)
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+        state, metrics = step_fn(state, batch, null_text, null_mask)
+        pending.append(metrics)
 
-            if step % config.log_every == 0 or step == config.total_steps:
-                summary = _check_finite(jax.device_get(pending), step - len(pending) + 1, config, ckpt)
-                pending = []
-                now = time.time()
-                rate = (step - s_last) / max(now - t_last, 1e-9)
-                eta = (config.total_steps - step) / max(rate, 1e-9)
-                log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
-                         summary["loss"], summary["grad_norm"], rate, _duration(eta))
-                if jax.process_index() == 0:
-                    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
-                if writer:
-                    for k, v in summary.items():
-                        writer.add_scalar(f"train/{k}", v, step)
-                    writer.add_scalar("train/steps_per_sec", rate, step)
-                t_last, s_last = now, step
+        if step % config.log_every == 0 or step == config.total_steps:
+            summary = _check_finite(jax.device_get(pending), step - len(pending) + 1, config, ckpt)
+            pending = []
+            now = time.time()
+            rate = (step - s_last) / max(now - t_last, 1e-9)
+            eta = (config.total_steps - step) / max(rate, 1e-9)
+            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
+                     summary["loss"], summary["grad_norm"], rate, _duration(eta))
+            if jax.process_index() == 0:
+                with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                    f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
+            if writer:
+                for k, v in summary.items():
+                    writer.add_scalar(f"train/{k}", v, step)
+                writer.add_scalar("train/steps_per_sec", rate, step)
+            t_last, s_last = now, step
 
-            preempted = stop.requested or _reached_preemption(step)
-            if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
-                ckpt.save(step, state, checkpoint_meta(config), force=True)
-            if preempted:
-                ckpt.wait()
-                log.info("Stopped by %s at step %d; checkpoint saved. Re-run the same command to resume.",
-                         stop.reason or "a preemption notice", step)
-                break
+        preempted = stop.requested or _reached_preemption(step)
+        if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
+            ckpt.save(step, state, checkpoint_meta(config), force=True)
+        if preempted:
+            ckpt.wait()
+            log.info("Stopped by %s at step %d; checkpoint saved. Re-run the same command to resume.",
+                     stop.reason or "a preemption notice", step)
+            break
 
-            if config.sample_every and (step % config.sample_every == 0 or step == config.total_steps):
-                t2v.params = state.ema
-                clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
-                            guidance=config.sample.guidance, sampler=config.sample.sampler)
-                if jax.process_index() == 0:
-                    log.info("Wrote samples: %s", write_samples(workdir, step, clips, config.sample.fps))
-                if writer:
-                    # A film strip (frames side by side, one row per prompt) as an image: TensorBoard's video
-                    # summaries need moviepy; the MP4/GIF beside it is the playable version.
-                    strip = np.concatenate(list(np.moveaxis(video_io.to_uint8(clips), 1, 0)), axis=2)  # [N,H,T*W,C]
-                    writer.add_image("samples", np.concatenate(list(strip), axis=0), step, dataformats="HWC")
+        if config.sample_every and (step % config.sample_every == 0 or step == config.total_steps):
+            t2v.params = state.ema
+            clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
+                        guidance=config.sample.guidance, sampler=config.sample.sampler)
+            if jax.process_index() == 0:
+                log.info("Wrote samples: %s", write_samples(workdir, step, clips, config.sample.fps))
+            if writer:
+                # A film strip (frames side by side, one row per prompt) as an image: TensorBoard's video
+                # summaries need moviepy; the MP4/GIF beside it is the playable version.
+                strip = np.concatenate(list(np.moveaxis(video_io.to_uint8(clips), 1, 0)), axis=2)  # [N,H,T*W,C]
+                writer.add_image("samples", np.concatenate(list(strip), axis=0), step, dataformats="HWC")
 
     ckpt.close()
     if writer:
