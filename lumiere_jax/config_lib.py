@@ -71,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.temporal = True
     c.model.temporal_kernel = 3
     c.model.temporal_attention_depth = 2
+    c.model.cond_channels = 0  # extra input channels (SSR: 3, applications: 4); see STUNetConfig
+    c.model.cond_noise_level = False
     c.model.dtype = "float32"
 
     # Diffusion: continuous time, v-prediction, cosine log-SNR.

@@ -72,6 +72,10 @@ def split_model(model: STUNet) -> tuple[nnx.GraphDef, nnx.State]:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks what a config can get wrong before any data is built or anything compiles."""
+    from lumiere_jax import tasks  # the task modules import this one
+    known = tasks.UNCONDITIONAL + tasks.SSR + tasks.MASKED
+    if config.task not in known:
+        raise ValueError(f"task={config.task!r} is not one of {known}.")
     cfg = model_config(config)
     check_frames(config.data.num_frames, cfg)
     factor = 2 ** (len(cfg.channel_mult) - 1)

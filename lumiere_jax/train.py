@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lumiere_jax import checkpointing, inflate, sampling, video_io
+from lumiere_jax import checkpointing, inflate, sampling, tasks, video_io
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
@@ -60,11 +60,13 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     base_rng = jax.random.key(config.seed)
     p_drop = config.data.text_dropout
     ema_decay = config.optim.ema_decay
+    condition = tasks.conditioner(config)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], null_text: jax.Array,
                    null_mask: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         # The step's randomness is a function of the step alone: resumed runs repeat it exactly.
-        k_drop, k_t, k_eps = jax.random.split(jax.random.fold_in(base_rng, state.step), 3)
+        step_rng = jax.random.fold_in(base_rng, state.step)
+        k_drop, k_t, k_eps = jax.random.split(step_rng, 3)
         x, text, text_mask = batch["video"], batch["text"], batch["text_mask"]  # [B, T, H, W, C], [B, L, D], [B, L]
         b = x.shape[0]
         # 1. Classifier-free guidance: replace some captions by the null caption.
@@ -78,10 +80,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         # 3. z_t = alpha_t x + sigma_t eps; target v = alpha_t eps - sigma_t x.
         z = sched.diffuse(x, eps, alpha, sigma)
         v = sched.v_target(x, eps, alpha, sigma)
+        # Conditional tasks (SSR, masked video): extra model inputs made from the clean clip.
+        cond = condition(x, jax.random.fold_in(step_rng, 1)) if condition else {}
 
         # 4. Loss: mean squared error of the v prediction.
         def loss_fn(params: nnx.State) -> jax.Array:
-            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask)
+            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask, **cond)
             return jnp.mean(jnp.square(v_hat - v))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -223,7 +227,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
                      stop.reason or "a preemption notice", step)
             break
 
-        if config.sample_every and (step % config.sample_every == 0 or step == config.total_steps):
+        if (config.sample_every and config.task in tasks.UNCONDITIONAL
+                and (step % config.sample_every == 0 or step == config.total_steps)):
             t2v.params = state.ema
             clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
                         guidance=config.sample.guidance, sampler=config.sample.sampler)

@@ -42,6 +42,12 @@ class STUNetConfig:
     temporal: bool = True
     temporal_kernel: int = 3
     temporal_attention_depth: int = 2
+    # Conditioning on an image/video: this many channels are concatenated to the noisy input
+    # (SSR: the upsampled low-res clip, 3; applications: masked video + mask, 4). Their conv_in
+    # weights start at zero when fine-tuning from a model without them (lumiere_jax/inflate.py).
+    cond_channels: int = 0
+    # Noise-conditioning augmentation (Imagen Video): embed the conditioning input's noise level too.
+    cond_noise_level: bool = False
     dtype: str = "float32"
 
     @classmethod
@@ -123,7 +129,12 @@ class STUNet(nnx.Module):
         self.time_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
         self.time_out = nnx.Linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
         self.text_pool = nnx.Linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
-        self.conv_in = spatial.FrameConv(cfg.in_channels, ch[0], dtype=dtype, rngs=rngs)
+        self.conv_in = spatial.FrameConv(cfg.in_channels + cfg.cond_channels, ch[0], dtype=dtype, rngs=rngs)
+        if cfg.cond_noise_level:
+            # Zero-init output: a model fine-tuned into noise conditioning starts where it was.
+            self.cond_level_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
+            self.cond_level_out = nnx.Linear(emb_dim, emb_dim, kernel_init=nnx.initializers.zeros_init(),
+                                             dtype=dtype, rngs=rngs)
 
         skips = [ch[0]]
         down, downsample, temporal_down = [], [], []
@@ -171,10 +182,25 @@ class STUNet(nnx.Module):
         self.norm_out = spatial.FrameGroupNorm(ch[0], rngs=rngs)
         self.conv_out = spatial.FrameConv(ch[0], cfg.out_channels, zero_init=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, t: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
-        """x: [B, T, H, W, Cin]; t: [B] in [0, 1]; text: [B, L, Dt]; text_mask: [B, L] -> [B, T, H, W, Cout]."""
+    def __call__(self, x: jax.Array, t: jax.Array, text: jax.Array, text_mask: jax.Array,
+                 cond: jax.Array | None = None, cond_level: jax.Array | None = None) -> jax.Array:
+        """x: [B, T, H, W, Cin]; t: [B] in [0, 1]; text: [B, L, Dt]; text_mask: [B, L] -> [B, T, H, W, Cout].
+
+        cond: [B, T, H, W, cond_channels], concatenated to x on channels (when cfg.cond_channels > 0);
+        cond_level: [B] in [0, 1], the noise level of augmented conditioning (when cfg.cond_noise_level).
+        """
         cfg = self.cfg
         check_frames(x.shape[1], cfg)
+        if (cond is None) != (cfg.cond_channels == 0):
+            raise ValueError(f"This STUNet has cond_channels={cfg.cond_channels}, but cond was "
+                             f"{'not given' if cond is None else 'given'}.")
+        if (cond_level is None) == cfg.cond_noise_level:
+            raise ValueError(f"This STUNet has cond_noise_level={cfg.cond_noise_level}, but cond_level was "
+                             f"{'not given' if cond_level is None else 'given'}.")
+        if cond is not None:
+            if cond.shape[:-1] != x.shape[:-1] or cond.shape[-1] != cfg.cond_channels:
+                raise ValueError(f"cond has shape {cond.shape}; expected {x.shape[:-1] + (cfg.cond_channels,)}.")
+            x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
         dtype = _DTYPES[cfg.dtype]
         text = text.astype(dtype)
         # Conditioning vector: time, plus the mask-weighted mean of the text tokens (as Imagen adds pooled text).
@@ -182,6 +208,9 @@ class STUNet(nnx.Module):
         pooled = (text * m).sum(1) / jnp.maximum(m.sum(1), 1.0)  # [B, Dt]
         emb = self.time_out(nnx.silu(self.time_in(timestep_embedding(t, cfg.channels).astype(dtype))))
         emb = emb + self.text_pool(pooled)  # [B, E]
+        if cond_level is not None:
+            level = timestep_embedding(cond_level, cfg.channels).astype(dtype)
+            emb = emb + self.cond_level_out(nnx.silu(self.cond_level_in(level)))
 
         h = self.conv_in(x.astype(dtype))  # [B, T, H, W, C0]
         hs = [h]
