@@ -20,22 +20,45 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
-             overlap: int = 2) -> jax.Array:
+             overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
+             x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
     windows reconciled by temporal MultiDiffusion, and text may be [N, B, L, D]: one prompt per window.
+    cond [B, T, H, W, Cc] / cond_level [B]: the conditioning inputs of a conditional STUNet (SSR, masked
+    video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
+    starts from x_init noised to t_start instead of from pure noise (SDEdit).
     """
     model = nnx.merge(graphdef, params)
     num_frames = shape[0]
-    if window is None or window >= num_frames:
-        denoise = samplers.classifier_free_guidance(model, text, text_mask, null_text, null_mask, guidance)
+    windowed = window is not None and window < num_frames
+    model_fn = model
+    if cond is not None or cond_level is not None:
+        if windowed:
+            starts = multidiffusion.window_starts(num_frames, window, overlap)
+            n = len(starts)
+            cond = None if cond is None else multidiffusion.split_windows(cond, starts, window)
+            cond_level = None if cond_level is None else jnp.tile(cond_level, n)
+
+        def model_fn(z, t, text, text_mask):
+            # Rows of z are [windows x batch], doubled by guidance: repeat the conditioning to match.
+            reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
+            c = None if cond is None else jnp.concatenate([cond] * reps)
+            lv = None if cond_level is None else jnp.concatenate([cond_level] * reps)
+            return model(z, t, text, text_mask, cond=c, cond_level=lv)
+
+    if not windowed:
+        denoise = samplers.classifier_free_guidance(model_fn, text, text_mask, null_text, null_mask, guidance)
     else:
-        denoise = multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
+        denoise = multidiffusion.multidiffusion_text(model_fn, text, text_mask, null_text, null_mask, guidance,
                                                      num_frames=num_frames, window=window, overlap=overlap)
     k_noise, k_sampler = jax.random.split(rng)
-    z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
-    return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler)
+    if x_init is None:
+        z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
+    else:
+        z = samplers.noise_to(x_init.astype(jnp.float32), k_noise, schedule, t_start)
+    return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler, t_start=t_start)
 
 
 def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window: int,
