@@ -9,7 +9,10 @@ Train on a 2-core CPU (the default, `size=tiny`), then sample and evaluate:
 
 Variants: `configs/t2v.py:size=smoke` (seconds; what the tests run), `size=tiny`
 (CPU default: 8 frames at 32x32), `size=small` (16 frames at 64x64, a GPU or
-TPU host). Single values: `--config.total_steps=3000 --config.batch_size=32`.
+TPU host), `size=lumiere` (paper scale: 80 frames at 128x128, 16 fps, T5-XXL
+features, bf16, remat, sharded over data x fsdp x frames on a TPU slice; it needs
+--config.text_encoder=t5:/path/to/t5-v1_1-xxl). Single values:
+`--config.total_steps=3000 --config.batch_size=32`.
 """
 
 import ml_collections
@@ -21,6 +24,8 @@ SIZES = {
     "smoke": (4, 16, 8, (1, 2), (1,), 2, 4),
     "tiny": (8, 32, 16, (1, 2, 4), (2,), 8, 1500),
     "small": (16, 64, 64, (1, 2, 4, 4), (2, 3), 32, 100_000),
+    # Paper scale (SPEC section 1): 80 frames (5 s at 16 fps) at 128x128, T5-XXL text features.
+    "lumiere": (80, 128, 256, (1, 2, 3, 4), (2, 3), 256, 500_000),
 }
 
 
@@ -60,6 +65,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sample.steps = 25
         c.eval.steps = 25
         c.eval.batch_size = 30
+    if args.size == "lumiere":
+        c.data.num_train = 10_000_000  # the shapes world at paper scale; point data at real video for research
+        c.model.num_res_blocks = 3
+        c.model.num_heads = 8
+        c.model.temporal_attention_depth = 4
+        c.model.text_dim = 4096  # T5-XXL
+        c.model.dtype = "bfloat16"
+        c.model.remat = "block"
+        c.text_encoder = "t5"
+        c.text_encoder_path = "~/models/t5-v1_1-xxl"  # a local Hugging Face folder; nothing is downloaded
+        c.text_max_length = 128
+        c.sample.fps = 16
+        c.sample_every = 5000
+        c.checkpoint_every = 1000
+        c.log_every = 100
+        c.optim.learning_rate = 1e-4
+        c.optim.warmup_steps = 10_000
+        c.optim.ema_decay = 0.9999
+        # A v5p-256 slice, say: 8-way frame parallelism (10 frames per device), fsdp over 16, data the rest.
+        c.mesh.data = -1
+        c.mesh.fsdp = 16
+        c.mesh.frames = 8
     if args.size == "small":
         c.data.num_train = 100_000
         c.model.num_res_blocks = 2

@@ -84,9 +84,12 @@ class Checkpointer:
         self.manager.close()
 
 
-def with_shardings(abstract_state: Any, sharding: jax.sharding.Sharding) -> Any:
-    """Attaches one sharding to every leaf of a ShapeDtypeStruct tree (orbax restores onto it)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
+def with_shardings(abstract_state: Any, sharding: jax.sharding.Sharding | Any) -> Any:
+    """Attaches shardings to a ShapeDtypeStruct tree (orbax restores onto them): one sharding for every
+    leaf, or a tree of shardings of the same structure."""
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, sharding)
 
 
 def _named_leaves(tree: Any) -> list[tuple[str, Any]]:

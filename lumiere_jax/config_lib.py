@@ -73,7 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.temporal_attention_depth = 2
     c.model.cond_channels = 0  # extra input channels (SSR: 3, applications: 4); see STUNetConfig
     c.model.cond_noise_level = False
-    c.model.dtype = "float32"
+    c.model.dtype = "float32"  # compute dtype; parameters stay float32
+    c.model.remat = "none"  # "block": recompute each block's activations in the backward pass
 
     # Diffusion: continuous time, v-prediction, cosine log-SNR.
     c.diffusion = ml_collections.ConfigDict()
@@ -110,9 +111,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 20
     c.eval.seed = 1234
 
-    # Mesh: axis sizes, -1 = all remaining devices.
+    # Mesh (lumiere_jax/sharding.py): axis sizes, one of them -1 = all remaining devices. `data` and
+    # `fsdp` split the batch, `fsdp` also parameters and optimizer state, `frames` splits clips in time.
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.frames = 1
+    # Logical axis -> mesh axes, overriding sharding.DEFAULT_RULES, e.g. (("embed", None),) to replicate
+    # parameters; names: batch, frames, height, width, channels, embed, embed_in, text.
+    c.mesh.rules = ()
     return c
 
 

@@ -16,9 +16,8 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lumiere_jax import checkpointing, inflate, sampling, tasks, video_io
+from lumiere_jax import checkpointing, inflate, sampling, sharding, tasks, video_io
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
@@ -32,18 +31,25 @@ class NonFiniteError(RuntimeError):
     """The loss or gradient became NaN/Inf; raised on the host at the next log."""
 
 
-def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-    """A 1-axis `data` mesh over all devices (frame and fsdp axes come with the mesh rules)."""
-    n = jax.device_count() if config.mesh.data == -1 else config.mesh.data
-    if n < 1 or jax.device_count() % n:
-        raise ValueError(f"mesh.data={config.mesh.data} does not divide the {jax.device_count()} devices; "
-                         f"use -1 for all of them.")
-    # Auto axes: XLA propagates shardings through the model's reshapes (the STUNet folds frames into batch).
-    return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def check_mesh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """The batch must split over data x fsdp and the clip over frames: say which value to change, if not."""
+    batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.batch_size % batch_ways:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by mesh data x fsdp = {batch_ways}: "
+                         f"use a multiple of {batch_ways}, or change --config.mesh.data/fsdp.")
+    frames = mesh.shape["frames"]
+    if config.data.num_frames % frames:
+        raise ValueError(f"data.num_frames={config.data.num_frames} must be divisible by mesh.frames={frames}; "
+                         f"use a mesh.frames that divides it.")
 
 
 def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dict[str, Any], Any, Any]:
     """Builds (first run) and opens the dataset; encodes every caption once into a cache beside it."""
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        # Process 0 builds the dataset and the text cache first: on a shared filesystem two builders
+        # would race; on per-host disks the others then build their own (identical) copies.
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("lumiere_data_built")
     d = config.data
     data_dir = os.path.expanduser(d.data_dir)
     sources = shapes_tfds.load_shapes_world(data_dir, d.num_frames, d.resolution, d.num_train, d.num_test, d.seed)
@@ -51,6 +57,9 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
     cache_dir = os.path.join(data_dir, "text_cache", shapes_tfds.shapes_world_config(
         d.num_frames, d.resolution, d.num_train, d.num_test, d.seed).name)
     cache = pipeline.build_text_cache(encoder, cache_dir, [sources["train"]], extra=extra_captions)
+    if jax.process_count() > 1 and jax.process_index() == 0:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("lumiere_data_built")
     return sources, encoder, cache
 
 
@@ -134,18 +143,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
 
-    # Mesh.
-    mesh = make_mesh(config)
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    if config.batch_size % mesh.shape["data"]:
-        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {mesh.shape['data']} "
-                         f"data-parallel devices.")
+    # Mesh: batch over data x fsdp, frames over `frames`, parameters and optimizer state over fsdp.
+    mesh = sharding.make_mesh(config)
+    rules = sharding.rules_from(config)
+    check_mesh(config, mesh)
+    replicated = sharding.replicated(mesh)
+    log.info("Mesh %s over %d devices in %d processes.", dict(mesh.shape), jax.device_count(), jax.process_count())
 
     # A checkpoint of another config is refused before any data is built or anything compiles.
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
                                       async_save=config.async_checkpoints)
     graphdef, abstract = abstract_graphdef_and_state(config)
+    state_sharding = sharding.tree_shardings(abstract, mesh, rules)
     if ckpt.latest_step() is not None:
         ckpt.check_compatible(abstract, ckpt.latest_step())
 
@@ -160,14 +169,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     tx = make_optimizer(config)
     schedule = schedule_from(config)
     if ckpt.latest_step() is not None:
-        state, _ = ckpt.restore(checkpointing.with_shardings(abstract, replicated))
+        state, _ = ckpt.restore(checkpointing.with_shardings(abstract, state_sharding))
         log.info("Resumed from checkpoint at step %d in %s", int(state.step), ckpt.directory)
     else:
         _, params = init_model(config, config.seed)
         if config.init_from:
             t2i_params, _ = inflate.load_t2i_weights(config.init_from)
             params = inflate.inflate(params, t2i_params)
-        state = jax.device_put(init_state(params, tx), replicated)
+        state = jax.device_put(init_state(params, tx), state_sharding)
         log.info("No checkpoint in %s: starting from %s.", ckpt.directory,
                  f"the T2I run {config.init_from}" if config.init_from else "scratch")
     if jax.process_index() == 0:
@@ -177,9 +186,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     log.info("STUNet: %.2fM parameters.", num_params / 1e6)
 
     # Step: compiled once, state donated so params and optimizer are updated in place.
+    global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
+                    for k, v in dataset[0].items()}
+    batch_sharding = sharding.batch_shardings(global_batch, mesh, rules)
     step_fn = jax.jit(make_train_step(graphdef, tx, schedule, config),
-                      in_shardings=(replicated, batch_sharding, replicated, replicated),
-                      out_shardings=(replicated, replicated), donate_argnums=(0,))
+                      in_shardings=(state_sharding, batch_sharding, replicated, replicated),
+                      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
     t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule, num_frames=config.data.num_frames,
                                resolution=config.data.resolution, channels=config.model.out_channels)
 
@@ -197,8 +209,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     t_last, s_last = time.time(), start
     for step in range(start + 1, config.total_steps + 1):
         local = next(batches)
-        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
-        state, metrics = step_fn(state, batch, null_text, null_mask)
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding[k], v) for k, v in local.items()}
+        with sharding.use_mesh(mesh, rules):  # the model's activation constraints and frame-parallel convs
+            state, metrics = step_fn(state, batch, null_text, null_mask)
         pending.append(metrics)
 
         if step % config.log_every == 0 or step == config.total_steps:

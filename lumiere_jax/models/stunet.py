@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lumiere_jax import sharding
 from lumiere_jax.models import spatial, temporal
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -49,6 +50,9 @@ class STUNetConfig:
     # Noise-conditioning augmentation (Imagen Video): embed the conditioning input's noise level too.
     cond_noise_level: bool = False
     dtype: str = "float32"
+    # Rematerialization: "none", or "block" to recompute each (ResBlock, attention, temporal) block in the
+    # backward pass instead of keeping its activations (paper-scale clips do not fit otherwise).
+    remat: str = "none"
 
     @classmethod
     def from_config(cls, cfg: Any) -> "STUNetConfig":
@@ -93,6 +97,9 @@ class Level(nnx.Module):
     def __init__(self, cins: Sequence[int], cout: int, emb_dim: int, cfg: STUNetConfig, *, attention: bool,
                  coarsest: bool, rngs: nnx.Rngs):
         dtype = _DTYPES[cfg.dtype]
+        if cfg.remat not in ("none", "block"):
+            raise ValueError(f"model.remat={cfg.remat!r} must be 'none' or 'block'.")
+        self.remat = cfg.remat == "block"
         self.res = nnx.List([spatial.ResBlock(cin, cout, emb_dim, dtype=dtype, rngs=rngs)
                              for cin in cins])
         self.attn = nnx.List([spatial.SpatialAttention(cout, cfg.text_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
@@ -108,13 +115,18 @@ class Level(nnx.Module):
                 temporal.TemporalConvBlock(cout, cfg.temporal_kernel, dtype=dtype, rngs=rngs) for _ in cins])
 
     def block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
-        """Runs the i-th (ResBlock, attention, temporal block) triple."""
+        """Runs the i-th (ResBlock, attention, temporal block) triple, rematerialized if configured."""
+        if self.remat:
+            return nnx.remat(Level._block, static_argnums=(1,))(self, i, x, emb, text, text_mask)
+        return self._block(i, x, emb, text, text_mask)
+
+    def _block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
         x = self.res[i](x, emb)
         if self.attn is not None:
             x = self.attn[i](x, text, text_mask)
         if self.temporal_blocks is not None:
             x = self.temporal_blocks[i](x)
-        return x
+        return sharding.constrain(x)
 
 
 class STUNet(nnx.Module):
@@ -212,7 +224,7 @@ class STUNet(nnx.Module):
             level = timestep_embedding(cond_level, cfg.channels).astype(dtype)
             emb = emb + self.cond_level_out(nnx.silu(self.cond_level_in(level)))
 
-        h = self.conv_in(x.astype(dtype))  # [B, T, H, W, C0]
+        h = sharding.constrain(self.conv_in(sharding.constrain(x.astype(dtype))))  # [B, T, H, W, C0]
         hs = [h]
         for level, blocks in enumerate(self.down):
             for i in range(cfg.num_res_blocks):
@@ -222,6 +234,7 @@ class STUNet(nnx.Module):
                 h = self.downsample[level](h)  # [B, T, H/2, W/2, C]
                 if cfg.temporal:
                     h = self.temporal_down[level](h)  # [B, T/2, H/2, W/2, C]
+                h = sharding.constrain(h)
                 hs.append(h)
 
         h = self.mid_res1(h, emb)
@@ -236,7 +249,7 @@ class STUNet(nnx.Module):
             if j < len(self.upsample):
                 if cfg.temporal:
                     h = self.temporal_up[j](h)  # [B, 2T, H, W, C]
-                h = self.upsample[j](h)  # [B, 2T, 2H, 2W, C]
+                h = sharding.constrain(self.upsample[j](h))  # [B, 2T, 2H, 2W, C]
 
         out = self.conv_out(nnx.silu(self.norm_out(h)))
         return out.astype(jnp.float32)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lumiere_jax import sharding
 from lumiere_jax.models import spatial
 
 
@@ -47,14 +48,21 @@ class TemporalConv(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel.shape[0]
-        t = x.shape[1]
-        pad = k // 2
-        xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))  # [B, T+k-1, H, W, C]
-        kernel = self.kernel.value.astype(self.dtype)
+        pad = self.kernel.shape[0] // 2
+        # Frames sharded over the mesh: each device convolves its own frames plus its neighbours' halo.
+        kernel, bias = self.kernel.value.astype(self.dtype), self.bias.value.astype(self.dtype)
+        out = sharding.temporal_halo_conv(x, self._conv_padded, kernel, bias, halo=pad, stride=self.stride)
+        if out is None:
+            out = self._conv_padded(jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0))), kernel, bias)
+        return out
+
+    def _conv_padded(self, xp: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+        """[B, T + k - 1, H, W, C] (padded along time) -> [B, T / stride, H, W, C]."""
+        k = kernel.shape[0]
+        t = xp.shape[1] - (k - 1)
         out = sum(jnp.einsum("bthwc,cd->bthwd", xp[:, j:j + t:self.stride].astype(self.dtype), kernel[j])
                   for j in range(k))
-        return out + self.bias.value.astype(self.dtype)
+        return out + bias
 
 
 class TemporalConvBlock(nnx.Module):
@@ -98,12 +106,15 @@ class TemporalAttention(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
+        # Attention needs every frame of a pixel: with frames sharded, move that mesh axis onto height
+        # (one all-to-all) rather than gathering the clip.
+        x = sharding.constrain(x, ("batch", None, "frames", None, None))
         y = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)  # [B*H*W, T, C]
         z = self.norm(y) + frame_positions(t, c).astype(y.dtype)
         q, k, v = (a.reshape(b * h * w, t, self.num_heads, -1) for a in jnp.split(self.qkv(z), 3, axis=-1))
         y = y + self.out(spatial.attention(q, k, v).reshape(b * h * w, t, c))
         y = y + self.mlp_out(nnx.gelu(self.mlp_in(self.mlp_norm(y))))
-        return jnp.moveaxis(y.reshape(b, h, w, t, c), 3, 1)
+        return sharding.constrain(jnp.moveaxis(y.reshape(b, h, w, t, c), 3, 1))
 
 
 class TemporalAttentionStack(nnx.Module):

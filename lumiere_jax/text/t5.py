@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
+from lumiere_jax.sharding import partition_spec
 from lumiere_jax.text.minilm import _ACTIVATIONS, MiniLMTextEncoder, _safetensors_files, fill_from_safetensors
 
 _ACT_FNS = {**_ACTIVATIONS, "silu": jax.nn.silu}
@@ -340,29 +341,6 @@ def load_t5_weights(model: T5Encoder, folder: str) -> None:
         "Is it a T5/umt5 checkpoint matching config.json (model_type, feed_forward_proj)?",
         # Host arrays: an XXL encoder is never whole on one device before it is sharded.
         lambda value, dtype: np.ascontiguousarray(value).astype(dtype))
-
-
-def partition_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> PartitionSpec:
-    """Maps a param's logical axis names to a PartitionSpec over `mesh` by `rules`.
-
-    A dimension stays replicated when its rule names no axis of this mesh, when
-    the mesh axes would not divide it evenly, or when an earlier dimension of
-    the same param already uses that mesh axis.
-    """
-    lookup = dict(rules)
-    used: set[str] = set()
-    spec = []
-    for name, size in zip(names, shape):
-        axes = lookup.get(name) if name is not None else None
-        axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-        axes = tuple(a for a in axes if a in mesh.shape and a not in used)
-        if not axes or size % math.prod(mesh.shape[a] for a in axes):
-            spec.append(None)
-            continue
-        used.update(axes)
-        spec.append(axes[0] if len(axes) == 1 else axes)
-    return PartitionSpec(*spec)
 
 
 def shard_params(state: nnx.State, mesh: Mesh,

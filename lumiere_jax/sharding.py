@@ -1,0 +1,227 @@
+"""The device mesh, logical-axis rules, and where every array of a training run lives on the mesh.
+
+Mesh axes (config.mesh): `data` and `fsdp` split the batch; `fsdp` also splits parameters and optimizer
+state; `frames` splits clips along time. The model names array dimensions logically (batch, frames,
+height, width, channels; embed for parameters' output channels) and config.mesh.rules maps those names to
+mesh axes, as in flax.linen's logical partitioning and MaxText.
+
+Frame parallelism: the STUNet's per-frame layers (spatial convs, norms, attention) need nothing from other
+frames, so they run on each device's frames. The temporal convolution exchanges only its halo (k // 2
+frames each side) with the neighbouring devices through `ppermute` (`temporal_halo_conv`); temporal
+attention and levels whose frame count no longer splits evenly re-shard as XLA chooses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import math
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "frames")  # outermost first: `frames` varies fastest, so it stays within a host
+
+Rules = Sequence[tuple[str, Any]]
+# Logical axis -> mesh axis, tuple of axes, or None (replicated). The config's mesh.rules override these.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("frames", "frames"),
+    ("height", None),
+    ("width", None),
+    ("channels", None),
+    ("embed", "fsdp"),  # parameters: output channels
+    ("embed_in", None),  # parameters: input channels
+    ("text", None),
+)
+
+
+def axis_sizes(config: ml_collections.ConfigDict, num_devices: int | None = None) -> dict[str, int]:
+    """Mesh axis sizes from config.mesh, with at most one -1 resolved to "all the remaining devices"."""
+    n = jax.device_count() if num_devices is None else num_devices
+    sizes = {a: int(config.mesh.get(a, 1)) for a in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    bad = [a for a, s in sizes.items() if s == 0 or s < -1]
+    if bad or len(free) > 1:
+        raise ValueError(f"mesh sizes {sizes}: each must be a positive integer, and at most one -1 ('the rest "
+                         f"of the devices'); e.g. --config.mesh.data=-1 --config.mesh.frames=2.")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if n % fixed:
+        raise ValueError(f"mesh sizes {sizes} need a multiple of {fixed} devices, but there are {n}: change "
+                         f"--config.mesh.data/fsdp/frames so their product divides {n}.")
+    if free:
+        sizes[free[0]] = n // fixed
+    elif fixed != n:
+        raise ValueError(f"mesh sizes {sizes} use {fixed} of the {n} devices: set one axis to -1 to use the rest.")
+    return sizes
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The (data, fsdp, frames) mesh of config.mesh over all devices (or `devices`)."""
+    devices = jax.devices() if devices is None else list(devices)
+    sizes = axis_sizes(config, len(devices))
+    shape = tuple(sizes[a] for a in MESH_AXES)
+    # Auto axes: XLA propagates shardings through the STUNet's reshapes between our constraints.
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+
+
+def rules_from(config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
+    """DEFAULT_RULES updated by config.mesh.rules (pairs of logical name and mesh axes)."""
+    rules = dict(DEFAULT_RULES)
+    for name, axes in config.mesh.get("rules", ()) or ():
+        rules[name] = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+    return tuple(rules.items())
+
+
+def partition_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules) -> P:
+    """Maps logical axis names to a PartitionSpec over `mesh` by `rules`.
+
+    A dimension stays replicated when its rule names no axis of this mesh (or only axes of size 1), when
+    the mesh axes would not divide it evenly, or when an earlier dimension already uses that mesh axis.
+    """
+    lookup = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(names, shape):
+        axes = lookup.get(name) if name is not None else None
+        axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        axes = tuple(a for a in axes if a in mesh.shape and mesh.shape[a] > 1 and a not in used)
+        if not axes or size % math.prod(mesh.shape[a] for a in axes):
+            spec.append(None)
+            continue
+        used.update(axes)
+        spec.append(axes[0] if len(axes) == 1 else axes)
+    return P(*spec)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Activations: the model calls `constrain`; outside `use_mesh(...)` it does nothing.
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    mesh: Mesh
+    rules: tuple[tuple[str, Any], ...]
+
+
+_ACTIVE: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("lumiere_mesh", default=None)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
+    """Within this block, model code traced by jit shards activations on `mesh` by `rules`.
+
+    It also sets jax's own mesh context, which is part of jit's cache key: a function traced outside the
+    block is traced again inside it instead of reusing its unsharded program.
+    """
+    token = _ACTIVE.set(_Context(mesh, tuple(rules)))
+    try:
+        with jax.set_mesh(mesh):
+            yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_mesh() -> Mesh | None:
+    ctx = _ACTIVE.get()
+    return None if ctx is None else ctx.mesh
+
+
+VIDEO = ("batch", "frames", "height", "width", "channels")
+
+
+def constrain(x: jax.Array, names: Sequence[str | None] = VIDEO) -> jax.Array:
+    """with_sharding_constraint by logical names; a dimension that does not divide evenly stays whole."""
+    ctx = _ACTIVE.get()
+    if ctx is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(ctx.mesh, partition_spec(names, x.shape, ctx.mesh,
+                                                                                      ctx.rules)))
+
+
+def frame_axis() -> tuple[Mesh, str, int] | None:
+    """(mesh, axis name, size) of the mesh axis that `frames` maps to, when frames are sharded at all."""
+    ctx = _ACTIVE.get()
+    if ctx is None:
+        return None
+    axes = dict(ctx.rules).get("frames")
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    axes = tuple(a for a in axes if a in ctx.mesh.shape and ctx.mesh.shape[a] > 1)
+    if len(axes) != 1:
+        return None
+    return ctx.mesh, axes[0], ctx.mesh.shape[axes[0]]
+
+
+def temporal_halo_conv(x: jax.Array, conv: Callable[..., jax.Array], *weights: jax.Array, halo: int,
+                       stride: int) -> jax.Array | None:
+    """Runs `conv(padded_local_frames, *weights)` on each device's frames, with a halo from its neighbours.
+
+    The weights enter whole (replicated) on every device. conv gets [B, T_local + 2 * halo, H, W, C] (the halo frames of the neighbouring devices, zeros at the
+    ends of the clip, i.e. the same zero padding the unsharded conv uses) and must return the local
+    output frames [B, T_local // stride, H, W, C]. Returns None when frames are not sharded or do not split
+    evenly (the caller then runs the unsharded conv and XLA re-shards as it needs).
+    """
+    found = frame_axis()
+    if found is None:
+        return None
+    mesh, axis, n = found
+    t = x.shape[1]
+    if t % n or (t // n) % stride or t // n < halo:
+        return None
+    ctx = _ACTIVE.get()
+    spec = partition_spec(VIDEO, x.shape, mesh, ctx.rules)
+    if spec[1] != axis:
+        return None
+
+    def local(xl: jax.Array, *w: jax.Array) -> jax.Array:
+        if halo == 0:
+            return conv(xl, *w)
+        # Device i sends its last `halo` frames to i + 1 and its first to i - 1; the clip's ends get zeros,
+        # which is what ppermute leaves on a device that no one sends to.
+        from_left = jax.lax.ppermute(xl[:, -halo:], axis, [(i, i + 1) for i in range(n - 1)])
+        from_right = jax.lax.ppermute(xl[:, :halo], axis, [(i + 1, i) for i in range(n - 1)])
+        return conv(jnp.concatenate([from_left, xl, from_right], axis=1), *w)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec,) + (P(),) * len(weights), out_specs=spec,
+                         check_vma=False)(x, *weights)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameters and train state.
+
+def param_names(shape: Sequence[int]) -> tuple[str | None, ...]:
+    """Logical names of a parameter's dimensions from its rank: kernels end in (embed_in, embed).
+
+    Conv kernels [kh, kw, in, out], temporal kernels [k, in, out] and dense kernels [in, out] shard their
+    output channels over `embed` (fsdp); vectors (biases, norm scales) and scalars stay replicated.
+    """
+    if len(shape) < 2:
+        return (None,) * len(shape)
+    return (None,) * (len(shape) - 2) + ("embed_in", "embed")
+
+
+def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
+    """NamedShardings for every array leaf of a params / optimizer / TrainState tree."""
+    def one(leaf):
+        shape = getattr(leaf, "shape", ())
+        return NamedSharding(mesh, partition_spec(param_names(shape), shape, mesh, rules))
+
+    return jax.tree.map(one, tree)
+
+
+def batch_shardings(batch: dict[str, Any], mesh: Mesh, rules: Rules) -> dict[str, NamedSharding]:
+    """Video-like entries [B, T, H, W, C] split batch and frames; the rest split only the batch."""
+    out = {}
+    for key, value in batch.items():
+        shape = value.shape
+        names = VIDEO if len(shape) == 5 else ("batch",) + (None,) * (len(shape) - 1)
+        out[key] = NamedSharding(mesh, partition_spec(names, shape, mesh, rules))
+    return out
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
