@@ -16,33 +16,29 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
-                                             "window", "overlap"))
+                                             "window", "overlap", "window_batch"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
              overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
-             x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0) -> jax.Array:
+             x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
+             window_batch: int | None = None) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
     windows reconciled by temporal MultiDiffusion, and text may be [N, B, L, D]: one prompt per window.
     cond [B, T, H, W, Cc] / cond_level [B]: the conditioning inputs of a conditional STUNet (SSR, masked
     video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
-    starts from x_init noised to t_start instead of from pure noise (SDEdit).
+    starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
+    model call (None: all at once; k: a scan over groups of k, so memory stays flat as the clip grows).
     """
     model = nnx.merge(graphdef, params)
     num_frames = shape[0]
     windowed = window is not None and window < num_frames
     model_fn = model
-    if cond is not None or cond_level is not None:
-        if windowed:
-            starts = multidiffusion.window_starts(num_frames, window, overlap)
-            n = len(starts)
-            cond = None if cond is None else multidiffusion.split_windows(cond, starts, window)
-            cond_level = None if cond_level is None else jnp.tile(cond_level, n)
-
+    if (cond is not None or cond_level is not None) and not windowed:
         def model_fn(z, t, text, text_mask):
-            # Rows of z are [windows x batch], doubled by guidance: repeat the conditioning to match.
+            # Rows of z are the batch, doubled by guidance: repeat the conditioning to match.
             reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
             c = None if cond is None else jnp.concatenate([cond] * reps)
             lv = None if cond_level is None else jnp.concatenate([cond_level] * reps)
@@ -51,8 +47,13 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     if not windowed:
         denoise = samplers.classifier_free_guidance(model_fn, text, text_mask, null_text, null_mask, guidance)
     else:
-        denoise = multidiffusion.multidiffusion_text(model_fn, text, text_mask, null_text, null_mask, guidance,
-                                                     num_frames=num_frames, window=window, overlap=overlap)
+        # The conditioning is cut into windows with the clip (and repeated for guidance) by MultiDiffusion.
+        frame_inputs = {} if cond is None else {"cond": cond}
+        batch_inputs = {} if cond_level is None else {"cond_level": cond_level}
+        denoise = multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
+                                                     num_frames=num_frames, window=window, overlap=overlap,
+                                                     window_batch=window_batch, frame_inputs=frame_inputs,
+                                                     batch_inputs=batch_inputs)
     k_noise, k_sampler = jax.random.split(rng)
     if x_init is None:
         z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)

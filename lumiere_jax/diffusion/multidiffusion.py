@@ -8,6 +8,8 @@ updates are linear in the v prediction, so reconciling v is the same as reconcil
 Batch layout: the wrapped denoiser sees all N windows of all B examples in one call, window-major, so
 row n * B + b is window n of example b. Per-window conditioning follows the same layout:
 `split_windows` for arrays with a frame axis, `text.reshape(N * B, ...)` for text [N, B, L, D].
+With `window_batch=k` the windows go through the model k at a time inside a lax.scan instead (same
+layout within a call), so the model's memory stays flat however long the clip is.
 """
 
 from __future__ import annotations
@@ -95,44 +97,117 @@ def reconcile(predictions: jax.Array, starts: Sequence[int], num_frames: int,
     return total / jnp.asarray(norm, predictions.dtype).reshape(1, num_frames, *trailing)  # [B, T, ...]
 
 
-def multidiffusion(denoise_window: Denoiser, *, num_frames: int, window: int, overlap: int = 2,
-                   weights: str | np.ndarray = "uniform") -> Denoiser:
+def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int, window: int, overlap: int = 2,
+                   weights: str | np.ndarray = "uniform", window_batch: int | None = None,
+                   frame_inputs: dict[str, jax.Array] | None = None,
+                   window_inputs: dict[str, jax.Array] | None = None) -> Denoiser:
     """Turns a denoiser of `window`-frame clips into one of `num_frames`-frame clips.
 
-    denoise_window gets all windows in ONE call, z [N * B, window, H, W, C] and t [N * B], rows
-    window-major (module docstring), and returns v of the same shape.
+    denoise_window gets windows stacked on the batch axis, z [rows, window, H, W, C] and t [rows], rows
+    window-major (module docstring), and returns v of the same shape. With inputs it is called as
+    denoise_window(z, t, inputs), where inputs holds, for the same rows, the windows of each `frame_inputs`
+    array [B, T, ...] (e.g. SSR's upsampled low-res clip) and the rows of each `window_inputs` array
+    [N * B, ...] (e.g. one prompt per window).
+
+    window_batch: windows per model call. None: all N windows in one call (fastest; the model's
+    activation memory grows with N). k: a lax.scan over ceil(N / k) calls of k windows each that
+    accumulates the weighted sum, so activation memory is that of k windows whatever the clip length.
     """
     starts = window_starts(num_frames, window, overlap)
     n = len(starts)
+    frame_inputs, window_inputs = dict(frame_inputs or {}), dict(window_inputs or {})
+    with_inputs = bool(frame_inputs or window_inputs)
+    if window_batch is not None and window_batch < 1:
+        raise ValueError(f"window_batch={window_batch} must be at least 1 (or None: all windows in one call).")
+    for name, a in window_inputs.items():
+        if a.shape[0] % n:
+            raise ValueError(f"window_inputs[{name!r}] has {a.shape[0]} rows; expected N * B with N={n} windows.")
+
+    def call(z: jax.Array, t: jax.Array, inputs: dict[str, jax.Array]) -> jax.Array:
+        return denoise_window(z, t, inputs) if with_inputs else denoise_window(z, t)
 
     def denoise(z: jax.Array, t: jax.Array) -> jax.Array:
         if z.shape[1] != num_frames:
             raise ValueError(f"z has {z.shape[1]} frames but this MultiDiffusion denoiser was built for "
                              f"num_frames={num_frames}.")
-        v = denoise_window(split_windows(z, starts, window), jnp.tile(t, n))  # [N * B, window, H, W, C]
-        return reconcile(v.reshape((n, z.shape[0]) + v.shape[1:]), starts, num_frames, weights)
+        b = z.shape[0]
+        if window_batch is None or window_batch >= n:
+            inputs = {k: split_windows(a, starts, window) for k, a in frame_inputs.items()}
+            v = call(split_windows(z, starts, window), jnp.tile(t, n), {**inputs, **window_inputs})
+            return reconcile(v.reshape((n, b) + v.shape[1:]), starts, num_frames, weights)
+        return _chunked(call, z, t, starts, window, weights, window_batch, frame_inputs, window_inputs)
 
     return denoise
+
+
+def _chunked(call: Callable[..., jax.Array], z: jax.Array, t: jax.Array, starts: Sequence[int], window: int,
+             weights: str | np.ndarray, k: int, frame_inputs: dict[str, jax.Array],
+             window_inputs: dict[str, jax.Array]) -> jax.Array:
+    """multidiffusion's rule computed k windows at a time inside a lax.scan (same result, flat memory)."""
+    n, b, num_frames = len(starts), z.shape[0], z.shape[1]
+    w = np.broadcast_to(window_weights(window, weights), (n, window))  # [N, window], static
+    norm = np.zeros(num_frames, np.float32)
+    np.add.at(norm, (np.asarray(starts)[:, None] + np.arange(window)).ravel(), w.ravel())
+    if np.any(norm <= 0):
+        raise ValueError(f"Windows at starts={list(starts)} of length {window} must cover each of "
+                         f"num_frames={num_frames} frames with positive weight.")
+    chunks = -(-n // k)
+    pad = chunks * k - n  # padding windows repeat the last one at weight 0
+    s = np.asarray(list(starts) + [starts[-1]] * pad, np.int32).reshape(chunks, k)
+    w = np.concatenate([w, np.zeros((pad, window), np.float32)]).reshape(chunks, k, window)
+
+    def rows(a: jax.Array) -> jax.Array:  # [N * B, ...] -> [chunks, k * B, ...]
+        a = a.reshape((n, b) + a.shape[1:])
+        a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (pad,) + a.shape[1:])])
+        return a.reshape((chunks, k * b) + a.shape[2:])
+
+    def body(total: jax.Array, xs: tuple) -> tuple[jax.Array, None]:
+        s_k, w_k, rows_k = xs  # [k], [k, window], {name: [k * B, ...]}
+
+        def cut(a: jax.Array) -> jax.Array:  # [B, T, ...] -> [k * B, window, ...], window-major
+            windows = jax.vmap(lambda s0: jax.lax.dynamic_slice_in_dim(a, s0, window, axis=1))(s_k)
+            return windows.reshape((k * b,) + windows.shape[2:])
+
+        inputs = {**{name: cut(a) for name, a in frame_inputs.items()}, **rows_k}
+        v = call(cut(z), jnp.tile(t, k), inputs)  # [k * B, window, ...]
+        v = v.reshape((k, b) + v.shape[1:]) * w_k.reshape((k, 1, window) + (1,) * (v.ndim - 2)).astype(v.dtype)
+        frames = (s_k[:, None] + jnp.arange(window)).ravel()  # [k * window]
+        v = jnp.moveaxis(v, 0, 1).reshape((b, k * window) + v.shape[3:])  # [B, k * window, ...]
+        return total.at[:, frames].add(v), None
+
+    xs = (jnp.asarray(s), jnp.asarray(w), {name: rows(a) for name, a in window_inputs.items()})
+    total, _ = jax.lax.scan(body, jnp.zeros(z.shape, z.dtype), xs)
+    return total / jnp.asarray(norm, z.dtype).reshape((1, num_frames) + (1,) * (z.ndim - 2))  # [B, T, ...]
+
+
+def first_window_weights(num_frames: int, window: int, overlap: int) -> np.ndarray:
+    """Weights [N, window] that take each frame only from the first window covering it (no reconciliation)."""
+    starts = window_starts(num_frames, window, overlap)
+    frames = np.asarray(starts)[:, None] + np.arange(window)  # [N, window]
+    first = np.argmax(np.asarray(starts)[:, None] + window > np.arange(num_frames), axis=0)  # [T] owning window
+    return (first[frames] == np.arange(len(starts))[:, None]).astype(np.float32)  # [N, window], 0 or 1
 
 
 def independent_windows(denoise_window: Denoiser, *, num_frames: int, window: int,
                         overlap: int = 0) -> Denoiser:
     """The no-reconciliation baseline for seams: each frame comes only from the first window that covers it."""
-    starts = window_starts(num_frames, window, overlap)
-    frames = np.asarray(starts)[:, None] + np.arange(window)  # [N, window]
-    first = np.argmax(np.asarray(starts)[:, None] + window > np.arange(num_frames), axis=0)  # [T] owning window
-    owner = (first[frames] == np.arange(len(starts))[:, None]).astype(np.float32)  # [N, window], 0 or 1
-    return multidiffusion(denoise_window, num_frames=num_frames, window=window, overlap=overlap, weights=owner)
+    return multidiffusion(denoise_window, num_frames=num_frames, window=window, overlap=overlap,
+                          weights=first_window_weights(num_frames, window, overlap))
 
 
 def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, text_mask: jax.Array,
                         null_text: jax.Array, null_mask: jax.Array, guidance: float, *, num_frames: int,
-                        window: int, overlap: int = 2, weights: str | np.ndarray = "uniform") -> Denoiser:
+                        window: int, overlap: int = 2, weights: str | np.ndarray = "uniform",
+                        window_batch: int | None = None, frame_inputs: dict[str, jax.Array] | None = None,
+                        batch_inputs: dict[str, jax.Array] | None = None) -> Denoiser:
     """Classifier-free-guided MultiDiffusion with one prompt per window ("story mode") or one for all.
 
-    model_fn(z, t, text, text_mask) -> v as in samplers.classifier_free_guidance. text is [N, B, L, D]
-    (window n uses text[n]; N = len(window_starts(...))) or [B, L, D] (the same prompt in every window);
-    text_mask is [N, B, L] or [B, L] to match. Guidance and all windows are one model call of 2 * N * B.
+    model_fn(z, t, text, text_mask, **inputs) -> v as in samplers.classifier_free_guidance. text is
+    [N, B, L, D] (window n uses text[n]; N = len(window_starts(...))) or [B, L, D] (the same prompt in
+    every window); text_mask is [N, B, L] or [B, L] to match. Extra model inputs follow the windows:
+    frame_inputs [B, T, ...] are cut like the clip, batch_inputs [B, ...] repeat per window; both are
+    repeated for the guidance half. Without window_batch, guidance and all windows are one model call of
+    2 * N * B rows; with it, calls of 2 * window_batch * B rows.
     """
     n = len(window_starts(num_frames, window, overlap))
     if text.ndim == 3:
@@ -141,10 +216,23 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
     if text.ndim != 4 or text.shape[0] != n or text_mask.shape != text.shape[:3]:
         raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [N={n}, B, L, D] / [N, B, L] "
                          f"(one per window of window_starts({num_frames}, {window}, {overlap})) or [B, L, D] / [B, L].")
-    flat_text = text.reshape((-1,) + text.shape[2:])  # [N * B, L, D], window-major like the z rows
-    flat_mask = text_mask.reshape((-1,) + text_mask.shape[2:])
-    guided = classifier_free_guidance(model_fn, flat_text, flat_mask, null_text, null_mask, guidance)
-    return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights)
+    window_inputs = {"text": text.reshape((-1,) + text.shape[2:]),  # [N * B, L, D], window-major like the z rows
+                     "text_mask": text_mask.reshape((-1,) + text_mask.shape[2:])}
+    for name, a in (batch_inputs or {}).items():
+        window_inputs[name] = jnp.tile(a, (n,) + (1,) * (a.ndim - 1))  # [N * B, ...]
+
+    def guided(z: jax.Array, t: jax.Array, inputs: dict[str, jax.Array]) -> jax.Array:
+        inputs = dict(inputs)
+        rows_text, rows_mask = inputs.pop("text"), inputs.pop("text_mask")
+
+        def with_inputs(zz: jax.Array, tt: jax.Array, tx: jax.Array, m: jax.Array) -> jax.Array:
+            reps = zz.shape[0] // z.shape[0]  # 2 when guidance doubles the rows
+            return model_fn(zz, tt, tx, m, **{k: jnp.concatenate([a] * reps) for k, a in inputs.items()})
+
+        return classifier_free_guidance(with_inputs, rows_text, rows_mask, null_text, null_mask, guidance)(z, t)
+
+    return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
+                          window_batch=window_batch, frame_inputs=frame_inputs, window_inputs=window_inputs)
 
 
 def seam_ratio(video: jax.Array | np.ndarray, starts: Sequence[int], window: int) -> float:

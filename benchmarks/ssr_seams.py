@@ -1,0 +1,125 @@
+r"""Seams at window borders of long videos: temporal MultiDiffusion vs independent windows (SPEC section 2).
+
+  python benchmarks/ssr_seams.py --workdir=/work/runs/tiny1           # configs/t2v.py tiny, 32 frames
+  python benchmarks/ssr_seams.py --workdir=DIR --config_size=smoke --frames=8 --clips=2 --steps=2
+
+Samples `--clips` prompts (lumiere_jax.evaluate.eval_prompts) as clips of `--frames` frames (4x the
+8-frame training length) from the same noise with three window schemes, and reports
+multidiffusion.seam_ratio: the mean |frame difference| across window borders over that inside windows
+(~1: borders look like the inside; > 1: a jump at borders).
+  multidiffusion   windows of 8 with overlap 2, reconciled (averaged) at every step
+  independent      the same windows, each frame taken from the first window covering it, never averaged
+  independent_o0   non-overlapping windows, each sampled on its own
+  multidiffusion_o4  windows of 8 with overlap 4 (twice the windows), reconciled
+A reference row measures the same ratio on clips rendered by the shapes world itself.
+Writes benchmarks/results/ssr_seams_<platform>.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import bench_common as bc  # noqa: E402
+from configs import t2v as t2v_configs  # noqa: E402
+from lumiere_jax import evaluate, ssr  # noqa: E402
+from lumiere_jax.data import shapes  # noqa: E402
+from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
+from lumiere_jax.diffusion import samplers  # noqa: E402
+
+
+def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int, guidance: float,
+                seed: int) -> np.ndarray:
+    """Clips [B, frames, H, W, 3] in [-1, 1] with MultiDiffusion under the given per-window weights."""
+    window = t2v.shape[0]
+
+    @jax.jit
+    def run(params, text, mask, rng):
+        model = nnx.merge(t2v.graphdef, params)
+        denoise = md.multidiffusion_text(model, text, mask, t2v.null_text, t2v.null_mask, guidance,
+                                         num_frames=frames, window=window, overlap=overlap, weights=weights)
+        k_noise, k_sampler = jax.random.split(rng)
+        z = jax.random.normal(k_noise, (text.shape[0], frames) + t2v.shape[1:], jnp.float32)
+        return samplers.sample(denoise, z, k_sampler, t2v.schedule, num_steps=steps, sampler="ddim")
+
+    return np.asarray(run(t2v.params, text, mask, jax.random.key(seed)))
+
+
+def ratios(video: np.ndarray, starts, window: int) -> dict[str, float]:
+    per_clip = [md.seam_ratio(v[None], starts, window) for v in video]
+    return {"pooled": md.seam_ratio(video, starts, window), "clip_median": float(np.median(per_clip)),
+            "clip_min": float(np.min(per_clip)), "clip_max": float(np.max(per_clip))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default="/work/runs/tiny1", help="a trained configs/t2v.py run")
+    parser.add_argument("--config_size", default="tiny")
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schemes", default="multidiffusion,independent,independent_o0,multidiffusion_o4")
+    args = parser.parse_args()
+
+    config = t2v_configs.get_config(f"size={args.config_size}")
+    t2v, step = ssr.load_text_to_video(config, args.workdir)
+    window = t2v.shape[0]
+    expected = evaluate.eval_prompts(args.clips, seed=args.seed)
+    text, mask = (jnp.asarray(a) for a in t2v.encoder.encode([e["prompt"] for e in expected]))
+    machine = bc.machine()
+    print(f"Seams at window borders: {args.workdir} (step {step}), {args.clips} clips of {args.frames} frames, "
+          f"window {window}, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
+
+    schemes = {"multidiffusion": (2, "uniform"),
+               "independent": (2, md.first_window_weights(args.frames, window, 2)),
+               "independent_o0": (0, "uniform"),
+               "multidiffusion_o4": (4, "uniform")}
+    names = args.schemes.split(",")
+    if set(names) - set(schemes):
+        raise ValueError(f"--schemes={args.schemes}: choose from {sorted(schemes)}.")
+    schemes = {k: v for k, v in schemes.items() if k in names}
+    results, clips = {}, {}
+    for name, (overlap, weights) in schemes.items():
+        t0 = time.perf_counter()
+        video = sample_long(t2v, text, mask, args.frames, overlap, weights, args.steps, args.guidance, args.seed)
+        clips[name] = video
+        starts = md.window_starts(args.frames, window, overlap)
+        results[name] = {"overlap": overlap, "starts": starts, "seconds": time.perf_counter() - t0,
+                         **ratios(video, starts, window)}
+        print(f"  sampled {name} in {results[name]['seconds']:.0f} s", flush=True)
+    # Reference: clips the world itself renders (smooth motion), under the overlap-2 borders.
+    rendered = np.stack([shapes.render_clip(shapes.spec_from_attributes(e["color"], e["shape"], e["motion"]),
+                                            args.frames, t2v.shape[1]) for e in expected]).astype(np.float32)
+    results["rendered_reference"] = {"overlap": 2, "starts": md.window_starts(args.frames, window, 2),
+                                     **ratios(rendered / 127.5 - 1.0, md.window_starts(args.frames, window, 2),
+                                              window)}
+
+    print(f"{'scheme':<20} {'overlap':>7} {'seam ratio':>10} {'per-clip median [min, max]':>28}")
+    for name, r in results.items():
+        print(f"{name:<20} {r['overlap']:>7} {r['pooled']:>10.3f} {r['clip_median']:>12.3f} "
+              f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}]")
+    os.makedirs(bc.RESULTS_DIR, exist_ok=True)
+    suffix = "" if len(names) == 4 else "_" + "_".join(names)
+    path = os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
+    with open(path, "w") as f:
+        json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
+                   "window": window, "clips": args.clips, "steps": args.steps, "guidance": args.guidance,
+                   "prompts": [e["prompt"] for e in expected], "results": results}, f, indent=2)
+    print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
