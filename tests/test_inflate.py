@@ -8,7 +8,7 @@ from flax import nnx
 
 from conftest import smoke_config
 from configs import t2i
-from lumiere_jax import checkpointing, inflate, train
+from lumiere_jax import inflate, train
 from lumiere_jax.models.stunet import is_temporal_path
 from lumiere_jax.state import abstract_graphdef_and_state, init_model
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from lumiere_jax.data import pipeline, shapes_tfds
-from lumiere_jax.text.cache import TextEmbeddingCache
 
 
 class _HashEncoder:

@@ -21,6 +21,7 @@ from lumiere_jax.text.t5 import (
     T5Encoder,
     T5TextEncoder,
     load_t5_weights,
+    DEFAULT_RULES as T5_RULES,
     partition_spec,
     relative_position_bucket,
 )
@@ -215,10 +216,10 @@ def test_every_param_has_logical_axis_names():
         assert names is not None and len(names) == len(param.get_value().shape), path
         assert set(names) <= {"vocab", "embed", "heads", "mlp", None}, path
     mesh = AbstractMesh((2, 4), ("fsdp", "tensor"))
-    assert partition_spec(("embed", "mlp"), (32, 48), mesh) == PartitionSpec("fsdp", "tensor")
+    assert partition_spec(("embed", "mlp"), (32, 48), mesh, T5_RULES) == PartitionSpec("fsdp", "tensor")
     # 6 is not divisible by 4, and the vocab rule maps to no mesh axis: both replicated.
-    assert partition_spec(("embed", "mlp"), (32, 6), mesh) == PartitionSpec("fsdp", None)
-    assert partition_spec(("vocab", "embed"), (100, 32), mesh) == PartitionSpec(None, "fsdp")
+    assert partition_spec(("embed", "mlp"), (32, 6), mesh, T5_RULES) == PartitionSpec("fsdp", None)
+    assert partition_spec(("vocab", "embed"), (100, 32), mesh, T5_RULES) == PartitionSpec(None, "fsdp")
     # A mesh axis is used once per param; mesh axes the mesh lacks are dropped.
     rules = (("embed", ("fsdp", "data")), ("mlp", "fsdp"))
     assert partition_spec(("embed", "mlp"), (32, 48), mesh, rules) == PartitionSpec("fsdp", None)
