@@ -7,6 +7,7 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -19,20 +20,36 @@ log = logging.getLogger("lumiere_jax")
 
 def load_t2i_weights(workdir: str) -> tuple[nnx.State, ml_collections.ConfigDict]:
     """The EMA weights of the newest checkpoint of a T2I run (configs/t2i.py), and that run's config."""
-    path = os.path.join(os.path.expanduser(workdir), "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"init_from={workdir} has no config.json: point --config.init_from at the workdir "
-                                f"of a configs/t2i.py run.")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = _run_config(workdir)
     if config.model.temporal:
         raise ValueError(f"init_from={workdir} holds a video model (model.temporal=True); inflation starts from "
                          f"a text-to-image run (configs/t2i.py).")
+    return _load_ema(workdir, config), config
+
+
+def _run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(os.path.expanduser(workdir), "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"init_from={workdir} has no config.json: point --config.init_from at the workdir "
+                                f"of a configs/t2i.py or configs/t2v.py run.")
+    with open(path) as f:
+        stored = json.load(f)
+
+    def merge(defaults: dict, values: dict) -> dict:
+        # Keys added to the config after that run was made take their defaults.
+        return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+                               else v for k, v in values.items()}}
+
+    from lumiere_jax import config_lib
+    return ml_collections.ConfigDict(merge(config_lib.base_config().to_dict(), stored))
+
+
+def _load_ema(workdir: str, config: ml_collections.ConfigDict) -> nnx.State:
     _, abstract = abstract_graphdef_and_state(config)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
         checkpointing.with_shardings(abstract, sharding))
-    return state.ema, config
+    return state.ema
 
 
 def inflate(stunet_params: nnx.State, t2i_params: nnx.State) -> nnx.State:
@@ -60,4 +77,51 @@ def inflate(stunet_params: nnx.State, t2i_params: nnx.State) -> nnx.State:
     num_temporal = sum(v.size for k, v in video.items() if is_temporal_path([p.key for p in k]))
     log.info("Inflated %d T2I weights into the STUNet; %.2fM temporal parameters start as the identity.",
              len(image), num_temporal / 1e6)
+    return out
+
+
+def load_init_weights(params: nnx.State, init_from: str) -> nnx.State:
+    """Starts a run from another run's EMA weights: a T2I run is inflated; a T2V run is copied, with conv_in
+    widened (zero weights) when this model takes conditioning channels that the T2V model lacks."""
+    source = _run_config(init_from)
+    if not source.model.temporal:
+        return inflate(params, _load_ema(init_from, source))
+    return widen_conv_in(params, _load_ema(init_from, source))
+
+
+def widen_conv_in(params: nnx.State, source: nnx.State) -> nnx.State:
+    """Copies a T2V model's weights into a conditional STUNet (SPEC section 3): every weight is the same
+    except conv_in's kernel, whose extra input channels (the conditioning) start at zero, so the new model
+    computes exactly what the T2V model did, whatever the conditioning.
+
+    Fails, naming the parameters, if anything else differs in name or shape.
+    """
+    name = jax.tree_util.keystr
+    target = dict(jax.tree_util.tree_flatten_with_path(params.to_pure_dict())[0])
+    old = dict(jax.tree_util.tree_flatten_with_path(source.to_pure_dict())[0])
+    conv_in = [k for k in target if name(k).startswith("['conv_in']") and name(k).endswith("['kernel']")]
+    missing = [name(k) for k in target if k not in old]
+    extra = [name(k) for k in old if k not in target]
+    misfit = [f"{name(k)}: {old[k].shape} vs {target[k].shape}" for k in target
+              if k in old and k not in conv_in and old[k].shape != target[k].shape]
+    for k in conv_in:
+        o, t = old[k].shape, target[k].shape
+        if o[:-2] != t[:-2] or o[-1] != t[-1] or o[-2] > t[-2]:
+            misfit.append(f"{name(k)}: {o} vs {t}")
+    if missing or extra or misfit:
+        raise ValueError("init_from: the T2V run's model differs from this config's beyond the conditioning "
+                         f"channels. Missing: {missing[:5]}; not in this model: {extra[:5]}; shape mismatches: "
+                         f"{misfit[:5]}. Use the T2V run's model config (channels, channel_mult, ...).")
+
+    def value(k, v):
+        if k not in conv_in:
+            return old[k]
+        pad = [(0, 0)] * (v.ndim - 2) + [(0, v.shape[-2] - old[k].shape[-2]), (0, 0)]
+        return jnp.pad(old[k], pad)  # new input channels: zero weights
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params.to_pure_dict())
+    out = jax.tree.map(lambda x: x, params)
+    nnx.replace_by_pure_dict(out, jax.tree_util.tree_unflatten(treedef, [value(k, v) for k, v in flat]))
+    widened = sum(v.shape[-2] - old[k].shape[-2] for k, v in target.items() if k in conv_in)
+    log.info("Loaded %d T2V weights; conv_in takes %d new zero-weight input channels.", len(old), widened)
     return out

@@ -3,6 +3,9 @@ r"""Command line: `python -m lumiere_jax.main --config=configs/t2v.py --workdir=
   --mode=train   trains; re-running with the same --workdir resumes from its newest checkpoint.
   --mode=sample  --prompt="a red circle moving left" --out=clip.mp4 (or .gif): samples with the EMA weights.
   --mode=eval    samples the evaluation prompts, checks them with the program checker, writes eval.json.
+  --mode=style_tune  fine-tunes the spatial layers on --style_image (configs/style_gen.py), writes --style_weights.
+Applications (lumiere_jax/applications.py, SPEC section 3) are --mode=sample with --image, --video, --mask,
+--strength or --style_weights; see configs/conditional.py, configs/stylize.py and configs/style_gen.py.
 Config values are overridden as `--config.total_steps=100`; variants as `--config=configs/t2v.py:size=smoke`.
 """
 
@@ -20,7 +23,7 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, e.g. configs/t2v.py[:size=tiny].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "style_tune"], "What to do.")
 _PROMPT = flags.DEFINE_string("prompt", None, "Text prompt for --mode=sample.")
 _OUT = flags.DEFINE_string("out", None, "Output clip for --mode=sample: .mp4 or .gif.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -39,6 +42,21 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for input errors.")
+_SSR_WORKDIR = flags.DEFINE_string("ssr_workdir", None, "Cascade for --mode=sample: a configs/ssr.py run that "
+                                   "upsamples the base clip (--steps/--sampler/--seed apply to both models).")
+_IMAGE = flags.DEFINE_string("image", None, "Image-to-video: the first frame (.png); with --mask, the still image "
+                             "of a cinemagraph. Needs the conditional model (configs/conditional.py).")
+_VIDEO = flags.DEFINE_string("video", None, "Source clip (.mp4/.gif): with --mask, inpainting (conditional "
+                             "model); without, SDEdit editing (text-to-video model).")
+_MASK = flags.DEFINE_string("mask", None, "Black/white mask (.png for every frame, or .mp4/.gif per frame): white "
+                            "is filled (inpainting) or animated (cinemagraph).")
+_STRENGTH = flags.DEFINE_float("strength", None, "SDEdit noise level t0 in [0, 1]: 0 keeps --video, 1 ignores it "
+                               "(default: config.sdedit.strength or 0.6).")
+_STYLE_IMAGE = flags.DEFINE_string("style_image", None, "--mode=style_tune: the style reference image (.png).")
+_STYLE_WEIGHTS = flags.DEFINE_string("style_weights", None, "Spatial style weights (.safetensors): written by "
+                                     "--mode=style_tune, interpolated into the model by --mode=sample.")
+_STYLE_ALPHA = flags.DEFINE_float("style_alpha", None, "Style weight a in [0, 1]: W = a*W_style + (1-a)*W "
+                                  "for spatial weights (default 0.7).")
 
 MAX_PROMPT_CHARS = 1000
 
@@ -70,7 +88,7 @@ def _load_for_sampling(config, workdir: str):
 
 
 def _sample(config, workdir: str) -> None:
-    from lumiere_jax import video_io
+    from lumiere_jax import applications, video_io
 
     prompt, out = _PROMPT.value, _OUT.value
     if prompt is None or not prompt.strip():
@@ -95,17 +113,42 @@ def _sample(config, workdir: str) -> None:
     for start, _ in spans[1:]:
         if not 0 < start < frames:
             raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
+    request = applications.plan(config, image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
+                                strength=_STRENGTH.value, style_weights=_STYLE_WEIGHTS.value,
+                                style_alpha=_STYLE_ALPHA.value, frames=_FRAMES.value, prompt_spans=len(spans))
+    if config.task == "ssr":
+        raise UsageError("--config is an SSR model: sample with the base model's config and --ssr_workdir=<this run>.")
+    if _SSR_WORKDIR.value is not None:
+        from lumiere_jax import ssr
+        ssr_config = ssr.check_cascade(config, _SSR_WORKDIR.value, frames)  # before anything compiles
     t2v, step = _load_for_sampling(config, workdir)
+    applications.apply_style(t2v, request)
     kwargs = dict(seed=_SEED.value, steps=config.sample.steps if _STEPS.value is None else _STEPS.value,
                   guidance=config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value,
                   sampler=_SAMPLER.value or config.sample.sampler)
-    if frames == window and len(spans) == 1:
+    if request.kind != "t2v":
+        clip = applications.run(request, t2v, prompt, **kwargs)
+    elif frames == window and len(spans) == 1:
         clip = t2v([prompt], **kwargs)[0]
     else:
         clip = t2v.long_video(spans, frames, overlap=_OVERLAP.value, **kwargs)
+    if _SSR_WORKDIR.value is not None:
+        upsampler, ssr_step = ssr.SuperResolution.from_workdir(_SSR_WORKDIR.value, ssr_config, t2v.encoder, config)
+        clip = upsampler(clip[None], spans=spans, seed=_SEED.value, steps=_STEPS.value, sampler=_SAMPLER.value)[0]
+        step = f"{step}, SSR checkpoint step {ssr_step}"
     video_io.write_video(out, video_io.to_uint8(clip), config.sample.fps)
-    print(f"Wrote {out} ({frames} frames at {config.data.resolution}x{config.data.resolution}, "
-          f"checkpoint step {step}).")
+    print(f"Wrote {out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}, checkpoint step {step}).")
+
+
+def _style_tune(config, workdir: str) -> None:
+    from lumiere_jax import applications
+
+    image = applications.check_style_tune(config, _STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value)
+    t2v, step = _load_for_sampling(config, workdir)
+    applications.style_tune(config, t2v.params, t2v.encoder, image, _PROMPT.value.strip(), _STYLE_WEIGHTS.value,
+                            source=f"{os.path.abspath(workdir)} step {step}")
+    print(f"Wrote {_STYLE_WEIGHTS.value} (spatial weights after {config.style.steps} steps on "
+          f"{_STYLE_IMAGE.value}); sample with --style_weights={_STYLE_WEIGHTS.value} --style_alpha=0.7.")
 
 
 def _parse_prompt_at(value: str) -> tuple[int, str]:
@@ -124,7 +167,10 @@ def _eval(config, workdir: str) -> None:
     if _GUIDANCE.value is not None:
         config.eval.guidance = _GUIDANCE.value
     result = evaluate.run_eval(t2v, config, workdir, step)
-    print(json.dumps({"step": step, "accuracy": result["accuracy"]}, indent=2))
+    summary = {"step": step, "accuracy": result["accuracy"]}
+    if "frechet" in result:
+        summary["frechet"] = result["frechet"]
+    print(json.dumps(summary, indent=2))
 
 
 def _setup_logging() -> None:
@@ -157,6 +203,8 @@ def main(argv) -> None:
         train.train_and_evaluate(config, workdir)
     elif _MODE.value == "sample":
         _sample(config, workdir)
+    elif _MODE.value == "style_tune":
+        _style_tune(config, workdir)
     else:
         _eval(config, workdir)
 

@@ -174,11 +174,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     else:
         _, params = init_model(config, config.seed)
         if config.init_from:
-            t2i_params, _ = inflate.load_t2i_weights(config.init_from)
-            params = inflate.inflate(params, t2i_params)
+            params = inflate.load_init_weights(params, config.init_from)  # T2I: inflated; T2V: copied
         state = jax.device_put(init_state(params, tx), state_sharding)
         log.info("No checkpoint in %s: starting from %s.", ckpt.directory,
-                 f"the T2I run {config.init_from}" if config.init_from else "scratch")
+                 f"the run {config.init_from}" if config.init_from else "scratch")
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))

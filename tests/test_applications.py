@@ -1,0 +1,272 @@
+"""Applications (SPEC section 3): masks, the 7-channel model's start from T2V, paste-back, SDEdit, style weights.
+
+Compiled programs are few and at the smoke size: one forward pass of each model, one conditional train step,
+one conditional and one SDEdit sampler, one T2I style step.
+"""
+
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import smoke_config
+from configs import conditional, style_gen
+from lumiere_jax import applications, checkpointing, conditioning, inflate, sampling, train
+from lumiere_jax.data import shapes
+from lumiere_jax.models.stunet import is_temporal_path
+from lumiere_jax.state import abstract_graphdef_and_state, init_model, schedule_from
+from lumiere_jax.text.encoders import load_text_encoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+B, T, H, W = 32, 4, 16, 16
+
+
+def _cond_config(data_dir, **overrides):
+    c = conditional.get_config("size=smoke")
+    c.data.data_dir = data_dir
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def _restore(config, workdir):
+    graphdef, abstract = abstract_graphdef_and_state(config)
+    state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
+        checkpointing.with_shardings(abstract, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
+    return graphdef, state.ema
+
+
+def _sampler(config, workdir):
+    graphdef, ema = _restore(config, workdir)
+    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
+    return sampling.TextToVideo(graphdef, ema, encoder, schedule_from(config), num_frames=config.data.num_frames,
+                                resolution=config.data.resolution)
+
+
+def _perturbed(params, scale=0.3):
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    return jax.tree.unflatten(treedef, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+# Masks.
+
+@pytest.mark.parametrize("kind", conditioning.KINDS)
+def test_each_mask_kind(kind):
+    probs = np.array([k == kind for k in conditioning.KINDS], np.float32)
+    m, kinds = conditioning.sample_masks(jax.random.key(0), (B, T, H, W), probs)
+    m = np.asarray(m)[..., 0]  # [B, T, H, W]
+    assert m.shape == (B, T, H, W) and set(np.unique(m)) <= {0.0, 1.0}
+    assert (np.asarray(kinds) == conditioning.KINDS.index(kind)).all()
+    if kind == "i2v":  # frame 1 known, nothing after it
+        assert (m[:, 0] == 1).all() and (m[:, 1:] == 0).all()
+    elif kind == "cinemagraph":  # frame 1 known; after it one fixed region unknown, the rest known
+        assert (m[:, 0] == 1).all()
+        assert (m[:, 1:] == m[:, 1:2]).all()
+        hole = 1 - m[:, 1].reshape(B, -1).mean(-1)
+        assert (hole >= 0.25**2 - 0.05).all() and (hole <= 0.6**2 + 0.1).all()
+    elif kind == "inpaint":  # a box hole over some frames, known elsewhere
+        hole = m == 0
+        assert hole.any(axis=(1, 2, 3)).all() and (~hole).any(axis=(1, 2, 3)).all()
+        union = hole.any(1)  # [B, H, W]: the box
+        for b in range(B):
+            ys, xs = np.nonzero(union[b])
+            assert union[b, ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()  # a rectangle
+    else:
+        assert (m == 0).all()
+
+
+def test_conditioner_mixes_kinds_and_masks_the_clip(data_dir):
+    config = _cond_config(data_dir)
+    x = jax.random.uniform(jax.random.key(1), (64, T, H, W, 3), minval=-1, maxval=1)
+    cond = np.asarray(jax.jit(conditioning.make_conditioner(config))(x, jax.random.key(2))["cond"])
+    assert cond.shape == (64, T, H, W, 4)
+    m = cond[..., 3:]
+    assert set(np.unique(m)) == {0.0, 1.0}
+    np.testing.assert_array_equal(cond[..., :3], np.asarray(x) * m)  # C is the clip where known, 0 elsewhere
+    _, kinds = conditioning.sample_masks(jax.random.key(2), (64, T, H, W), conditioning.kind_probabilities(config))
+    assert len(np.unique(np.asarray(kinds))) == len(conditioning.KINDS)
+    config.task = "i2v"  # one kind only
+    assert conditioning.kind_probabilities(config).tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_conditioner_refuses_a_model_without_condition_channels(data_dir):
+    config = smoke_config(data_dir)
+    with config.unlocked():
+        config.task = "conditional"
+    with pytest.raises(ValueError, match="model.cond_channels=0: use configs/conditional.py"):
+        conditioning.make_conditioner(config)
+
+
+# Application inputs and paste-back.
+
+def test_application_conditions_and_paste_back():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (H, W, 3)).astype(np.float32)
+    video = rng.uniform(-1, 1, (T, H, W, 3)).astype(np.float32)
+    region = np.zeros((H, W), bool)
+    region[4:9, 5:12] = True
+    i2v = conditioning.i2v_condition(image, T)
+    inpaint = conditioning.inpaint_condition(video, region)
+    cine = conditioning.cinemagraph_condition(image, region, T)
+    for cond in (i2v, inpaint, cine):
+        assert cond.shape == (T, H, W, 4)
+    np.testing.assert_array_equal(i2v[0, ..., :3], image)
+    assert (i2v[0, ..., 3] == 1).all() and (i2v[1:] == 0).all()
+    assert (inpaint[:, region, 3] == 0).all() and (inpaint[:, ~region, 3] == 1).all()
+    assert (cine[0, ..., 3] == 1).all() and (cine[1:, region, 3] == 0).all()
+    outside = image[~region]  # [N, 3]
+    np.testing.assert_array_equal(cine[1:, ~region, :3], np.broadcast_to(outside, (T - 1,) + outside.shape))
+    out = rng.uniform(-1, 1, (T, H, W, 3)).astype(np.float32)
+    for cond in (i2v, inpaint, cine):
+        pasted = conditioning.paste_back(out, cond)
+        known = cond[..., 3] == 1
+        np.testing.assert_array_equal(pasted[known], cond[..., :3][known])
+        np.testing.assert_array_equal(pasted[~known], out[~known])
+
+
+# The 7-channel model starts as the T2V model.
+
+def test_zero_initialized_condition_channels_reproduce_the_t2v_model(trained_workdir, data_dir):
+    t2v_config = smoke_config(data_dir)
+    g_t2v, t2v_ema = _restore(t2v_config, trained_workdir)
+    g_cond, cond_params = init_model(_cond_config(data_dir), 0)
+    # What init_from does with a T2V run: every weight copied, conv_in widened with zeros.
+    loaded = inflate.load_init_weights(cond_params, trained_workdir)
+    kernel = loaded["conv_in"]["conv"]["kernel"][...]
+    assert kernel.shape[-2] == 3 + 4 and not np.any(kernel[..., 3:, :])
+    np.testing.assert_array_equal(kernel[..., :3, :], t2v_ema["conv_in"]["conv"]["kernel"][...])
+    # Four training steps barely move the zero-initialized output layer: perturb every weight for teeth.
+    t2v_params = _perturbed(t2v_ema)
+    cond_model = nnx.merge(g_cond, inflate.widen_conv_in(cond_params, t2v_params))
+    t2v_model = nnx.merge(g_t2v, t2v_params)
+    k = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(k[0], (2, T, H, W, 3))
+    cond = jax.random.normal(k[1], (2, T, H, W, 4))
+    text, mask, t = jax.random.normal(k[2], (2, 24, 384)), jnp.ones((2, 24), bool), jnp.array([0.2, 0.8])
+    out_t2v = nnx.jit(lambda m, x: m(x, t, text, mask))(t2v_model, x)
+    out_cond = nnx.jit(lambda m, x, c: m(x, t, text, mask, cond=c))(cond_model, x, cond)
+    assert float(jnp.abs(out_t2v).max()) > 0.1
+    np.testing.assert_allclose(out_cond, out_t2v, atol=1e-5, rtol=1e-5)
+
+
+def test_widen_refuses_another_model_size(data_dir):
+    _, cond_params = init_model(_cond_config(data_dir), 0)
+    _, other = init_model(smoke_config(data_dir, model__channels=16), 0)
+    with pytest.raises(ValueError, match="differs from this config's beyond the conditioning channels"):
+        inflate.widen_conv_in(cond_params, other)
+
+
+@pytest.fixture(scope="module")
+def conditional_run(trained_workdir, data_dir, tmp_path_factory):
+    """The conditional model fine-tuned for 2 steps from the smoke T2V run, through the trainer."""
+    workdir = str(tmp_path_factory.mktemp("conditional"))
+    train.train_and_evaluate(_cond_config(data_dir, init_from=trained_workdir, total_steps=2), workdir)
+    return workdir
+
+
+def test_known_pixels_of_the_output_equal_the_input(conditional_run, data_dir):
+    config = _cond_config(data_dir)
+    t2v = _sampler(config, conditional_run)
+    clip = shapes.render_clip(shapes.spec_from_attributes("red", "circle", "right"), T, H).astype(np.float32)
+    clip = clip / 127.5 - 1.0
+    region = np.zeros((H, W), bool)
+    region[3:12, 2:14] = True
+    conds = np.stack([conditioning.i2v_condition(clip[0], T), conditioning.inpaint_condition(clip, region),
+                      conditioning.cinemagraph_condition(clip[0], region, T)])
+    raw = applications.conditional_sample(t2v, ["a red circle moving right"] * 3, conds, steps=2)
+    assert raw.shape == (3, T, H, W, 3) and np.isfinite(raw).all()
+    for cond, out in zip(conds, raw):
+        pasted = conditioning.paste_back(out, cond)
+        known = cond[..., 3] == 1
+        assert np.abs(out[known] - cond[..., :3][known]).max() > 0  # the raw model does not copy exactly...
+        np.testing.assert_array_equal(pasted[known], cond[..., :3][known])  # ...the paste-back does
+    cinemagraph = conditioning.paste_back(raw[2], conds[2])
+    assert np.abs(np.diff(cinemagraph[:, ~region], axis=0)).max() == 0  # outside the region nothing moves
+
+
+def test_cli_image_to_video(conditional_run, tmp_path):
+    image = shapes.render_clip(shapes.spec_from_attributes("blue", "square", "up"), 1, 20)[0]  # resized to 16
+    iio.imwrite(tmp_path / "first.png", image)
+    out = tmp_path / "i2v.gif"
+    proc = subprocess.run([sys.executable, "-m", "lumiere_jax.main", "--config=configs/conditional.py:size=smoke",
+                           f"--workdir={conditional_run}", "--mode=sample", f"--image={tmp_path}/first.png",
+                           "--prompt=a blue square moving up", f"--out={out}", "--steps=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resized 20x20 -> 16x16" in proc.stderr
+    frames = iio.imread(out, index=None)
+    assert frames.shape[:3] == (T, H, W)
+
+
+# SDEdit.
+
+def test_sdedit_with_strength_zero_returns_the_input(trained_workdir, data_dir):
+    t2v = _sampler(smoke_config(data_dir), trained_workdir)
+    t2v.params = _perturbed(t2v.params)  # a model whose prediction is far from zero
+    video = shapes.render_clip(shapes.spec_from_attributes("red", "circle", "left"), T, H)[None]
+    x = video.astype(np.float32) / 127.5 - 1.0
+    out = applications.sdedit(t2v, ["a blue circle moving left"], x, 0.0, steps=10)
+    # t0 = 0 is the schedule's end, log-SNR 15 (sigma 5.5e-4): well under one uint8 level.
+    assert np.abs(out - x).max() < 1 / 127.5
+
+
+# Stylized generation.
+
+def test_style_interpolation_touches_only_spatial_weights(data_dir, tmp_path):
+    _, base = init_model(smoke_config(data_dir), 0)
+    style = {k: v + 1.0 for k, v in applications.spatial_weights(base).items()}
+    path = str(tmp_path / "style.safetensors")
+    applications.save_style_weights(path, style, {"caption": "test"})
+    style = applications.load_style_weights(path)
+    names = [k for k, _ in applications._flat(base)[0]]
+    assert any(is_temporal_path(k.split("/")) for k in names) and set(style) < set(names)
+    flat = lambda s: dict(applications._flat(s)[0])  # noqa: E731
+    b = flat(base)
+    for alpha in (0.0, 0.5, 1.0):
+        out = flat(applications.interpolate_spatial(base, style, alpha))
+        for k, v in out.items():
+            if is_temporal_path(k.split("/")):
+                np.testing.assert_array_equal(v, b[k])  # never changed
+            elif alpha == 0.0:
+                np.testing.assert_array_equal(v, b[k])
+            elif alpha == 1.0:
+                np.testing.assert_allclose(v, style[k], rtol=0, atol=1e-6)
+            else:
+                np.testing.assert_allclose(v, b[k] + 0.5, rtol=0, atol=1e-6)
+    del style[next(iter(style))]
+    with pytest.raises(applications.InputError, match="do not fit this model: missing"):
+        applications.interpolate_spatial(base, style, 0.5)
+
+
+def test_style_tune_changes_and_saves_only_spatial_weights(trained_workdir, data_dir, tmp_path):
+    config = style_gen.get_config("size=smoke")
+    config.data.data_dir = data_dir
+    t2v = _sampler(config, trained_workdir)
+    image = shapes.render_clip(shapes.spec_from_attributes("red", "circle", "still"), 1, H, outline=0.1)[0]
+    out = str(tmp_path / "outline.safetensors")
+    weights = applications.style_tune(config, t2v.params, t2v.encoder, image.astype(np.float32) / 127.5 - 1.0,
+                                      "a red circle in outline style", out)
+    base = applications.spatial_weights(t2v.params)
+    assert set(applications.load_style_weights(out)) == set(weights) == set(base)
+    assert any(np.abs(weights[k] - base[k]).max() > 0 for k in base)
+    styled = applications.interpolate_spatial(t2v.params, weights, 1.0)
+    b, s = (dict(applications._flat(p)[0]) for p in (t2v.params, styled))
+    assert all(np.array_equal(s[k], b[k]) for k in b if is_temporal_path(k.split("/")))
+
+
+def test_outline_style_is_measurable():
+    for shape in shapes.SHAPES:
+        spec = shapes.spec_from_attributes("green", shape, "left", "large")
+        solid = shapes.render_clip(spec, T, 32)
+        assert applications.fill_fraction(solid) > 0.97
+        assert applications.fill_fraction(shapes.render_clip(spec, T, 32, outline=0.07)) < 0.8
+    # The default rendering (what the datasets use) is unchanged by the outline option.
+    spec = shapes.spec_from_attributes("green", "circle", "left")
+    np.testing.assert_array_equal(shapes.render_clip(spec, T, 32), shapes.render_clip(spec, T, 32, outline=0.0))
