@@ -110,6 +110,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.guidance = 3.0
     c.eval.batch_size = 20
     c.eval.seed = 1234
+    # Frechet distances to the real test split: a feature-net workdir (configs/feature_net.py) and/or
+    # converted I3D weights (.npz/.safetensors) for the standard FVD; empty strings turn them off.
+    c.eval.feature_net = ""
+    c.eval.i3d_weights = ""
+    c.eval.i3d_resolution = 224
+    c.eval.num_real = 256
 
     # Mesh (lumiere_jax/sharding.py): axis sizes, one of them -1 = all remaining devices. `data` and
     # `fsdp` split the batch, `fsdp` also parameters and optimizer state, `frames` splits clips in time.

@@ -1,4 +1,10 @@
-"""Evaluates text-to-video samples on the shapes world with the program checker: accuracy per attribute."""
+"""Evaluates text-to-video samples on the shapes world: checker accuracy per attribute, and Frechet distances.
+
+The program checker says whether each clip shows what its prompt asked for. The Frechet distances say how
+far the generated clips are, as a distribution, from real test clips: in the feature space of the
+project's shapes-world classifier (`config.eval.feature_net`, see configs/feature_net.py) and, with
+converted I3D weights (`config.eval.i3d_weights`), the standard FVD.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from tensorboardX import SummaryWriter
 
 from lumiere_jax import video_io
 from lumiere_jax.data import shapes
-from lumiere_jax.eval import shapes_checker
+from lumiere_jax.eval import frechet, shapes_checker
 
 ATTRIBUTES = ("color", "shape", "motion", "consistent")
 
@@ -47,8 +53,43 @@ def score_clips(clips_uint8: np.ndarray, expected: list[dict[str, str]]) -> dict
     return {"accuracy": accuracy, "clips": rows}
 
 
+def real_clips(config: Any, num: int) -> np.ndarray:
+    """The first `num` clips of the test split of config.data, uint8 [N, T, H, W, 3]."""
+    from lumiere_jax.eval import feature_net
+    return feature_net.load_split(config.data, "test", num)["video"]
+
+
+def frechet_scores(generated_uint8: np.ndarray, real_uint8: np.ndarray, *, feature_net_dir: str = "",
+                   i3d_weights: str = "", i3d_resolution: int = 224) -> dict[str, float]:
+    """Frechet distances between generated and real clips (uint8 [N, T, H, W, 3]) in each feature space set.
+
+    `*_real_floor` is the distance between two disjoint halves of the real clips, the first as large as the
+    generated set: what a perfect generator would score with this many samples (the estimate's bias).
+    """
+    from lumiere_jax.eval import feature_net
+    gen, real = feature_net.to_float(generated_uint8), feature_net.to_float(real_uint8)
+    n = len(gen)
+    embedders = {}
+    if feature_net_dir:
+        embedders["feature_net"] = feature_net.FeatureNet.load(feature_net_dir).features
+    if i3d_weights:
+        from lumiere_jax.eval import i3d
+        embedders["fvd_i3d"] = i3d.I3DFeatures(i3d_weights, resolution=i3d_resolution).features
+    out = {}
+    for name, embed in embedders.items():
+        f_gen, f_real = embed(gen), embed(real)
+        out[f"frechet_{name}"] = frechet.frechet_distance_features(f_gen, f_real)
+        if len(real) >= n + 2:
+            out[f"frechet_{name}_real_floor"] = frechet.frechet_distance_features(f_real[:n], f_real[n:])
+    return out
+
+
 def run_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
-    """Samples config.eval.num_clips clips, scores them, writes eval_<step>.json and a GIF grid."""
+    """Samples config.eval.num_clips clips, scores them, writes eval_<step>.json, TensorBoard and a GIF grid.
+
+    With config.eval.feature_net (a trained feature-net workdir) or config.eval.i3d_weights set, it also
+    measures Frechet distances to config.eval.num_real real test clips.
+    """
     e = config.eval
     expected = eval_prompts(e.num_clips, e.seed)
     clips = t2v([x["prompt"] for x in expected], seed=e.seed, steps=e.steps, guidance=e.guidance,
@@ -56,15 +97,25 @@ def run_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
     clips_uint8 = video_io.to_uint8(clips)
     result = score_clips(clips_uint8, expected)
     result.update(step=step, num_clips=e.num_clips, steps=e.steps, guidance=e.guidance)
+    feature_net_dir, i3d_weights = e.feature_net, e.i3d_weights
+    if feature_net_dir or i3d_weights:
+        real = real_clips(config, min(e.num_real, config.data.num_test))
+        result["frechet"] = frechet_scores(clips_uint8, real, feature_net_dir=feature_net_dir,
+                                           i3d_weights=i3d_weights, i3d_resolution=e.i3d_resolution)
+        result["frechet"]["num_real"] = int(len(real))
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"eval_{step:07d}.json"), "w") as f:
         json.dump(result, f, indent=2)
     with open(os.path.join(workdir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
+    columns = 10 if len(clips_uint8) > 30 else 6
     video_io.write_video(os.path.join(out_dir, f"grid_{step:07d}.gif"),
-                         video_io.upscale(video_io.grid(clips_uint8[:30], columns=6), 2), config.sample.fps)
+                         video_io.upscale(video_io.grid(clips_uint8[:100], columns=columns), 2), config.sample.fps)
     with SummaryWriter(os.path.join(workdir, "tb")) as writer:
         for k, v in result["accuracy"].items():
             writer.add_scalar(f"eval/{k}_accuracy", v, step)
+        for k, v in result.get("frechet", {}).items():
+            if k != "num_real":
+                writer.add_scalar(f"eval/{k}", v, step)
     return result
