@@ -137,6 +137,34 @@ def halo_conv_case(name: str) -> dict:
     return out
 
 
+def spatial_case(name: str) -> dict:
+    """The spatial blocks on frame-sharded video: same values and gradients as unsharded, and no gathered clip."""
+    from lumiere_jax.models import spatial
+    mesh = sharding.make_mesh(config_for(MESHES[name]))
+    blocks = (spatial.FrameConv(8, 8, rngs=nnx.Rngs(0)), spatial.FrameConv(8, 8, stride=2, rngs=nnx.Rngs(1)),
+              spatial.FrameGroupNorm(8, rngs=nnx.Rngs(2)), spatial.SpatialAttention(8, 8, 2, rngs=nnx.Rngs(3)))
+    graphdef, params = nnx.split(blocks)
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(p.size), p.shape), params)
+    x = jax.random.normal(jax.random.key(0), (4, 16, 8, 8, 8))
+    text, text_mask = jax.random.normal(jax.random.key(1), (4, 5, 8)), jnp.ones((4, 5), bool)
+
+    def loss(params, x):
+        conv, down, norm, attn = nnx.merge(graphdef, params)
+        y = attn(norm(down(conv(sharding.constrain(x)))), text, text_mask)
+        return jnp.sum(jnp.sin(sharding.constrain(y)))
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1))
+    ref = jax.jit(grad)(params, x)
+    with sharding.use_mesh(mesh):
+        xs = jax.device_put(x, sharding.batch_shardings({"video": x}, mesh, sharding.DEFAULT_RULES)["video"])
+        compiled = jax.jit(grad).lower(params, xs).compile()
+        got = compiled(params, xs)
+    hlo = compiled.as_text()
+    return {"loss_diff": abs(float(got[0]) - float(ref[0])), "grads_diff": max_diff(got[1], ref[1]),
+            "grads_scale": max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref[1])),
+            "all_gathers": hlo.count("all-gather"), "all_to_alls": hlo.count("all-to-all")}
+
+
 def paper_case(_name: str) -> dict:
     """configs/t2v.py:size=lumiere built from shapes only and lowered over a 2 x 2 x 2 (data, fsdp, frames) mesh."""
     from lumiere_jax import aot
@@ -155,6 +183,6 @@ if __name__ == "__main__":
     if case == "train":
         result = train_step_case(mesh_names)
     else:
-        fn = {"sample": sampler_case, "halo": halo_conv_case, "paper": paper_case}[case]
+        fn = {"sample": sampler_case, "halo": halo_conv_case, "spatial": spatial_case, "paper": paper_case}[case]
         result = {name: fn(name) for name in mesh_names}
     print("RESULT " + json.dumps(result))

@@ -81,6 +81,16 @@ def test_frame_sharded_temporal_conv_moves_only_halos():
         assert r["out_sharding"] == "P(None, 'frames')", r
 
 
+def test_spatial_blocks_keep_frames_on_their_devices():
+    """Conv, strided conv, group norm and attention on frame-sharded video: the unsharded values and
+    gradients, and no all-gather or all-to-all in the compiled program (folding frames into the batch
+    used to gather the clip)."""
+    result = run_worker("spatial", "data_frames,frames8")
+    for name, r in result.items():
+        assert r["loss_diff"] < 1e-6 * 16 * 16 * 64 and r["grads_diff"] < 1e-6 * r["grads_scale"], (name, r)
+        assert r["all_gathers"] == 0 and r["all_to_alls"] == 0, (name, r)
+
+
 def test_sharded_train_step_equals_one_device():
     """data x frames and data x fsdp: same loss, gradient norm and gradients as one device."""
     result = run_worker("train", "data_frames,data_fsdp")

@@ -4,6 +4,11 @@ These are the layers that Lumiere takes from a pre-trained T2I model and keeps
 frozen while it trains the temporal layers (`temporal.py`). Every block takes
 video `[B, T, H, W, C]`: spatial ops fold frames into the batch, so a block's
 result on one frame never depends on another frame.
+
+When frames are sharded over a mesh (`sharding.frames_sharded(x)`), folding [B, T] into one dimension would
+make XLA gather the clip (a merged dimension cannot keep a sharded minor part), so the blocks then run
+on the 5-D array itself: convolutions as 3-D convolutions with a 1 x k x k kernel, group norm with
+per-frame statistics, attention with two batch dimensions. Same weights, same results.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from lumiere_jax import sharding
 
 
 def frames_to_batch(x: jax.Array) -> jax.Array:
@@ -35,12 +42,19 @@ class FrameConv(nnx.Module):
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, *, zero_init: bool = False,
                  dtype=jnp.float32, rngs: nnx.Rngs):
         init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
+        self.stride = stride
         self.conv = nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding="SAME", kernel_init=init,
                              dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        t = x.shape[1]
-        return batch_to_frames(self.conv(frames_to_batch(x)), t)
+        if not sharding.frames_sharded(x):
+            return batch_to_frames(self.conv(frames_to_batch(x)), x.shape[1])
+        # Frames sharded: a 3-D conv whose kernel spans one frame keeps every frame on its device.
+        conv = self.conv
+        x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], conv.bias[...]), dtype=conv.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel[None], window_strides=(1, self.stride, self.stride),
+                                         padding="SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        return y + bias
 
 
 class FrameGroupNorm(nnx.Module):
@@ -50,8 +64,19 @@ class FrameGroupNorm(nnx.Module):
         self.norm = group_norm(channels, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        t = x.shape[1]
-        return batch_to_frames(self.norm(frames_to_batch(x)), t)
+        if not sharding.frames_sharded(x):
+            return batch_to_frames(self.norm(frames_to_batch(x)), x.shape[1])
+        # Frames sharded: the same statistics, taken over (H, W, channels of a group) of each frame.
+        norm = self.norm
+        x, scale, bias = norm.promote_dtype((x, norm.scale[...], norm.bias[...]), dtype=norm.dtype)
+        group_size = x.shape[-1] // norm.num_groups
+        groups = x.reshape(x.shape[:-1] + (norm.num_groups, group_size))
+        groups = groups.astype(jnp.promote_types(groups.dtype, jnp.float32))
+        mean = groups.mean(axis=(2, 3, 5))  # [B, T, G]
+        var = jnp.maximum(0.0, jnp.square(groups).mean(axis=(2, 3, 5)) - jnp.square(mean))
+        mean, var = (jnp.repeat(a, group_size, axis=-1)[:, :, None, None, :] for a in (mean, var))
+        y = (x - mean) * (jax.lax.rsqrt(var + norm.epsilon) * scale) + bias  # flax's order of operations
+        return y.astype(jnp.result_type(x, scale, bias))
 
 
 class ResBlock(nnx.Module):
@@ -76,7 +101,13 @@ class ResBlock(nnx.Module):
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Multi-head attention on [N, S, heads, d]; mask [N, S_kv] marks valid keys."""
+    """Multi-head attention on [N, S, heads, d]; mask [N, S_kv] marks valid keys.
+
+    More leading batch dimensions ([..., S, heads, d]) are mapped over rather than merged, so that a
+    sharded one stays sharded.
+    """
+    if q.ndim > 4:
+        return jax.vmap(attention, in_axes=(0, 0, 0, None if mask is None else 0))(q, k, v, mask)
     if mask is not None:
         mask = mask[:, None, None, :]  # [N, 1, 1, S_kv]
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
@@ -102,9 +133,10 @@ class SpatialAttention(nnx.Module):
     def __call__(self, x: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
         # Self-attention: each frame attends within itself.
-        y = self.norm(x).reshape(b * t, h * w, c)
+        frames = (b, t) if sharding.frames_sharded(x) else (b * t,)  # see the module docstring
+        y = self.norm(x).reshape(frames + (h * w, c))
         q, k, v = jnp.split(self.qkv(y), 3, axis=-1)
-        y = attention(self._heads(q), self._heads(k), self._heads(v)).reshape(b * t, h * w, c)
+        y = attention(self._heads(q), self._heads(k), self._heads(v)).reshape(frames + (h * w, c))
         x = x + self.out(y).reshape(x.shape)
         # Cross-attention: queries from every pixel of every frame, keys from the clip's text.
         y = self.cross_norm(x).reshape(b, t * h * w, c)

@@ -109,6 +109,10 @@ class TemporalAttention(nnx.Module):
         # Attention needs every frame of a pixel: with frames sharded, move that mesh axis onto height
         # (one all-to-all) rather than gathering the clip.
         x = sharding.constrain(x, ("batch", None, "frames", None, None))
+        # Merged into one batch dimension on purpose, unlike the spatial blocks on a frame-sharded mesh:
+        # keeping [B, H, W, T, C] unmerged, with batch on `data` and height on `frames`, gave wrong weight
+        # gradients from XLA's SPMD partitioner (jax 0.10.2, CPU; tests/test_sharding.py caught it). This
+        # runs at the coarsest level only, where re-sharding the merged array costs little.
         y = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)  # [B*H*W, T, C]
         z = self.norm(y) + frame_positions(t, c).astype(y.dtype)
         q, k, v = (a.reshape(b * h * w, t, self.num_heads, -1) for a in jnp.split(self.qkv(z), 3, axis=-1))
