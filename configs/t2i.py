@@ -6,8 +6,10 @@ the video model and train only the temporal layers:
   python -m lumiere_jax.main --config=configs/t2i.py --workdir=/tmp/t2i
   python -m lumiere_jax.main --config=configs/t2i.py --workdir=/tmp/t2i --mode=sample \
       --prompt="a red circle" --out=/tmp/image.png
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v \
-      --config.init_from=/tmp/t2i --config.trainable=temporal
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --config.init_from=/tmp/t2i
+
+With a T2I run as init_from, only the temporal layers train (`trainable="auto"`); `--config.trainable=all`
+fine-tunes the inflated spatial weights too.
 
 Variants as in configs/t2v.py (`size=smoke|tiny|small`): the same spatial architecture, so
 its weights drop into the STUNet of the same size.

@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Inflation (SPEC section 1): start from a text-to-image run's weights and train the temporal layers.
     c.init_from = ""  # a T2I workdir (configs/t2i.py) whose newest checkpoint's EMA weights are inflated
-    c.trainable = "all"  # "temporal": only the inflation layers train (Lumiere); "all": everything
+    # "temporal": only the inflation layers train (Lumiere); "all": everything; "auto": "temporal" when
+    # init_from is a T2I run (inflation), else "all" (from scratch, or fine-tuning a T2V run).
+    c.trainable = "auto"
 
     # Frozen text encoder.
     c.text_encoder = "minilm"

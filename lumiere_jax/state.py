@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import flax.struct
@@ -50,10 +52,25 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
                                    optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
                      optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
-    if config.trainable == "all":
+    if resolve_trainable(config) == "all":
         return tx
     # Lumiere trains only the new temporal layers; the inflated T2I weights stay frozen.
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, trainable_labels)
+
+
+def resolve_trainable(config: ml_collections.ConfigDict) -> str:
+    """config.trainable with "auto" resolved: "temporal" (Lumiere's recipe) when init_from is a T2I run
+    (its config.json says model.temporal=False), else "all"."""
+    if config.trainable != "auto":
+        return config.trainable
+    if not (config.init_from and config.model.temporal):
+        return "all"
+    try:
+        with open(os.path.join(os.path.expanduser(config.init_from), "config.json")) as f:
+            source_is_video = json.load(f)["model"]["temporal"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "all"  # loading init_from then fails with a message that names the problem
+    return "all" if source_is_video else "temporal"
 
 
 def trainable_labels(params: Any) -> Any:
@@ -85,8 +102,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
-    if config.trainable not in ("all", "temporal"):
-        raise ValueError(f"trainable={config.trainable!r} must be 'all' or 'temporal' (only the inflation layers).")
+    if config.trainable not in ("auto", "all", "temporal"):
+        raise ValueError(f"trainable={config.trainable!r} must be 'auto', 'all' or 'temporal' (only the inflation "
+                         f"layers).")
     if config.trainable == "temporal" and not cfg.temporal:
         raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
     if config.trainable == "temporal" and not config.init_from:

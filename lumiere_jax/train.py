@@ -21,7 +21,7 @@ from lumiere_jax import checkpointing, inflate, sampling, sharding, tasks, video
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
-    schedule_from, validate_config
+    resolve_trainable, schedule_from, validate_config
 from lumiere_jax.text.encoders import load_text_encoder
 
 log = logging.getLogger("lumiere_jax")
@@ -182,7 +182,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    log.info("STUNet: %.2fM parameters.", num_params / 1e6)
+    trainable = resolve_trainable(config)
+    log.info("STUNet: %.2fM parameters; %s.", num_params / 1e6,
+             "all train" if trainable == "all" else "only the temporal layers train")
 
     # Step: compiled once, state donated so params and optimizer are updated in place.
     global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)

@@ -10,7 +10,7 @@ from conftest import smoke_config
 from configs import t2i
 from lumiere_jax import inflate, train
 from lumiere_jax.models.stunet import is_temporal_path
-from lumiere_jax.state import abstract_graphdef_and_state, init_model
+from lumiere_jax.state import abstract_graphdef_and_state, init_model, resolve_trainable
 
 
 def _t2i_config(data_dir, **overrides):
@@ -58,8 +58,8 @@ def test_inflated_stunet_equals_the_t2i_model_on_a_static_clip(t2i_run):
 
 def test_temporal_only_training_keeps_every_spatial_weight(t2i_run, data_dir, tmp_path):
     workdir = str(tmp_path / "t2v")
-    state = train.train_and_evaluate(
-        smoke_config(data_dir, total_steps=2, init_from=t2i_run, trainable="temporal"), workdir)
+    # The default (trainable="auto") with a T2I run as init_from: Lumiere's temporal-only training.
+    state = train.train_and_evaluate(smoke_config(data_dir, total_steps=2, init_from=t2i_run), workdir)
     t2i_params, _ = inflate.load_t2i_weights(t2i_run)
     _, fresh = init_model(smoke_config(""), 0)
     image, trained, init = _flat(t2i_params), _flat(state.params), _flat(fresh)
@@ -79,3 +79,10 @@ def test_inflation_names_what_does_not_fit(t2i_run):
         inflate.inflate(params, t2i_params)
     with pytest.raises(ValueError, match="needs --config.init_from"):
         train.train_and_evaluate(smoke_config("", trainable="temporal"), "/tmp/unused")
+
+
+def test_trainable_auto_freezes_spatial_layers_only_when_inflating(t2i_run, trained_workdir):
+    assert resolve_trainable(smoke_config("", init_from=t2i_run)) == "temporal"
+    assert resolve_trainable(smoke_config("", init_from=t2i_run, trainable="all")) == "all"
+    assert resolve_trainable(smoke_config("")) == "all"  # from scratch
+    assert resolve_trainable(smoke_config("", init_from=trained_workdir)) == "all"  # fine-tuning a T2V run
