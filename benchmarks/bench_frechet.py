@@ -81,7 +81,7 @@ def main() -> None:
     expected = evaluate.eval_prompts(n, config.eval.seed)
     models = [] if "random_init" in skip else [("random-init STUNet (step 0)", init_model(config, config.seed))]
     if args.run:
-        graphdef, abstract = abstract_graphdef_and_state(config)
+        graphdef, abstract = abstract_graphdef_and_state(config, args.run)
         ckpt = checkpointing.Checkpointer(args.run, read_only=True)
         sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         wanted = [int(x) for x in args.checkpoints.split(",") if x] or sorted(ckpt.manager.all_steps())

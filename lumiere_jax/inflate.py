@@ -45,7 +45,7 @@ def _run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def _load_ema(workdir: str, config: ml_collections.ConfigDict) -> nnx.State:
-    _, abstract = abstract_graphdef_and_state(config)
+    _, abstract = abstract_graphdef_and_state(config, workdir)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
         checkpointing.with_shardings(abstract, sharding))

@@ -77,7 +77,7 @@ def _load_for_sampling(config, workdir: str):
     ckpt = checkpointing.Checkpointer(workdir, read_only=True)
     if ckpt.latest_step() is None:
         raise UsageError(f"No checkpoint in {ckpt.directory}: train first with --mode=train --workdir={workdir}.")
-    graphdef, abstract = abstract_graphdef_and_state(config)
+    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state, _ = ckpt.restore(checkpointing.with_shardings(abstract, sharding))
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)

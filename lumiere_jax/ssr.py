@@ -217,7 +217,7 @@ def restore_ema(config: ml_collections.ConfigDict, workdir: str,
     ckpt = checkpointing.Checkpointer(workdir, read_only=True)
     if ckpt.latest_step() is None:
         raise ValueError(f"{flag}={workdir} has no checkpoint: train it first with --mode=train.")
-    graphdef, abstract = abstract_graphdef_and_state(config)
+    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
     state, _ = ckpt.restore(checkpointing.with_shardings(
         abstract, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
     return graphdef, state.ema, int(state.step)

@@ -58,19 +58,33 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, trainable_labels)
 
 
-def resolve_trainable(config: ml_collections.ConfigDict) -> str:
-    """config.trainable with "auto" resolved: "temporal" (Lumiere's recipe) when init_from is a T2I run
-    (its config.json says model.temporal=False), else "all"."""
+def _saved_config(workdir: str) -> dict:
+    try:
+        with open(os.path.join(os.path.expanduser(workdir), "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = None) -> str:
+    """config.trainable with "auto" resolved.
+
+    A run started before in `workdir` keeps what it trained with (its config.json stores the resolved
+    value), so resuming and sampling restore the same optimizer state even if init_from is gone. Otherwise
+    "temporal" (Lumiere's recipe) when init_from is a T2I run (model.temporal=False), else "all".
+    """
     if config.trainable != "auto":
         return config.trainable
-    if not (config.init_from and config.model.temporal):
+    saved = _saved_config(workdir) if workdir else {}
+    if saved.get("trainable") in ("all", "temporal"):
+        return saved["trainable"]
+    init_from = saved.get("init_from") or config.init_from  # runs that stored "auto" resolve as they did
+    if not (init_from and config.model.temporal):
         return "all"
-    try:
-        with open(os.path.join(os.path.expanduser(config.init_from), "config.json")) as f:
-            source_is_video = json.load(f)["model"]["temporal"]
-    except (OSError, ValueError, KeyError, TypeError):
+    source = _saved_config(init_from).get("model", {})
+    if not isinstance(source, dict) or "temporal" not in source:
         return "all"  # loading init_from then fails with a message that names the problem
-    return "all" if source_is_video else "temporal"
+    return "all" if source["temporal"] else "temporal"
 
 
 def trainable_labels(params: Any) -> Any:
@@ -107,9 +121,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"layers).")
     if config.trainable == "temporal" and not cfg.temporal:
         raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
-    if config.trainable == "temporal" and not config.init_from:
-        raise ValueError("trainable='temporal' freezes the spatial layers, so it needs --config.init_from=<T2I "
-                         "workdir> to inflate from (or --config.trainable=all to train from scratch).")
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     if not 0.0 <= config.data.text_dropout < 1.0:
@@ -145,8 +156,17 @@ def init_state(params: nnx.State, tx: optax.GradientTransformation) -> TrainStat
                       ema=jax.tree.map(jnp.copy, params), skipped=jnp.zeros((), jnp.int32))
 
 
-def abstract_graphdef_and_state(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, Any]:
-    """The graphdef and the shape/dtype tree of the TrainState, built without allocating weights."""
+def abstract_graphdef_and_state(config: ml_collections.ConfigDict,
+                                workdir: str | None = None) -> tuple[nnx.GraphDef, Any]:
+    """The graphdef and the shape/dtype tree of the TrainState, built without allocating weights.
+
+    With `workdir`, the optimizer is the one that run trained with (see `resolve_trainable`), so its
+    checkpoints restore into this tree.
+    """
+    if workdir is not None and config.trainable == "auto":
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            config.trainable = resolve_trainable(config, workdir)
     tx = make_optimizer(config)
     holder = {}
 

@@ -142,6 +142,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     validate_config(config)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
+    # Fixed for the life of the run (config.json keeps it): resumes never depend on init_from again.
+    config.trainable = resolve_trainable(config, workdir)
 
     # Mesh: batch over data x fsdp, frames over `frames`, parameters and optimizer state over fsdp.
     mesh = sharding.make_mesh(config)
@@ -153,6 +155,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     # A checkpoint of another config is refused before any data is built or anything compiles.
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
                                       async_save=config.async_checkpoints)
+    if config.trainable == "temporal" and not config.init_from and ckpt.latest_step() is None:
+        raise ValueError("trainable='temporal' freezes the spatial layers, so it needs --config.init_from=<T2I "
+                         "workdir> to inflate from (or --config.trainable=all to train from scratch).")
     graphdef, abstract = abstract_graphdef_and_state(config)
     state_sharding = sharding.tree_shardings(abstract, mesh, rules)
     if ckpt.latest_step() is not None:
@@ -182,9 +187,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    trainable = resolve_trainable(config)
     log.info("STUNet: %.2fM parameters; %s.", num_params / 1e6,
-             "all train" if trainable == "all" else "only the temporal layers train")
+             "all train" if config.trainable == "all" else "only the temporal layers train")
 
     # Step: compiled once, state donated so params and optimizer are updated in place.
     global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)

@@ -1,5 +1,8 @@
 """Inflation: T2I weights land in the STUNet's spatial layers, which then stay frozen while temporal ones train."""
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +11,7 @@ from flax import nnx
 
 from conftest import smoke_config
 from configs import t2i
-from lumiere_jax import inflate, train
+from lumiere_jax import checkpointing, inflate, train
 from lumiere_jax.models.stunet import is_temporal_path
 from lumiere_jax.state import abstract_graphdef_and_state, init_model, resolve_trainable
 
@@ -69,6 +72,12 @@ def test_temporal_only_training_keeps_every_spatial_weight(t2i_run, data_dir, tm
     for k in spatial:
         np.testing.assert_array_equal(trained[k], image[k], err_msg=k)  # bit-identical
     assert any(not np.array_equal(trained[k], init[k]) for k in temporal)
+    # The run stores what it resolved; sampling it with the plain config (no init_from) restores it.
+    assert json.load(open(os.path.join(workdir, "config.json")))["trainable"] == "temporal"
+    _, abstract = abstract_graphdef_and_state(smoke_config(data_dir), workdir)
+    restored, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
+        checkpointing.with_shardings(abstract, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
+    assert int(restored.step) == 2
 
 
 def test_inflation_names_what_does_not_fit(t2i_run):

@@ -82,7 +82,7 @@ def _load(config, workdir):
     from lumiere_jax.state import abstract_graphdef_and_state, schedule_from
     from lumiere_jax.text.encoders import load_text_encoder
     import jax
-    graphdef, abstract = abstract_graphdef_and_state(config)
+    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
     state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
         checkpointing.with_shardings(abstract, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
