@@ -67,24 +67,14 @@ class UsageError(ValueError):
 
 def _load_for_sampling(config, workdir: str):
     """Restores the newest checkpoint's EMA weights and builds the text-to-video sampler."""
-    import jax
     from lumiere_jax import checkpointing, sampling
-    from lumiere_jax.state import abstract_graphdef_and_state, schedule_from
-    from lumiere_jax.text.encoders import load_text_encoder
 
     if not os.path.isdir(workdir):
         raise UsageError(f"--workdir={workdir} does not exist: train there first with --mode=train.")
     ckpt = checkpointing.Checkpointer(workdir, read_only=True)
     if ckpt.latest_step() is None:
         raise UsageError(f"No checkpoint in {ckpt.directory}: train first with --mode=train --workdir={workdir}.")
-    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, _ = ckpt.restore(checkpointing.with_shardings(abstract, sharding))
-    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule_from(config),
-                               num_frames=config.data.num_frames, resolution=config.data.resolution,
-                               channels=config.model.out_channels)
-    return t2v, int(state.step)
+    return sampling.load_text_to_video(config, workdir)
 
 
 def _sample(config, workdir: str) -> None:

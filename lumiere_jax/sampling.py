@@ -128,3 +128,19 @@ class TextToVideo:
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap)
         return np.asarray(clip)[0]
+
+
+def load_text_to_video(config: Any, workdir: str, step: int | None = None) -> tuple[TextToVideo, int]:
+    """The sampler of a run's checkpoint (newest by default): its EMA weights on one device, and the step."""
+    from lumiere_jax import checkpointing
+    from lumiere_jax.state import abstract_graphdef_and_state, schedule_from
+    from lumiere_jax.text.encoders import load_text_encoder
+
+    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
+        checkpointing.with_shardings(abstract, sharding), step)
+    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
+    t2v = TextToVideo(graphdef, state.ema, encoder, schedule_from(config), num_frames=config.data.num_frames,
+                      resolution=config.data.resolution, channels=config.model.out_channels)
+    return t2v, int(state.step)
