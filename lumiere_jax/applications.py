@@ -319,7 +319,7 @@ def check_style_tune(config: ml_collections.ConfigDict, image: str | None, capti
                          "configs/t2v.py run).")
     if not image:
         raise InputError("--mode=style_tune needs --style_image=style.png (the style reference).")
-    if not caption or not caption.strip():
+    if not caption or not caption.replace("|", "").strip():
         raise InputError('--mode=style_tune needs --prompt naming the style, e.g. "a red circle in outline style".')
     if not out or not out.endswith(".safetensors"):
         raise InputError(f"--style_weights={out!r}: give the output file, ending in .safetensors.")
@@ -347,9 +347,16 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     """Fine-tunes the spatial layers on one style image (StyleDrop-like); saves and returns their weights.
 
     The T2V model's spatial layers are exactly a T2I U-Net (inflation), so they train as one on the image,
-    with random shifts and flips, captioned `caption`. Temporal layers are not part of the program at all.
+    with random shifts and flips, captioned `caption`: one caption, or several separated by "|" (phrasings
+    of the same image, e.g. with the motion words that video prompts will carry; each view draws one).
+    Temporal layers are not part of the program at all.
+
+    Prior preservation (DreamBooth's remedy for one-image fine-tunes): with `config.style.prior_fraction`
+    > 0, that share of every batch is images the base model itself drew for `config.style.prior_prompts`
+    (prompts without the style words), so the tune learns what the style words add instead of redrawing the
+    reference image's content for every prompt.
     """
-    from lumiere_jax import train
+    from lumiere_jax import sampling, train
     from lumiere_jax.state import abstract_graphdef_and_state, init_state, make_optimizer, schedule_from
 
     s = config.style
@@ -359,22 +366,42 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     flat, treedef = _flat(abstract.params)
     params = jax.tree.map(lambda x: x, abstract.params)
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(base[k]) for k, _ in flat]))
+    schedule = schedule_from(t2i)
+    null_text, null_mask = (jnp.asarray(a) for a in encoder.encode([""]))
+    num_prior = int(round(s.batch_size * s.prior_fraction)) if s.prior_prompts else 0
+    if num_prior >= s.batch_size:
+        raise InputError(f"config.style.prior_fraction={s.prior_fraction} leaves no room for the style image in a "
+                         f"batch of {s.batch_size}: use a fraction below 1.")
+    if num_prior:
+        prior_text, prior_mask = encoder.encode(list(s.prior_prompts))
+        t0 = time.time()
+        prior = np.asarray(sampling.generate(
+            graphdef, params, jnp.asarray(prior_text), jnp.asarray(prior_mask), null_text, null_mask,
+            jax.random.key(config.seed), shape=(1,) + image.shape, schedule=schedule, steps=s.prior_steps,
+            guidance=config.sample.guidance, sampler="ddim"))[:, 0]  # [P, H, W, 3]
+        log.info("Prior preservation: %d base-model images for %d prompts in %.1fs; %d of %d images per step.",
+                 len(prior), len(s.prior_prompts), time.time() - t0, num_prior, s.batch_size)
     tx = make_optimizer(t2i)
     state = init_state(params, tx)
-    step_fn = jax.jit(train.make_train_step(graphdef, tx, schedule_from(t2i), t2i), donate_argnums=(0,))
-    text, text_mask = (np.repeat(a, s.batch_size, 0) for a in encoder.encode([caption]))
-    null_text, null_mask = (jnp.asarray(a) for a in encoder.encode([""]))
+    step_fn = jax.jit(train.make_train_step(graphdef, tx, schedule, t2i), donate_argnums=(0,))
+    captions = [c.strip() for c in caption.split("|") if c.strip()]
+    style_text, style_mask = encoder.encode(captions)
     rng = np.random.default_rng(config.seed)
     res = image.shape[0]
     shift = int(round(s.max_shift * res))
     t0 = time.time()
     for step in range(1, s.steps + 1):
+        picks = rng.integers(len(s.prior_prompts), size=num_prior) if num_prior else np.zeros(0, int)
+        phrasing = rng.integers(len(captions), size=s.batch_size - num_prior)
+        sources = [image] * (s.batch_size - num_prior) + [prior[i] for i in picks]
         views = []
-        for _ in range(s.batch_size):
-            view = np.roll(image, tuple(rng.integers(-shift, shift + 1, 2)), axis=(0, 1))
+        for src in sources:
+            view = np.roll(src, tuple(rng.integers(-shift, shift + 1, 2)), axis=(0, 1))
             views.append(view[:, ::-1] if rng.random() < 0.5 else view)
+        text = np.concatenate([style_text[phrasing]] + ([prior_text[picks]] if num_prior else []))
+        mask = np.concatenate([style_mask[phrasing]] + ([prior_mask[picks]] if num_prior else []))
         batch = {"video": jnp.asarray(np.stack(views)[:, None]), "text": jnp.asarray(text),
-                 "text_mask": jnp.asarray(text_mask)}  # video [B, 1, H, W, 3]
+                 "text_mask": jnp.asarray(mask)}  # video [B, 1, H, W, 3]
         state, metrics = step_fn(state, batch, null_text, null_mask)
         if step % s.log_every == 0 or step == s.steps:
             rate = step / max(time.time() - t0, 1e-9)
@@ -382,6 +409,7 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
                      rate, int((s.steps - step) / rate))
     weights = {k: np.asarray(v) for k, v in _flat(state.ema)[0]}
     save_style_weights(out, weights, {"caption": caption, "steps": str(s.steps), "source": source,
+                                      "prior_fraction": str(s.prior_fraction if num_prior else 0.0),
                                       "format": "lumiere_jax spatial weights"})
     return weights
 
@@ -403,3 +431,19 @@ def fill_fraction(clip: np.ndarray, threshold: float = 60.0) -> float:
         if filled.sum() >= 4:
             scores.append(fg.sum() / filled.sum())
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def stripe_amplitude(clip: np.ndarray) -> float:
+    """Amplitude (grey levels) of the striped-background style's frequency in a uint8 clip [T, H, W, 3].
+
+    Each frame's row profile (median brightness over each row, so an object does not count) is projected on
+    the stripes' frequency, a phase-free measure: shifted stripes score the same. The style image scores
+    ~17, the plain background of the training data ~0.
+    """
+    from lumiere_jax.data import shapes
+
+    clip = np.asarray(clip, np.float32)
+    rows = np.median(clip.mean(-1), axis=2)  # [T, H]
+    height = rows.shape[1]
+    wave = np.exp(-2j * np.pi * shapes.STRIPES_PER_FRAME * np.arange(height) / height)
+    return float(np.mean(2 * np.abs((rows - rows.mean(1, keepdims=True)) @ wave) / height))

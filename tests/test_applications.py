@@ -19,6 +19,7 @@ from conftest import smoke_config
 from configs import conditional, style_gen
 from lumiere_jax import applications, checkpointing, conditioning, inflate, sampling, train
 from lumiere_jax.data import shapes
+from lumiere_jax.eval import shapes_checker
 from lumiere_jax.models.stunet import is_temporal_path
 from lumiere_jax.state import abstract_graphdef_and_state, init_model, schedule_from
 from lumiere_jax.text.encoders import load_text_encoder
@@ -270,3 +271,45 @@ def test_outline_style_is_measurable():
     # The default rendering (what the datasets use) is unchanged by the outline option.
     spec = shapes.spec_from_attributes("green", "circle", "left")
     np.testing.assert_array_equal(shapes.render_clip(spec, T, 32), shapes.render_clip(spec, T, 32, outline=0.0))
+
+
+def test_striped_background_style_is_measurable_and_checkable():
+    rng = np.random.default_rng(0)
+    for i, shape in enumerate(shapes.SHAPES):
+        color, motion = shapes.COLORS[i], ("left", "up", "still")[i]
+        spec = shapes.spec_from_attributes(color, shape, motion, "large", rng=rng)
+        plain, striped = (shapes.render_clip(spec, T, 32, background=b) for b in ("plain", "stripes"))
+        assert applications.stripe_amplitude(plain) < 0.5
+        assert applications.stripe_amplitude(striped) > 15
+        # Phase-free: stripes shifted by one row (a shifted style image) score the same.
+        assert abs(applications.stripe_amplitude(np.roll(striped, 1, axis=1))
+                   - applications.stripe_amplitude(striped)) < 1e-3
+        # The stripes stay under the checker's foreground distance: it still reads the clip's attributes.
+        found = shapes_checker.analyze_clip(striped)
+        assert (found["color"], found["shape"], found["motion"]) == (color, shape, motion)
+    with pytest.raises(ValueError, match="Unknown background 'dots'"):
+        shapes.background_image(32, "dots")
+
+
+def test_style_tune_prior_preservation_and_phrasings(trained_workdir, data_dir, tmp_path):
+    from safetensors import safe_open
+
+    config = style_gen.get_config("size=smoke")
+    config.data.data_dir = data_dir
+    config.style.steps = 2
+    t2v = _sampler(config, trained_workdir)
+    image = shapes.render_clip(shapes.spec_from_attributes("red", "circle", "still"), 1, H,
+                               background="stripes")[0].astype(np.float32) / 127.5 - 1.0
+    caption = "a red circle on a striped background | a red circle moving left on a striped background"
+    runs = {}
+    for fraction in (0.0, 0.5):
+        config.style.prior_fraction = fraction
+        out = str(tmp_path / f"stripes_{fraction}.safetensors")
+        runs[fraction] = applications.style_tune(config, t2v.params, t2v.encoder, image, caption, out)
+        with safe_open(out, "np") as f:
+            assert f.metadata()["prior_fraction"] == str(fraction)
+    # Half of each batch being the base model's own images changes what the tune learns.
+    assert any(not np.array_equal(runs[0.0][k], runs[0.5][k]) for k in runs[0.0])
+    config.style.prior_fraction = 1.0
+    with pytest.raises(applications.InputError, match="prior_fraction=1.0 leaves no room"):
+        applications.style_tune(config, t2v.params, t2v.encoder, image, caption, str(tmp_path / "x.safetensors"))

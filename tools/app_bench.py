@@ -12,8 +12,10 @@ Each row samples `--num` clips of single large shapes (colours, shapes, motions 
                motion accuracy of the object inside the region
   sdedit       prompt with another colour than the source: checker colour accuracy for the new colour, and
                the source's motion kept, per strength
-  style        "... in outline style" prompts with spatial weights interpolated at a: fill fraction (1 =
-               filled shapes as in training, lower = outlines), colour and motion accuracy
+  style        "... <--style_prompt>" prompts with spatial weights interpolated at a: stripe amplitude (grey
+               levels of the striped-background style, ~0 in training data, ~17 in the style image), fill
+               fraction (1 = filled shapes as in training, lower = the outline style), colour and motion
+               accuracy
 A section runs only when its run is given. Runs on a 2-core CPU in minutes at the tiny size.
 """
 
@@ -33,6 +35,8 @@ from tools.app_inputs import path_box
 _T2V = flags.DEFINE_string("t2v", None, "A configs/t2v.py run (SDEdit, style).")
 _COND = flags.DEFINE_string("conditional", None, "A configs/conditional.py run (i2v, inpaint, cinemagraph).")
 _STYLE = flags.DEFINE_string("style_weights", None, "Style weights from --mode=style_tune over --t2v.")
+_STYLE_PROMPT = flags.DEFINE_string("style_prompt", "on a striped background",
+                                    "Words naming the style, appended to each style prompt (as in the tuning caption).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the runs.")
 _NUM = flags.DEFINE_integer("num", 12, "Clips per measurement.")
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampling steps.")
@@ -78,16 +82,8 @@ def _gif(name: str, clips: np.ndarray, sources: np.ndarray | None = None) -> Non
 
 
 def _load(config, workdir):
-    from lumiere_jax import checkpointing, sampling
-    from lumiere_jax.state import abstract_graphdef_and_state, schedule_from
-    from lumiere_jax.text.encoders import load_text_encoder
-    import jax
-    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
-    state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
-        checkpointing.with_shardings(abstract, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
-    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    return sampling.TextToVideo(graphdef, state.ema, encoder, schedule_from(config),
-                                num_frames=config.data.num_frames, resolution=config.data.resolution)
+    from lumiere_jax import sampling
+    return sampling.load_text_to_video(config, workdir)[0]
 
 
 def conditional_rows(workdir: str, kw: dict) -> dict:
@@ -163,13 +159,14 @@ def t2v_rows(workdir: str, style_weights: str | None, kw: dict) -> dict:
     if style_weights:
         base = t2v.params
         style = applications.load_style_weights(style_weights)
-        prompts = [shapes.prompt_for(c["color"], c["shape"], c["motion"], "large") + " in outline style"
+        prompts = [f'{shapes.prompt_for(c["color"], c["shape"], c["motion"], "large")} {_STYLE_PROMPT.value}'
                    for c in cases]
         for alpha in (0.0, 0.5, 1.0):
             t2v.params = applications.interpolate_spatial(base, style, alpha)
             out = t2v(prompts, seed=kw["seed"], steps=kw["steps"], guidance=kw["guidance"], sampler=kw["sampler"])
             found = _found(out)
             rows[f"style_a{alpha}"] = {
+                "stripe_amplitude": float(np.mean([applications.stripe_amplitude(c) for c in video_io.to_uint8(out)])),
                 "fill_fraction": float(np.nanmean([applications.fill_fraction(c) for c in video_io.to_uint8(out)])),
                 "color_acc": _acc(found, "color", [c["color"] for c in cases]),
                 "motion_acc": _acc(found, "motion", [c["motion"] for c in cases])}

@@ -4,8 +4,9 @@ r"""Writes example inputs for the applications (SPEC section 3) from the shapes 
 
 writes, for a red circle moving right: first.png (its first frame, for image-to-video), in.mp4 and in.gif
 (the clip, for inpainting and SDEdit), hole.png (white over the object's whole path, for inpainting),
-still.png and region.png (a still frame and the region to animate, for cinemagraphs), and style.png (a
-circle drawn as an outline, a style the training data never shows, for --mode=style_tune).
+still.png and region.png (a still frame and the region to animate, for cinemagraphs), and two styles the
+training data never shows, for --mode=style_tune: style.png (a circle drawn as an outline) and
+style_stripes.png (a filled circle over a striped background).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def path_box(clip: np.ndarray, margin: int = 2) -> np.ndarray:
     return box
 
 
-def style_image(resolution: int, color: str = "red", shape: str = "circle") -> np.ndarray:
-    """uint8 [H, W, 3]: one large still shape drawn as an outline."""
+def style_image(resolution: int, color: str = "red", shape: str = "circle", kind: str = "outline") -> np.ndarray:
+    """uint8 [H, W, 3]: one large still shape drawn as an outline, or filled over stripes (`kind="stripes"`)."""
     spec = shapes.spec_from_attributes(color, shape, "still", "large")
+    if kind == "stripes":
+        return shapes.render_clip(spec, 1, resolution, background="stripes")[0]
     return shapes.render_clip(spec, 1, resolution, outline=OUTLINE)[0]
 
 
@@ -49,7 +52,9 @@ def main(argv) -> None:
     iio.imwrite(os.path.join(out, "still.png"), clip[0])
     iio.imwrite(os.path.join(out, "region.png"), white(path_box(clip)))
     iio.imwrite(os.path.join(out, "style.png"), style_image(res))
-    print(f"Wrote first.png, in.mp4, in.gif, hole.png, still.png, region.png, style.png to {out}.")
+    iio.imwrite(os.path.join(out, "style_stripes.png"), style_image(res, kind="stripes"))
+    print(f"Wrote first.png, in.mp4, in.gif, hole.png, still.png, region.png, style.png, style_stripes.png "
+          f"to {out}.")
 
 
 if __name__ == "__main__":

@@ -194,17 +194,38 @@ def _coverage(obj: ObjectSpec, times: np.ndarray, resolution: int, outline: floa
     return alpha
 
 
-def render_clip(spec: ClipSpec, num_frames: int, resolution: int, outline: float = 0.0) -> np.ndarray:
+# The striped-background style (stylized generation): horizontal stripes, this many per frame side, this much
+# lighter than the background. Kept under the checker's foreground distance, so it never reads as an object.
+STRIPES_PER_FRAME = 8
+STRIPE_DELTA = 24.0
+BACKGROUNDS = ("plain", "stripes")
+
+
+def background_image(resolution: int, background: str = "plain") -> np.ndarray:
+    """float32 [H, W, 3]: the constant dark background, or the same with horizontal stripes (anti-aliased)."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"Unknown background {background!r}; expected one of {BACKGROUNDS}.")
+    image = np.broadcast_to(BACKGROUND.astype(np.float32), (resolution, resolution, 3)).copy()
+    if background == "stripes":
+        rows = (np.arange(resolution * _SUPERSAMPLE) + 0.5) / (_SUPERSAMPLE * resolution)  # fraction of the side
+        lit = (np.floor(rows * 2 * STRIPES_PER_FRAME) % 2 == 1).reshape(resolution, _SUPERSAMPLE).mean(1)
+        image += STRIPE_DELTA * lit[:, None, None]
+    return image
+
+
+def render_clip(spec: ClipSpec, num_frames: int, resolution: int, outline: float = 0.0,
+                background: str = "plain") -> np.ndarray:
     """Renders a spec to uint8 [T, H, W, 3] with H = W = resolution.
 
-    `outline` > 0 draws each shape as a rim that wide (fraction of the frame side) over the background:
-    a style that the datasets never contain (they use the default, filled shapes), for stylized generation.
+    Two styles that the datasets never contain (they use the defaults: filled shapes on a plain background),
+    for stylized generation: `outline` > 0 draws each shape as a rim that wide (fraction of the frame side),
+    and `background="stripes"` draws the scene over horizontal stripes.
     """
     if num_frames < 1 or resolution < 8:
         raise ValueError(f"Need num_frames >= 1 and resolution >= 8, "
                          f"got num_frames={num_frames}, resolution={resolution}.")
     times = np.arange(num_frames) / num_frames
-    video = np.broadcast_to(BACKGROUND.astype(np.float32),
+    video = np.broadcast_to(background_image(resolution, background),
                             (num_frames, resolution, resolution, 3)).copy()  # [T, H, W, 3]
     for obj in spec.objects:
         alpha = _coverage(obj, times, resolution, outline)[..., None]  # [T, H, W, 1]
