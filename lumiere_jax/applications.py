@@ -323,6 +323,9 @@ def check_style_tune(config: ml_collections.ConfigDict, image: str | None, capti
         raise InputError('--mode=style_tune needs --prompt naming the style, e.g. "a red circle in outline style".')
     if not out or not out.endswith(".safetensors"):
         raise InputError(f"--style_weights={out!r}: give the output file, ending in .safetensors.")
+    if not 0.0 <= config.style.prior_fraction < 1.0:
+        raise InputError(f"--config.style.prior_fraction={config.style.prior_fraction} must be in [0, 1): the share "
+                         f"of each batch that is the base model's own images (0 turns prior preservation off).")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"--style_weights={out}: folder {folder} does not exist or is not writable.")

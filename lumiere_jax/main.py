@@ -138,7 +138,8 @@ def _style_tune(config, workdir: str) -> None:
     applications.style_tune(config, t2v.params, t2v.encoder, image, _PROMPT.value.strip(), _STYLE_WEIGHTS.value,
                             source=f"{os.path.abspath(workdir)} step {step}")
     print(f"Wrote {_STYLE_WEIGHTS.value} (spatial weights after {config.style.steps} steps on "
-          f"{_STYLE_IMAGE.value}); sample with --style_weights={_STYLE_WEIGHTS.value} --style_alpha=0.7.")
+          f"{_STYLE_IMAGE.value}); sample with --style_weights={_STYLE_WEIGHTS.value} --style_alpha=1.0 "
+          f"(lower keeps more of the base model).")
 
 
 def _parse_prompt_at(value: str) -> tuple[int, str]:

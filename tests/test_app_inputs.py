@@ -67,6 +67,9 @@ CASES = [
     ("style_tune_image_missing", [STYLE, "--workdir={tmp}/run", "--mode=style_tune", "--style_image=/no/s.png",
                                   "--prompt=outline style", "--style_weights={tmp}/s.safetensors"],
      "--style_image=/no/s.png does not exist"),
+    ("style_tune_prior_fraction", [STYLE, "--workdir={tmp}/run", "--mode=style_tune", "--style_image={in}/first.png",
+                                   "--prompt=outline style", "--style_weights={tmp}/s.safetensors",
+                                   "--config.style.prior_fraction=1.0"], "prior_fraction=1.0 must be in [0, 1)"),
 ]
 
 
