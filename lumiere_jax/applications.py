@@ -28,6 +28,7 @@ from flax import nnx
 from scipy import ndimage
 
 from lumiere_jax import conditioning, tasks, video_io
+from lumiere_jax.diffusion.schedule import CosineSchedule
 from lumiere_jax.models.stunet import is_temporal_path
 
 log = logging.getLogger("lumiere_jax")
@@ -346,7 +347,8 @@ def style_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder: Any, image: np.ndarray,
-               caption: str, out: str, *, source: str = "") -> dict[str, np.ndarray]:
+               caption: str, out: str, *, source: str = "",
+               schedule: CosineSchedule | None = None) -> dict[str, np.ndarray]:
     """Fine-tunes the spatial layers on one style image (StyleDrop-like); saves and returns their weights.
 
     The T2V model's spatial layers are exactly a T2I U-Net (inflation), so they train as one on the image,
@@ -358,6 +360,8 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     > 0, that share of every batch is images the base model itself drew for `config.style.prior_prompts`
     (prompts without the style words), so the tune learns what the style words add instead of redrawing the
     reference image's content for every prompt.
+
+    `schedule` is the base run's noise schedule (`TextToVideo.schedule`); None takes the one `config` names.
     """
     from lumiere_jax import sampling, train
     from lumiere_jax.state import abstract_graphdef_and_state, init_state, make_optimizer, schedule_from
@@ -369,7 +373,7 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     flat, treedef = _flat(abstract.params)
     params = jax.tree.map(lambda x: x, abstract.params)
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(base[k]) for k, _ in flat]))
-    schedule = schedule_from(t2i)
+    schedule = schedule or schedule_from(t2i)
     null_text, null_mask = (jnp.asarray(a) for a in encoder.encode([""]))
     num_prior = int(round(s.batch_size * s.prior_fraction)) if s.prior_prompts else 0
     if num_prior >= s.batch_size:

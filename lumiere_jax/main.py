@@ -136,7 +136,7 @@ def _style_tune(config, workdir: str) -> None:
     image = applications.check_style_tune(config, _STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value)
     t2v, step = _load_for_sampling(config, workdir)
     applications.style_tune(config, t2v.params, t2v.encoder, image, _PROMPT.value.strip(), _STYLE_WEIGHTS.value,
-                            source=f"{os.path.abspath(workdir)} step {step}")
+                            source=f"{os.path.abspath(workdir)} step {step}", schedule=t2v.schedule)
     print(f"Wrote {_STYLE_WEIGHTS.value} (spatial weights after {config.style.steps} steps on "
           f"{_STYLE_IMAGE.value}); sample with --style_weights={_STYLE_WEIGHTS.value} --style_alpha=1.0 "
           f"(lower keeps more of the base model).")

@@ -141,6 +141,6 @@ def load_text_to_video(config: Any, workdir: str, step: int | None = None) -> tu
     state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
         checkpointing.with_shardings(abstract, sharding), step)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    t2v = TextToVideo(graphdef, state.ema, encoder, schedule_from(config), num_frames=config.data.num_frames,
+    t2v = TextToVideo(graphdef, state.ema, encoder, schedule_from(config, workdir), num_frames=config.data.num_frames,
                       resolution=config.data.resolution, channels=config.model.out_channels)
     return t2v, int(state.step)

@@ -230,7 +230,8 @@ def load_text_to_video(config: ml_collections.ConfigDict, workdir: str) -> tuple
 
     graphdef, params, step = restore_ema(config, workdir)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    return sampling.TextToVideo(graphdef, params, encoder, schedule_from(config), num_frames=config.data.num_frames,
+    schedule = schedule_from(config, workdir)
+    return sampling.TextToVideo(graphdef, params, encoder, schedule, num_frames=config.data.num_frames,
                                 resolution=config.data.resolution, channels=config.model.out_channels), step
 
 

@@ -32,9 +32,17 @@ def model_config(config: ml_collections.ConfigDict) -> STUNetConfig:
     return STUNetConfig.from_config(config.model)
 
 
-def schedule_from(config: ml_collections.ConfigDict) -> CosineSchedule:
-    d = config.diffusion
-    return CosineSchedule(logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max, shift=d.shift)
+def schedule_from(config: ml_collections.ConfigDict, workdir: str | None = None) -> CosineSchedule:
+    """The noise schedule; with `workdir`, the one that run trained with (its config.json), whatever `config` says.
+
+    The schedule is part of what a model learned: sampling a run trained with `diffusion.shift=0.25` under
+    shift 1 would ask it about noise levels it never saw at those times.
+    """
+    d = dict(config.diffusion)
+    saved = _saved_config(workdir).get("diffusion") if workdir else None
+    if isinstance(saved, dict):
+        d.update({k: saved[k] for k in ("logsnr_min", "logsnr_max", "shift") if k in saved})
+    return CosineSchedule(logsnr_min=float(d["logsnr_min"]), logsnr_max=float(d["logsnr_max"]), shift=float(d["shift"]))
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

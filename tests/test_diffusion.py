@@ -22,6 +22,20 @@ def test_schedule_is_variance_preserving_and_decreasing():
     np.testing.assert_allclose(CosineSchedule(shift=0.5).logsnr(t) - logsnr, 2 * np.log(0.5), atol=1e-4)
 
 
+def test_a_run_is_sampled_with_the_schedule_it_trained_with(tmp_path):
+    import json
+
+    from configs import t2v
+    from lumiere_jax.state import schedule_from
+
+    config = t2v.get_config("size=smoke")
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump({"diffusion": {"logsnr_min": -12.0, "logsnr_max": 15.0, "shift": 0.25}}, f)
+    assert schedule_from(config) == CosineSchedule()
+    assert schedule_from(config, str(tmp_path)) == CosineSchedule(logsnr_min=-12.0, shift=0.25)
+    assert schedule_from(config, str(tmp_path / "no_run_here")) == CosineSchedule()
+
+
 def test_v_parameterization_inverts():
     k1, k2 = jax.random.split(jax.random.key(0))
     x = jax.random.normal(k1, (3, 2, 4, 4, 3))

@@ -1,6 +1,6 @@
 r"""Prints which caption words a trained text-to-video run uses (lumiere_jax/eval/text_probe.py).
 
-  python -m tools.text_probe --t2v=/tmp/t2v [--size=tiny --num=32 --out=probe.json]
+  python -m tools.text_probe --t2v=/tmp/t2v [--size=tiny --num=32 --step=N --out=probe.json]
 
 For each noise level: loss with the clip's own caption, with the empty caption, and the increase when the
 colour, shape or motion word is swapped. A column of ~0 means the model ignores that word.
@@ -16,6 +16,7 @@ _T2V = flags.DEFINE_string("t2v", None, "A configs/t2v.py run (its workdir).", r
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the run.")
 _NUM = flags.DEFINE_integer("num", 32, "Probe clips (directions cycled).")
 _OUT = flags.DEFINE_string("out", None, "Write the numbers as JSON here.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to probe (default: the newest).")
 
 
 def main(argv) -> None:
@@ -25,7 +26,7 @@ def main(argv) -> None:
     from lumiere_jax.eval import text_probe
 
     config = t2v_config.get_config(f"size={_SIZE.value}")
-    t2v, step = sampling.load_text_to_video(config, _T2V.value)
+    t2v, step = sampling.load_text_to_video(config, _T2V.value, _STEP.value)
     clips, attrs = text_probe.probe_clips(_NUM.value, config.data.num_frames, config.data.resolution)
     out = text_probe.text_gaps(t2v.graphdef, t2v.params, t2v.encoder, t2v.schedule, clips, attrs)
     print(f"{_T2V.value} step {step}, {_NUM.value} clips: v-loss with the right caption, and its increase "
