@@ -35,16 +35,16 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     model = nnx.merge(graphdef, params)
     num_frames = shape[0]
     windowed = window is not None and window < num_frames
-    model_fn = model
-    if (cond is not None or cond_level is not None) and not windowed:
-        def model_fn(z, t, text, text_mask):
-            # Rows of z are the batch, doubled by guidance: repeat the conditioning to match.
-            reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
-            c = None if cond is None else jnp.concatenate([cond] * reps)
-            lv = None if cond_level is None else jnp.concatenate([cond_level] * reps)
-            return model(z, t, text, text_mask, cond=c, cond_level=lv)
+
+    def conditioned(z, t, text, text_mask):
+        # Rows of z are the batch, doubled by guidance: repeat the conditioning to match.
+        reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
+        c = None if cond is None else jnp.concatenate([cond] * reps)
+        lv = None if cond_level is None else jnp.concatenate([cond_level] * reps)
+        return model(z, t, text, text_mask, cond=c, cond_level=lv)
 
     if not windowed:
+        model_fn = model if cond is None and cond_level is None else conditioned
         denoise = samplers.classifier_free_guidance(model_fn, text, text_mask, null_text, null_mask, guidance)
     else:
         # The conditioning is cut into windows with the clip (and repeated for guidance) by MultiDiffusion.

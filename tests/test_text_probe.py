@@ -54,3 +54,34 @@ def test_cli_prints_the_table(trained_workdir, data_dir, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "motion+" in result.stdout and (tmp_path / "p.json").exists()
+
+
+def test_motion_read_out_finds_the_trajectory_an_oracle_predicts():
+    """tools/motion_micro.py's read-out: a denoiser whose x0 is the fixed4 clip of the prompted direction."""
+    import jax.numpy as jnp
+
+    from lumiere_jax.diffusion.schedule import CosineSchedule
+    from tools import motion_micro
+
+    schedule = CosineSchedule()
+    clips = jnp.asarray(np.stack([motion_micro._clip("fixed4", _Fixed(m))[0]
+                                  for m in range(len(motion_micro.DIRECTIONS))]))  # [4, T, H, W, 3]
+
+    def oracle(z, t, k):
+        alpha, sigma = (a.reshape(-1, 1, 1, 1, 1) for a in schedule.alpha_sigma(t))
+        return (alpha * z - clips[k]) / sigma  # the v whose x0 is the clip: x0 = alpha z - sigma v
+
+    out = motion_micro.read_out(oracle, schedule, motion_micro.DIRECTIONS.index, "oracle")[0.98]
+    (lx0, lx1, _, _), (rx0, rx1, _, _) = out["left"], out["right"]
+    (_, _, uy0, uy1), (_, _, dy0, dy1) = out["up"], out["down"]
+    assert lx0 - lx1 > 10 and rx1 - rx0 > 10 and uy0 - uy1 > 10 and dy1 - dy0 > 10
+
+
+class _Fixed:
+    """An rng stand-in whose integers() always draw direction m (colour and shape are fixed in fixed4)."""
+
+    def __init__(self, m: int):
+        self.m = m
+
+    def integers(self, n):
+        return self.m if n == 4 else 0

@@ -1,6 +1,6 @@
 r"""Can the STUNet learn to pick a trajectory from its caption? A controlled micro-experiment.
 
-  python -m tools.motion_micro --world=fixed4 --steps=300          # 4 clips, one per direction
+  python -m tools.motion_micro --world=fixed4 --steps=300 [--readout_every=500]  # 4 clips, one per direction
   python -m tools.motion_micro --world=fixed1 --steps=300          # 1 clip: can it make motion from noise at all?
   python -m tools.motion_micro --world=words --steps=300           # fixed4 captioned by unrelated phrases
   python -m tools.motion_micro --world=directions --steps=800 [--coords]
@@ -36,6 +36,7 @@ _WORLD = flags.DEFINE_enum("world", "fixed4", ["directions", "fixed4", "fixed1",
 _STEPS = flags.DEFINE_integer("steps", 300, "Training steps (batch 8).")
 _COORDS = flags.DEFINE_bool("coords", False, "Give the model (x, y, frame) coordinate input channels.")
 _SHIFT = flags.DEFINE_float("shift", 1.0, "Noise schedule shift (diffusion.shift).")
+_READOUT_EVERY = flags.DEFINE_integer("readout_every", 0, "Also print the read-out every this many steps (0: end only).")
 _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained configs/t2v.py run instead.")
 
 COLORS, DIRECTIONS = ("red", "blue"), ("left", "right", "up", "down")
@@ -70,12 +71,16 @@ def _coords() -> jax.Array:
     return jnp.asarray(np.stack(grid, -1), jnp.float32)[None]  # [1, T, H, W, 3]
 
 
-def read_out(apply, schedule, caption_index, label: str) -> None:
-    """Prints the high-noise x0 trajectories per direction prompt; `apply(z, t, k)` runs the model on captions k."""
+def read_out(apply, schedule, caption_index, label: str) -> dict[float, dict[str, tuple[float, ...]]]:
+    """Prints the high-noise x0 trajectories per direction prompt; `apply(z, t, k)` runs the model on captions k.
+
+    Returns {t: {direction: (x in frame 0, x in frame T-1, y in frame 0, y in frame T-1)}} in pixels.
+    """
     from lumiere_jax.diffusion import schedule as sched
     n = 32
+    out = {}
     for tv in (0.98, 0.9):
-        row = []
+        row, out[tv] = [], {}
         for m, direction in enumerate(DIRECTIONS):
             eps = jax.random.normal(jax.random.key(m), (n, FRAMES, RES, RES, 3))
             t = jnp.full((n,), tv)
@@ -87,7 +92,9 @@ def read_out(apply, schedule, caption_index, label: str) -> None:
             cx = (red * np.arange(RES)[None, None, :]).sum((1, 2)) / weight
             cy = (red * np.arange(RES)[None, :, None]).sum((1, 2)) / weight
             row.append(f"{direction:>5}: x {cx[0]:4.1f}->{cx[-1]:4.1f} y {cy[0]:4.1f}->{cy[-1]:4.1f}")
+            out[tv][direction] = (float(cx[0]), float(cx[-1]), float(cy[0]), float(cy[-1]))
         print(f"{label} x0 at t={tv}: " + " | ".join(row), flush=True)
+    return out
 
 
 def main(argv) -> None:
@@ -138,6 +145,7 @@ def main(argv) -> None:
         updates, opt = tx.update(grads, opt, p)
         return optax.apply_updates(p, updates), opt, loss
 
+    apply_jit = jax.jit(apply)
     rng, start = np.random.default_rng(0), time.time()
     label = f"{world}{' +coords' if _COORDS.value else ''}"
     for i in range(_STEPS.value):
@@ -146,8 +154,11 @@ def main(argv) -> None:
         params, opt, loss = train_step(params, opt, jnp.asarray(np.stack(clips)), jnp.asarray(ks), jax.random.key(i))
         if i % 100 == 0 or i == _STEPS.value - 1:
             print(f"{label} step {i} loss {float(loss):.4f} ({time.time() - start:.0f} s)", flush=True)
+        if _READOUT_EVERY.value and (i + 1) % _READOUT_EVERY.value == 0 and i + 1 < _STEPS.value:
+            read_out(lambda z, t, k: apply_jit(params, z, t, k), schedule, DIRECTIONS.index, f"{label} step {i + 1}")
 
-    fwd = jax.jit(lambda z, t, k: apply(params, z, t, k))
+    def fwd(z, t, k):
+        return apply_jit(params, z, t, k)
     probe = np.random.default_rng(1)
     clips, ks = zip(*(_clip("directions", probe) for _ in range(32)))
     x, ks = jnp.asarray(np.stack(clips)), np.asarray(ks)
