@@ -4,6 +4,7 @@ r"""Can the STUNet learn to pick a trajectory from its caption? A controlled mic
   python -m tools.motion_micro --world=fixed1 --steps=300          # 1 clip: can it make motion from noise at all?
   python -m tools.motion_micro --world=words --steps=300           # fixed4 captioned by unrelated phrases
   python -m tools.motion_micro --world=directions --steps=800 [--coords]
+  python -m tools.motion_micro --world=fixed4 --shift=0.1           # or --t_min=0.9, --high_noise_fraction=0.5
   python -m tools.motion_micro --t2v=/tmp/t2v                      # only the read-out, on a trained run
 
 Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1e-3) on clips drawn on the fly:
@@ -12,6 +13,11 @@ Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1
 <dir>"); `fixed1`: only the leftward one; `words`: fixed4 with captions that are unrelated phrases, as
 different from each other as captions get. `--coords` feeds (x, y, frame) coordinate channels as extra input
 channels (CoordConv), the cheapest way to hand a conv net absolute position and frame index.
+
+Where training spends its noise levels: `--t_min=0.9` trains only on t in [0.9, 1]; `--high_noise_fraction=0.5`
+draws half of each batch there and the rest uniformly; `--shift=0.1` moves the whole schedule toward noise
+(logSNR - 4.6). `--tokens=random` replaces the MiniLM caption features by one random unit-variance vector per
+caption, the most distinct captions can be.
 
 The read-out: the model's x0 prediction at high noise from pure noise, averaged over 32 draws, for
 "a red circle moving <dir>", as the red centre of mass in frame 0 -> frame T-1. A model that uses the direction
@@ -37,6 +43,10 @@ _STEPS = flags.DEFINE_integer("steps", 300, "Training steps (batch 8).")
 _COORDS = flags.DEFINE_bool("coords", False, "Give the model (x, y, frame) coordinate input channels.")
 _SHIFT = flags.DEFINE_float("shift", 1.0, "Noise schedule shift (diffusion.shift).")
 _READOUT_EVERY = flags.DEFINE_integer("readout_every", 0, "Also print the read-out every this many steps (0: end only).")
+_T_MIN = flags.DEFINE_float("t_min", 0.0, "Train on diffusion times drawn from [t_min, 1] only.")
+_HIGH = flags.DEFINE_float("high_noise_fraction", 0.0, "This fraction of each batch draws t from [0.9, 1].")
+_TOKENS = flags.DEFINE_enum("tokens", "minilm", ["minilm", "random"], "Caption features: MiniLM's, or one random "
+                            "unit-variance vector per caption (as distinct as features get).")
 _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained configs/t2v.py run instead.")
 
 COLORS, DIRECTIONS = ("red", "blue"), ("left", "right", "up", "down")
@@ -124,6 +134,8 @@ def main(argv) -> None:
     encoder = load_text_encoder("minilm", "", config.text_max_length)
     captions = _captions(world)
     text, mask = map(jnp.asarray, encoder.encode(captions))
+    if _TOKENS.value == "random":
+        text = jax.random.normal(jax.random.key(7), text.shape) * mask[..., None]
     coords = _coords()
 
     def apply(p, z, t, k):
@@ -137,7 +149,9 @@ def main(argv) -> None:
     @jax.jit
     def train_step(p, opt, x, k, key):
         k_t, k_eps = jax.random.split(key)
-        t = jax.random.uniform(k_t, (x.shape[0],))
+        t = jax.random.uniform(k_t, (x.shape[0],), minval=_T_MIN.value)
+        n_high = round(_HIGH.value * x.shape[0])
+        t = t.at[:n_high].set(0.9 + 0.1 * t[:n_high])
         eps = jax.random.normal(k_eps, x.shape)
         alpha, sigma = schedule.alpha_sigma(t)
         z, v = sched.diffuse(x, eps, alpha, sigma), sched.v_target(x, eps, alpha, sigma)
