@@ -45,6 +45,23 @@ def schedule_from(config: ml_collections.ConfigDict, workdir: str | None = None)
     return CosineSchedule(logsnr_min=float(d["logsnr_min"]), logsnr_max=float(d["logsnr_max"]), shift=float(d["shift"]))
 
 
+def check_resumed_schedule(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses to resume the run in `workdir` under another noise schedule than the one it trained with.
+
+    Its later steps would learn other noise levels than its earlier ones, and the config.json that sampling
+    reads would describe neither. Raises before anything is built or compiled; the checkpoints stay as they are.
+    """
+    saved = _saved_config(workdir).get("diffusion")
+    if not isinstance(saved, dict):
+        return
+    for key in ("logsnr_min", "logsnr_max", "shift"):
+        if key in saved and float(saved[key]) != float(config.diffusion[key]):
+            raise ValueError(
+                f"diffusion.{key}={config.diffusion[key]}, but the run in {workdir} trained with {saved[key]}: "
+                f"resume it with --config.diffusion.{key}={saved[key]}, or train under the new schedule in a new "
+                f"workdir with --config.init_from={workdir}.")
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW with linear warmup, then constant or cosine decay over optim.decay_steps, and norm clipping.
 

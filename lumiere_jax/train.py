@@ -20,8 +20,8 @@ from flax import nnx
 from lumiere_jax import checkpointing, inflate, sampling, sharding, tasks, video_io
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
-from lumiere_jax.state import TrainState, abstract_graphdef_and_state, init_model, init_state, make_optimizer, \
-    resolve_trainable, schedule_from, validate_config
+from lumiere_jax.state import TrainState, abstract_graphdef_and_state, check_resumed_schedule, init_model, \
+    init_state, make_optimizer, resolve_trainable, schedule_from, validate_config
 from lumiere_jax.text.encoders import load_text_encoder
 
 log = logging.getLogger("lumiere_jax")
@@ -162,6 +162,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     state_sharding = sharding.tree_shardings(abstract, mesh, rules)
     if ckpt.latest_step() is not None:
         ckpt.check_compatible(abstract, ckpt.latest_step())
+        check_resumed_schedule(config, workdir)
 
     # Data.
     sources, encoder, cache = load_data(config, extra_captions=config.sample.prompts)

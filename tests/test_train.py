@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -91,3 +92,16 @@ def test_non_finite_loss_aborts_and_keeps_the_checkpoint(data_dir, tmp_path, mon
     state = train.train_and_evaluate(smoke_config(data_dir, total_steps=4, nan_policy="skip"), workdir)
     assert int(state.step) == 4 and int(state.skipped) == 2
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+
+
+def test_resuming_under_another_noise_schedule_is_refused(trained_workdir, data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained_workdir, workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = f.read()
+    with pytest.raises(ValueError, match=r"diffusion.shift=0.25, but the run in .* trained with 1.0: resume it with "
+                                         r"--config.diffusion.shift=1.0, or .*--config.init_from="):
+        train.train_and_evaluate(smoke_config(data_dir, diffusion__shift=0.25, total_steps=6), workdir)
+    assert checkpointing.Checkpointer(workdir).latest_step() == 4
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == saved  # what sampling reads still describes the checkpoints
