@@ -148,6 +148,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
+    d = config.diffusion
+    if not 0.0 <= d.high_noise_fraction <= 1.0 or not 0.0 <= d.high_noise_t_min < 1.0:
+        raise ValueError(f"diffusion.high_noise_fraction={d.high_noise_fraction} must be in [0, 1] and "
+                         f"diffusion.high_noise_t_min={d.high_noise_t_min} in [0, 1).")
     if not 0.0 <= config.data.text_dropout < 1.0:
         raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
     if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:

@@ -32,6 +32,8 @@ CASES = [
     ("zero_batch", [SMOKE, "--workdir={tmp}", "--config.batch_size=0"], "batch_size=0 must be at least 1"),
     ("dropout_out_of_range", [SMOKE, "--workdir={tmp}", "--config.data.text_dropout=1.5"],
      "text_dropout=1.5 must be in [0, 1)"),
+    ("high_noise_fraction_out_of_range", [SMOKE, "--workdir={tmp}", "--config.diffusion.high_noise_fraction=2.0"],
+     "diffusion.high_noise_fraction=2.0 must be in [0, 1]"),
     ("bad_nan_policy", [SMOKE, "--workdir={tmp}", "--config.nan_policy=explode"], "nan_policy='explode'"),
     ("heads_do_not_divide", [SMOKE, "--workdir={tmp}", "--config.model.num_heads=3"],
      "must be divisible by model.num_heads=3"),

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -105,3 +106,19 @@ def test_resuming_under_another_noise_schedule_is_refused(trained_workdir, data_
     assert checkpointing.Checkpointer(workdir).latest_step() == 4
     with open(os.path.join(workdir, "config.json")) as f:
         assert f.read() == saved  # what sampling reads still describes the checkpoints
+
+
+def test_draw_times_puts_the_asked_share_at_high_noise():
+    key = jax.random.key(3)
+    # No share: the low-discrepancy sequence the trainer always drew (so earlier runs resume identically).
+    plain = np.asarray(train.draw_times(key, 8))
+    np.testing.assert_array_equal(plain, np.asarray(jnp.mod(jax.random.uniform(key) + jnp.arange(8) / 8, 1.0)))
+    t = np.asarray(train.draw_times(key, 8, 0.5, 0.9))
+    high, rest = np.sort(t[:4]), np.sort(t[4:])
+    assert np.all((high >= 0.9) & (high < 1.0)) and np.all((rest >= 0.0) & (rest < 1.0))
+    np.testing.assert_allclose(np.diff(high), 0.025, atol=1e-6)  # stratified over [0.9, 1)
+    np.testing.assert_allclose(np.diff(rest), 0.25, atol=1e-6)  # and over [0, 1)
+    assert np.all(np.asarray(train.draw_times(key, 8, 1.0, 0.9)) >= 0.9)
+    t = np.asarray(train.draw_times(key, 8, 0.3, 0.9))  # round(2.4) = 2 at high noise, 6 over [0, 1)
+    assert t.shape == (8,) and np.all(t[:2] >= 0.9)
+    np.testing.assert_allclose(np.diff(np.sort(t[2:])), 1 / 6, atol=1e-6)
