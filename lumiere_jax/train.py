@@ -69,8 +69,8 @@ def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float = 0.0
     the first round(high_noise_fraction * B), a low-discrepancy sequence over [high_noise_t_min, 1).
 
     Only at the highest noise levels does the caption alone decide the layout and the motion of a clip: below
-    logSNR -6 (t > 0.97 at shift 1), 3% of uniform draws. docs/motion.md measures that a direction word is
-    learned when training goes there and not otherwise.
+    logSNR -6 (t > 0.97 at shift 1), 3% of uniform draws. docs/motion.md measures that a micro shapes world
+    learns its direction words when training goes there and not otherwise.
     """
     u = jax.random.uniform(key)
     n_high = int(round(high_noise_fraction * batch_size))
