@@ -32,6 +32,10 @@ def model_config(config: ml_collections.ConfigDict) -> STUNetConfig:
     return STUNetConfig.from_config(config.model)
 
 
+# The diffusion keys that define the noise schedule a model learned (the rest only choose training times).
+SCHEDULE_KEYS = ("logsnr_min", "logsnr_max", "shift")
+
+
 def schedule_from(config: ml_collections.ConfigDict, workdir: str | None = None) -> CosineSchedule:
     """The noise schedule; with `workdir`, the one that run trained with (its config.json), whatever `config` says.
 
@@ -41,7 +45,7 @@ def schedule_from(config: ml_collections.ConfigDict, workdir: str | None = None)
     d = dict(config.diffusion)
     saved = _saved_config(workdir).get("diffusion") if workdir else None
     if isinstance(saved, dict):
-        d.update({k: saved[k] for k in ("logsnr_min", "logsnr_max", "shift") if k in saved})
+        d.update({k: saved[k] for k in SCHEDULE_KEYS if k in saved})
     return CosineSchedule(logsnr_min=float(d["logsnr_min"]), logsnr_max=float(d["logsnr_max"]), shift=float(d["shift"]))
 
 
@@ -54,7 +58,7 @@ def check_resumed_schedule(config: ml_collections.ConfigDict, workdir: str) -> N
     saved = _saved_config(workdir).get("diffusion")
     if not isinstance(saved, dict):
         return
-    for key in ("logsnr_min", "logsnr_max", "shift"):
+    for key in SCHEDULE_KEYS:
         if key in saved and float(saved[key]) != float(config.diffusion[key]):
             raise ValueError(
                 f"diffusion.{key}={config.diffusion[key]}, but the run in {workdir} trained with {saved[key]}: "
