@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from  # noqa: E402
-from lumiere_jax.train import make_train_step  # noqa: E402
+from lumiere_jax.train import jit_train_step  # noqa: E402
 
 # Peer configurations whose parameter counts match configs/t2v.py sizes within ~20% (printed when run).
 PEERS = {
@@ -111,8 +111,8 @@ def ours_step(config, batch: int):
     tx = make_optimizer(config)
     holder = {"state": init_state(params, tx)}
     data, null_text, null_mask = bc.fake_batch(config, batch)
-    compiled = jax.jit(make_train_step(graphdef, tx, schedule_from(config), config),
-                       donate_argnums=(0,)).lower(holder["state"], data, null_text, null_mask).compile()
+    compiled = jit_train_step(graphdef, tx, schedule_from(config), config,  # as the trainer compiles it
+                              donate_argnums=(0,)).lower(holder["state"], data, null_text, null_mask).compile()
 
     def step():
         holder["state"], metrics = compiled(holder["state"], data, null_text, null_mask)

@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from  # noqa: E402
-from lumiere_jax.train import make_train_step  # noqa: E402
+from lumiere_jax.train import jit_train_step  # noqa: E402
 
 
 def build_step(config, batch_size: int, num_frames: int | None = None):
@@ -36,7 +36,7 @@ def build_step(config, batch_size: int, num_frames: int | None = None):
     tx = make_optimizer(config)
     state = init_state(params, tx)
     batch, null_text, null_mask = bc.fake_batch(config, batch_size)
-    step = jax.jit(make_train_step(graphdef, tx, schedule_from(config), config), donate_argnums=(0,))
+    step = jit_train_step(graphdef, tx, schedule_from(config), config, donate_argnums=(0,))  # as the trainer
     t0 = time.perf_counter()
     compiled = step.lower(state, batch, null_text, null_mask).compile()
     compile_s = time.perf_counter() - t0

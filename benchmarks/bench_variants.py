@@ -7,8 +7,10 @@ Each variant changes one thing against `base` and reports step time, XLA FLOPs a
 ratio to base (interleaved timing rounds, so a shared machine's drift hits all alike). Patches replace a
 model function for this process only; the model files are not changed. Variants:
 
-  base                 configs/t2v.py as is
+  base                 configs/t2v.py as is, compiled as the trainer compiles it (lumiere_jax.compile_options)
+  xla_defaults         the same step under XLA's default compiler options (cpu_fusions=default)
   bf16                 model.dtype=bfloat16 (params stay f32; compute in bf16)
+  bf16_ynn_fusions     bf16 with the CPU option that float32 gets (all YNNPACK fusion kinds)
   no_spatial_attn      every SpatialAttention (self and cross) an identity: the share of spatial attention
   no_temporal          model.temporal=False (the T2I U-Net): the share of every temporal layer
   temporal_conv_as_conv  TemporalConv as one lax.conv (k x 1 kernel over [T, H*W]) instead of k einsums
@@ -34,7 +36,8 @@ import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax.models import spatial, temporal  # noqa: E402
 from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from  # noqa: E402
-from lumiere_jax.train import make_train_step  # noqa: E402
+from lumiere_jax import compile_options  # noqa: E402
+from lumiere_jax.train import jit_train_step  # noqa: E402
 
 MIB = 2 ** 20
 
@@ -74,8 +77,14 @@ def _remat_resblock_call():
 
 def variant_setup(name: str, config):
     """(config changes applied in place, patch context) for a variant."""
-    if name == "bf16":
+    if name == "xla_defaults":
+        config.cpu_fusions = "default"
+    elif name == "bf16":
         config.model.dtype = "bfloat16"
+    elif name == "bf16_ynn_fusions":
+        config.model.dtype = "bfloat16"
+        return patched(compile_options, "train_step_options", lambda dtype, platform=None, cpu_fusions="all": {
+            compile_options.YNN_FUSION_OPTION: compile_options.YNN_ALL_FUSIONS})
     elif name == "no_spatial_attn":
         return patched(spatial.SpatialAttention, "__call__", lambda self, x, text, mask: x)
     elif name == "no_temporal":
@@ -100,8 +109,8 @@ def build(name: str, size: str, batch: int | None):
         state = init_state(params, tx)
         data, null_text, null_mask = bc.fake_batch(config)
         t0 = time.perf_counter()
-        compiled = jax.jit(make_train_step(graphdef, tx, schedule_from(config), config),
-                           donate_argnums=(0,)).lower(state, data, null_text, null_mask).compile()
+        compiled = jit_train_step(graphdef, tx, schedule_from(config), config,
+                                  donate_argnums=(0,)).lower(state, data, null_text, null_mask).compile()
         compile_s = time.perf_counter() - t0
     m = compiled.memory_analysis()
     holder = {"state": state}
@@ -118,8 +127,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="tiny")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--variants", default="base,bf16,no_spatial_attn,no_temporal,temporal_conv_as_conv,"
-                                         "remat_resblocks")
+    p.add_argument("--variants", default="base,xla_defaults,bf16,bf16_ynn_fusions,no_spatial_attn,no_temporal,"
+                                         "temporal_conv_as_conv,remat_resblocks")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="steps per variant per round")
     p.add_argument("--out", default=None)

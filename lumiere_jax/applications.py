@@ -390,7 +390,7 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
                  len(prior), len(s.prior_prompts), time.time() - t0, num_prior, s.batch_size)
     tx = make_optimizer(t2i)
     state = init_state(params, tx)
-    step_fn = jax.jit(train.make_train_step(graphdef, tx, schedule, t2i), donate_argnums=(0,))
+    step_fn = train.jit_train_step(graphdef, tx, schedule, t2i, donate_argnums=(0,))
     captions = [c.strip() for c in caption.split("|") if c.strip()]
     style_text, style_mask = encoder.encode(captions)
     rng = np.random.default_rng(config.seed)

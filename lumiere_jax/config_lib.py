@@ -35,6 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample_every = 1000
     c.async_checkpoints = True
     c.nan_policy = "stop"  # non-finite loss/gradient: "stop" (keep the last checkpoint) or "skip" the update
+    # XLA:CPU, float32 model: "all" YNNPACK fusion kinds (12-14% faster tiny step, 33% more temporaries) or
+    # XLA's "default" (lumiere_jax/compile_options.py). No effect on GPU/TPU or for bfloat16 models.
+    c.cpu_fusions = "all"
 
     # Data: the embedded captioned-shapes world (SPEC section 5).
     c.data = ml_collections.ConfigDict()

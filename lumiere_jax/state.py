@@ -150,6 +150,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"layers).")
     if config.trainable == "temporal" and not cfg.temporal:
         raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
+    if config.cpu_fusions not in ("all", "default"):
+        raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
+                         f"'default' (XLA's own choice, less memory).")
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     d = config.diffusion

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lumiere_jax import checkpointing, inflate, sampling, sharding, tasks, video_io
+from lumiere_jax import checkpointing, compile_options, inflate, sampling, sharding, tasks, video_io
 from lumiere_jax.data import pipeline, shapes_tfds
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, check_resumed_schedule, init_model, \
@@ -135,6 +135,16 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     return train_step
 
 
+def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
+                   config: ml_collections.ConfigDict, **jit_kwargs: Any) -> Any:
+    """The train step under `jax.jit(**jit_kwargs)`, with the compiler options measured best for its platform
+    and dtype (`compile_options`); the trainer, style tuning and the benchmarks all compile it this way."""
+    return jax.jit(make_train_step(graphdef, tx, schedule, config),
+                   compiler_options=compile_options.train_step_options(config.model.dtype,
+                                                                       cpu_fusions=config.cpu_fusions),
+                   **jit_kwargs)
+
+
 def checkpoint_meta(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What a checkpoint records of its config, to check a later restore against."""
     return {"task": config.task, "model": config.model.to_dict(),
@@ -216,9 +226,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
                     for k, v in dataset[0].items()}
     batch_sharding = sharding.batch_shardings(global_batch, mesh, rules)
-    step_fn = jax.jit(make_train_step(graphdef, tx, schedule, config),
-                      in_shardings=(state_sharding, batch_sharding, replicated, replicated),
-                      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    step_fn = jit_train_step(graphdef, tx, schedule, config,
+                             in_shardings=(state_sharding, batch_sharding, replicated, replicated),
+                             out_shardings=(state_sharding, replicated), donate_argnums=(0,))
     t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule, num_frames=config.data.num_frames,
                                resolution=config.data.resolution, channels=config.model.out_channels)
 
