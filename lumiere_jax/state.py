@@ -13,6 +13,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from lumiere_jax import compile_options
 from lumiere_jax.diffusion.schedule import CosineSchedule
 from lumiere_jax.models.stunet import STUNet, STUNetConfig, check_frames, is_temporal_path
 
@@ -150,7 +151,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"layers).")
     if config.trainable == "temporal" and not cfg.temporal:
         raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
-    if config.cpu_fusions not in ("all", "default"):
+    if config.cpu_fusions not in compile_options.CPU_FUSIONS:
         raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
                          f"'default' (XLA's own choice, less memory).")
     if config.nan_policy not in ("stop", "skip"):
