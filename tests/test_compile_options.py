@@ -41,11 +41,11 @@ def test_the_step_under_the_options_is_the_step_under_xla_defaults():
     fresh = lambda: init_state(jax.tree.map(jnp.copy, params), tx)  # noqa: E731
     tuned = jit_train_step(graphdef, tx, schedule_from(config), config)
     plain = jax.jit(make_train_step(graphdef, tx, schedule_from(config), config))
+    compiled = [step.lower(fresh(), batch, null_text, null_mask).compile() for step in (tuned, plain)]
     # The options took effect: XLA hands more of the step to YNNPACK fusions.
-    fusions = [step.lower(fresh(), batch, null_text, null_mask).compile().as_text().count("ynn_fusion")
-               for step in (tuned, plain)]
+    fusions = [c.as_text().count("ynn_fusion") for c in compiled]
     assert fusions[0] > fusions[1], fusions
-    (s1, m1), (s2, m2) = (step(fresh(), batch, null_text, null_mask) for step in (tuned, plain))
+    (s1, m1), (s2, m2) = (c(fresh(), batch, null_text, null_mask) for c in compiled)
     np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
     np.testing.assert_allclose(m1["grad_norm"], m2["grad_norm"], rtol=1e-4)
     # Adam's moments after one step are the gradient (scaled) and its square: every gradient entry agrees.
