@@ -77,6 +77,27 @@ def test_motion_read_out_finds_the_trajectory_an_oracle_predicts():
     assert lx0 - lx1 > 10 and rx1 - rx0 > 10 and uy0 - uy1 > 10 and dy1 - dy0 > 10
 
 
+def test_varied_micro_captions_describe_their_clips():
+    """motion_micro --phrasing=varied: each clip's caption index names that clip's colour, shape and direction."""
+    from lumiere_jax.data import shapes
+    from lumiere_jax.eval.shapes_checker import analyze_clip
+    from tools import motion_micro
+
+    captions = motion_micro._captions("directions", varied=True)
+    assert len(captions) == 24 + 24 * 4 * motion_micro.VARIANTS + 1 and captions[-1] == ""
+    assert captions[:24] == motion_micro._captions("directions")[:24]  # the read-out's canonical prompts stay
+    rng, phrasings = np.random.default_rng(5), set()
+    for _ in range(12):
+        clip, k = motion_micro._clip("directions", rng, varied=True)
+        found = analyze_clip(np.round((clip + 1.0) * 127.5).astype(np.uint8))
+        caption = captions[k]
+        phrasings.add(caption)
+        assert k >= 24 and found["color"] in caption and found["shape"] in caption, (caption, found)
+        assert any(word in caption for word in shapes._DIRECTION_WORDS[found["motion"]]), (
+            caption, found["motion"])
+    assert len(phrasings) > 6  # not one sentence per attribute triple
+
+
 class _Fixed:
     """An rng stand-in whose integers() always draw direction m (colour and shape are fixed in fixed4)."""
 

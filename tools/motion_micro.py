@@ -5,6 +5,7 @@ r"""Can the STUNet learn to pick a trajectory from its caption? A controlled mic
   python -m tools.motion_micro --world=words --steps=300           # fixed4 captioned by unrelated phrases
   python -m tools.motion_micro --world=directions --steps=800 [--coords]
   python -m tools.motion_micro --world=fixed4 --shift=0.1           # or --t_min=0.9, --high_noise_fraction=0.5
+  python -m tools.motion_micro --world=directions --t_min=0.9 --steps=1000 --phrasing=varied [--attention_levels=1,2]
   python -m tools.motion_micro --t2v=/tmp/t2v                      # only the read-out, on a trained run
 
 Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1e-3) on clips drawn on the fly:
@@ -17,7 +18,9 @@ channels (CoordConv), the cheapest way to hand a conv net absolute position and 
 Where training spends its noise levels: `--t_min=0.9` trains only on t in [0.9, 1]; `--high_noise_fraction=0.5`
 draws half of each batch there and the rest uniformly; `--shift=0.1` moves the whole schedule toward noise
 (logSNR - 4.6). `--tokens=random` replaces the MiniLM caption features by one random unit-variance vector per
-caption, the most distinct captions can be.
+caption, the most distinct captions can be. `--phrasing=varied` captions the `directions` clips as the T2V data
+does (shapes.caption: five templates, direction synonyms, optional size and speed words) instead of one canonical
+sentence per (colour, shape, direction).
 
 The read-out: the model's x0 prediction at high noise from pure noise, averaged over 32 draws, for
 "a red circle moving <dir>", as the red centre of mass in frame 0 -> frame T-1. A model that uses the direction
@@ -47,31 +50,52 @@ _T_MIN = flags.DEFINE_float("t_min", 0.0, "Train on diffusion times drawn from [
 _HIGH = flags.DEFINE_float("high_noise_fraction", 0.0, "This fraction of each batch draws t from [0.9, 1].")
 _TOKENS = flags.DEFINE_enum("tokens", "minilm", ["minilm", "random"], "Caption features: MiniLM's, or one random "
                             "unit-variance vector per caption (as distinct as features get).")
+_PHRASING = flags.DEFINE_enum("phrasing", "canonical", ["canonical", "varied"], "Training captions of the "
+                              "directions world: one per (colour, shape, direction), or the T2V data's own "
+                              "(shapes.caption: 5 templates, direction synonyms, optional size and speed words).")
+_ATTN = flags.DEFINE_list("attention_levels", None, "U-Net levels with self- and cross-attention (default: the "
+                          "tiny config's, level 2 only, 8x8); 1,2 adds the 16x16 level.")
 _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained configs/t2v.py run instead.")
 
 COLORS, DIRECTIONS = ("red", "blue"), ("left", "right", "up", "down")
 UNRELATED = ("an old wooden violin", "a snowy mountain at night", "a yellow bicycle", "a bowl of soup")
 FRAMES, RES, BATCH = 8, 32, 8
+VARIANTS = 20  # varied phrasings drawn per (colour, shape, direction, size, speed)
 
 
-def _captions(world: str) -> list[str]:
-    """Caption k = (colour * 3 + shape) * 4 + direction, then the null caption."""
+def _captions(world: str, varied: bool = False) -> list[str]:
+    """Caption k = (colour * 3 + shape) * 4 + direction; with `varied`, then VARIANTS phrasings (shapes.caption)
+    per (colour, shape, direction, size, speed), the index _clip(..., varied=True) returns; last the null caption."""
     from lumiere_jax.data import shapes
     out = [shapes.prompt_for(c, s, m) for c in COLORS for s in shapes.SHAPES for m in DIRECTIONS]
     if world == "words":
         out = [UNRELATED[k % 4] for k in range(len(out))]
+    if varied:
+        rng = np.random.default_rng(3)
+        for c in COLORS:
+            for s in shapes.SHAPES:
+                for m in DIRECTIONS:
+                    for size in shapes.SIZES:
+                        for speed in shapes.SPEEDS:
+                            spec = shapes.spec_from_attributes(c, s, m, size, speed)
+                            out += [shapes.caption(spec, rng) for _ in range(VARIANTS)]
     return out + [""]
 
 
-def _clip(world: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def _clip(world: str, rng: np.random.Generator, varied: bool = False) -> tuple[np.ndarray, int]:
+    """A clip and its caption index: canonical, or with `varied`, one of the varied phrasings (see _captions)."""
     from lumiere_jax.data import shapes
     c, s, m = int(rng.integers(2)), int(rng.integers(3)), int(rng.integers(4))
     if world == "directions":
-        spec = shapes.spec_from_attributes(COLORS[c], shapes.SHAPES[s], DIRECTIONS[m], shapes.SIZES[rng.integers(2)],
-                                           shapes.SPEEDS[rng.integers(2)], rng=rng)
-    else:
-        c, s, m = 0, 0, (0 if world == "fixed1" else m)
-        spec = shapes.spec_from_attributes("red", "circle", DIRECTIONS[m], "large", "fast")
+        size, speed = int(rng.integers(2)), int(rng.integers(2))
+        spec = shapes.spec_from_attributes(COLORS[c], shapes.SHAPES[s], DIRECTIONS[m], shapes.SIZES[size],
+                                           shapes.SPEEDS[speed], rng=rng)
+        k = (c * 3 + s) * 4 + m
+        if varied:
+            k = 24 + ((k * 2 + size) * 2 + speed) * VARIANTS + int(rng.integers(VARIANTS))
+        return shapes.render_clip(spec, FRAMES, RES).astype(np.float32) / 127.5 - 1.0, k
+    c, s, m = 0, 0, (0 if world == "fixed1" else m)
+    spec = shapes.spec_from_attributes("red", "circle", DIRECTIONS[m], "large", "fast")
     return shapes.render_clip(spec, FRAMES, RES).astype(np.float32) / 127.5 - 1.0, (c * 3 + s) * 4 + m
 
 
@@ -116,6 +140,8 @@ def main(argv) -> None:
     from lumiere_jax.text.encoders import load_text_encoder
 
     config = t2v_config.get_config("size=tiny")
+    if _ATTN.value:
+        config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
     if _T2V.value:
         t2v, step = sampling.load_text_to_video(config, _T2V.value)
         model = nnx.merge(t2v.graphdef, t2v.params)
@@ -126,13 +152,15 @@ def main(argv) -> None:
         return
 
     world = _WORLD.value
+    if _PHRASING.value == "varied" and world != "directions":
+        raise app.UsageError(f"--phrasing=varied applies to --world=directions, not --world={world}.")
     cfg = model_config(config)
     if _COORDS.value:
         cfg = dataclasses.replace(cfg, cond_channels=3)
     graphdef, params = build_model(cfg, 0)
     schedule = sched.CosineSchedule(shift=_SHIFT.value)
     encoder = load_text_encoder("minilm", "", config.text_max_length)
-    captions = _captions(world)
+    captions = _captions(world, _PHRASING.value == "varied")
     text, mask = map(jnp.asarray, encoder.encode(captions))
     if _TOKENS.value == "random":
         text = jax.random.normal(jax.random.key(7), text.shape) * mask[..., None]
@@ -161,9 +189,10 @@ def main(argv) -> None:
 
     apply_jit = jax.jit(apply)
     rng, start = np.random.default_rng(0), time.time()
-    label = f"{world}{' +coords' if _COORDS.value else ''}"
+    label = f"{world}{' +coords' if _COORDS.value else ''}{' varied' if _PHRASING.value == 'varied' else ''}"
+    label += f" attn{','.join(map(str, config.model.attention_levels))}" if _ATTN.value else ""
     for i in range(_STEPS.value):
-        clips, ks = zip(*(_clip(world, rng) for _ in range(BATCH)))
+        clips, ks = zip(*(_clip(world, rng, _PHRASING.value == "varied") for _ in range(BATCH)))
         ks = [len(captions) - 1 if rng.random() < 0.1 else k for k in ks]  # 10% null captions, as training does
         params, opt, loss = train_step(params, opt, jnp.asarray(np.stack(clips)), jnp.asarray(ks), jax.random.key(i))
         if i % 100 == 0 or i == _STEPS.value - 1:
