@@ -140,8 +140,6 @@ def main(argv) -> None:
     from lumiere_jax.text.encoders import load_text_encoder
 
     config = t2v_config.get_config("size=tiny")
-    if _ATTN.value:
-        config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
     if _T2V.value:
         t2v, step = sampling.load_text_to_video(config, _T2V.value)
         model = nnx.merge(t2v.graphdef, t2v.params)
@@ -154,6 +152,8 @@ def main(argv) -> None:
     world = _WORLD.value
     if _PHRASING.value == "varied" and world != "directions":
         raise app.UsageError(f"--phrasing=varied applies to --world=directions, not --world={world}.")
+    if _ATTN.value:  # the fresh model's only; a --t2v run is read out as it was built
+        config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
     cfg = model_config(config)
     if _COORDS.value:
         cfg = dataclasses.replace(cfg, cond_channels=3)
