@@ -84,17 +84,23 @@ def test_varied_micro_captions_describe_their_clips():
     from tools import motion_micro
 
     captions = motion_micro._captions("directions", varied=True)
-    assert len(captions) == 24 + 24 * 4 * motion_micro.VARIANTS + 1 and captions[-1] == ""
-    assert captions[:24] == motion_micro._captions("directions")[:24]  # the read-out's canonical prompts stay
+    n = motion_micro.CANONICAL
+    assert len(captions) == n + n * 4 * motion_micro.VARIANTS + 1 and captions[-1] == ""
+    assert captions[:n] == motion_micro._captions("directions")[:n]  # the read-out's canonical prompts stay
     rng, phrasings = np.random.default_rng(5), set()
     for _ in range(12):
         clip, k = motion_micro._clip("directions", rng, varied=True)
         found = analyze_clip(np.round((clip + 1.0) * 127.5).astype(np.uint8))
         caption = captions[k]
         phrasings.add(caption)
-        assert k >= 24 and found["color"] in caption and found["shape"] in caption, (caption, found)
+        assert k >= n and found["color"] in caption and found["shape"] in caption, (caption, found)
         assert any(word in caption for word in shapes._DIRECTION_WORDS[found["motion"]]), (
             caption, found["motion"])
+        # Size and speed words, where the caption has them, are the clip's own (the index's last digits).
+        for key, words in (("size", shapes._SIZE_WORDS), ("speed", shapes._SPEED_WORDS)):
+            named = [value for value, synonyms in words.items()
+                     if any(f" {w} " in f" {caption} " for w in synonyms)]
+            assert named in ([], [found[key]]), (caption, key, found[key])
     assert len(phrasings) > 6  # not one sentence per attribute triple
 
 

@@ -32,6 +32,7 @@ word is swapped for its opposite (fresh clips of `directions`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import jax
@@ -60,6 +61,7 @@ _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained co
 COLORS, DIRECTIONS = ("red", "blue"), ("left", "right", "up", "down")
 UNRELATED = ("an old wooden violin", "a snowy mountain at night", "a yellow bicycle", "a bowl of soup")
 FRAMES, RES, BATCH = 8, 32, 8
+CANONICAL = len(COLORS) * 3 * len(DIRECTIONS)  # one caption per (colour, shape, direction)
 VARIANTS = 20  # varied phrasings drawn per (colour, shape, direction, size, speed)
 
 
@@ -72,13 +74,9 @@ def _captions(world: str, varied: bool = False) -> list[str]:
         out = [UNRELATED[k % 4] for k in range(len(out))]
     if varied:
         rng = np.random.default_rng(3)
-        for c in COLORS:
-            for s in shapes.SHAPES:
-                for m in DIRECTIONS:
-                    for size in shapes.SIZES:
-                        for speed in shapes.SPEEDS:
-                            spec = shapes.spec_from_attributes(c, s, m, size, speed)
-                            out += [shapes.caption(spec, rng) for _ in range(VARIANTS)]
+        for attributes in itertools.product(COLORS, shapes.SHAPES, DIRECTIONS, shapes.SIZES, shapes.SPEEDS):
+            spec = shapes.spec_from_attributes(*attributes)
+            out += [shapes.caption(spec, rng) for _ in range(VARIANTS)]
     return out + [""]
 
 
@@ -92,7 +90,7 @@ def _clip(world: str, rng: np.random.Generator, varied: bool = False) -> tuple[n
                                            shapes.SPEEDS[speed], rng=rng)
         k = (c * 3 + s) * 4 + m
         if varied:
-            k = 24 + ((k * 2 + size) * 2 + speed) * VARIANTS + int(rng.integers(VARIANTS))
+            k = CANONICAL + ((k * 2 + size) * 2 + speed) * VARIANTS + int(rng.integers(VARIANTS))
         return shapes.render_clip(spec, FRAMES, RES).astype(np.float32) / 127.5 - 1.0, k
     c, s, m = 0, 0, (0 if world == "fixed1" else m)
     spec = shapes.spec_from_attributes("red", "circle", DIRECTIONS[m], "large", "fast")
@@ -149,8 +147,8 @@ def main(argv) -> None:
         read_out(fwd, t2v.schedule, DIRECTIONS.index, f"{_T2V.value} step {step}")
         return
 
-    world = _WORLD.value
-    if _PHRASING.value == "varied" and world != "directions":
+    world, varied = _WORLD.value, _PHRASING.value == "varied"
+    if varied and world != "directions":
         raise app.UsageError(f"--phrasing=varied applies to --world=directions, not --world={world}.")
     if _ATTN.value:  # the fresh model's only; a --t2v run is read out as it was built
         config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
@@ -160,7 +158,7 @@ def main(argv) -> None:
     graphdef, params = build_model(cfg, 0)
     schedule = sched.CosineSchedule(shift=_SHIFT.value)
     encoder = load_text_encoder("minilm", "", config.text_max_length)
-    captions = _captions(world, _PHRASING.value == "varied")
+    captions = _captions(world, varied)
     text, mask = map(jnp.asarray, encoder.encode(captions))
     if _TOKENS.value == "random":
         text = jax.random.normal(jax.random.key(7), text.shape) * mask[..., None]
@@ -189,10 +187,10 @@ def main(argv) -> None:
 
     apply_jit = jax.jit(apply)
     rng, start = np.random.default_rng(0), time.time()
-    label = f"{world}{' +coords' if _COORDS.value else ''}{' varied' if _PHRASING.value == 'varied' else ''}"
+    label = f"{world}{' +coords' if _COORDS.value else ''}{' varied' if varied else ''}"
     label += f" attn{','.join(map(str, config.model.attention_levels))}" if _ATTN.value else ""
     for i in range(_STEPS.value):
-        clips, ks = zip(*(_clip(world, rng, _PHRASING.value == "varied") for _ in range(BATCH)))
+        clips, ks = zip(*(_clip(world, rng, varied) for _ in range(BATCH)))
         ks = [len(captions) - 1 if rng.random() < 0.1 else k for k in ks]  # 10% null captions, as training does
         params, opt, loss = train_step(params, opt, jnp.asarray(np.stack(clips)), jnp.asarray(ks), jax.random.key(i))
         if i % 100 == 0 or i == _STEPS.value - 1:
