@@ -75,6 +75,11 @@ class Checkpointer:
                 raise ValueError(f"Checkpoint {step_dir} does not match this config: {name} is "
                                  f"{stored_shapes[name]} in the checkpoint but {tuple(leaf.shape)} in the config. "
                                  f"Use the config it was trained with, or a fresh --workdir.")
+        extra = sorted(set(stored_shapes) - {name for name, _ in wanted})
+        if extra:  # e.g. a run trained with model.text_pooling="attention", read with the default "mean"
+            raise ValueError(f"Checkpoint {step_dir} does not match this config: it has {extra[0]} (and "
+                             f"{len(extra) - 1} more arrays) that this config's model lacks. Was it written by "
+                             f"another config? Use that config (its config.json), or a fresh --workdir.")
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attention_levels = (1, 2)
     c.model.num_heads = 4
     c.model.text_dim = 384
+    c.model.text_pooling = "mean"  # or "attention": also an attention pool of the tokens (STUNetConfig)
     c.model.temporal = True
     c.model.temporal_kernel = 3
     c.model.temporal_attention_depth = 2

@@ -88,6 +88,16 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, trainable_labels)
 
 
+def with_run_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    """`config` with the model section the run in `workdir` trained with (its config.json), for tools that
+    read a run by its size alone: a run trained with other model keys (say model.text_pooling) restores."""
+    saved = _saved_config(workdir).get("model")
+    if isinstance(saved, dict):
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.model.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    return config
+
+
 def _saved_config(workdir: str) -> dict:
     try:
         with open(os.path.join(os.path.expanduser(workdir), "config.json")) as f:

@@ -35,6 +35,7 @@ CASES = [
     ("high_noise_fraction_out_of_range", [SMOKE, "--workdir={tmp}", "--config.diffusion.high_noise_fraction=2.0"],
      "diffusion.high_noise_fraction=2.0 must be in [0, 1]"),
     ("bad_nan_policy", [SMOKE, "--workdir={tmp}", "--config.nan_policy=explode"], "nan_policy='explode'"),
+    ("bad_text_pooling", [SMOKE, "--workdir={tmp}", "--config.model.text_pooling=max"], "text_pooling='max'"),
     ("bad_cpu_fusions", [SMOKE, "--workdir={tmp}", "--config.cpu_fusions=fast"], "cpu_fusions='fast'"),
     ("heads_do_not_divide", [SMOKE, "--workdir={tmp}", "--config.model.num_heads=3"],
      "must be divisible by model.num_heads=3"),

@@ -115,3 +115,31 @@ def test_temporal_blocks_start_as_identity_and_mix_frames_once_trained():
 def test_unknown_model_key_is_rejected():
     with pytest.raises(ValueError, match="Unknown model config keys.*chanels"):
         stunet.STUNetConfig.from_config({"chanels": 3})
+
+
+def test_attention_pool_starts_at_zero_then_weights_unmasked_words_only():
+    model = create_model(dataclasses.replace(CFG, text_pooling="attention"))
+    assert not jnp.any(model.text_attn_pool.out.kernel.value)  # zero-initialized output projection
+    _randomize(model, seed=5)
+    pool = model.text_attn_pool
+    pool.out.kernel.value, pool.out.bias.value = jnp.zeros_like(pool.out.kernel), jnp.zeros_like(pool.out.bias)
+    x, t, text, mask = _inputs(frames=4)
+    out = apply(model, x, t, text, mask)
+    assert float(jnp.abs(out).max()) > 0.1  # the comparison is not 0 == 0
+    model.text_attn_pool = None  # the same weights with the mean pool only
+    np.testing.assert_array_equal(apply(model, x, t, text, mask), out)
+    model.text_attn_pool = pool
+
+    _randomize(pool, seed=4)
+    pooled = (text * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    y = apply(pool, text, mask, pooled)
+    assert y.shape == (2, 4 * CFG.channels) and float(jnp.abs(y).max()) > 1e-2
+    # Tokens past the mask do not reach the pool; an unmasked word moves it.
+    np.testing.assert_allclose(apply(pool, text.at[0, 3:].set(9.0), mask, pooled), y, atol=1e-6)
+    assert float(jnp.abs(apply(pool, text.at[0, 1].set(9.0), mask, pooled)[0] - y[0]).max()) > 1e-3
+    assert float(jnp.abs(apply(model, x, t, text, mask) - out).max()) > 1e-4  # and the STUNet reads it
+
+
+def test_unknown_text_pooling_is_rejected():
+    with pytest.raises(ValueError, match="text_pooling='max' must be 'mean' or 'attention'"):
+        dataclasses.replace(CFG, text_pooling="max")

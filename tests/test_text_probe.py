@@ -104,6 +104,31 @@ def test_varied_micro_captions_describe_their_clips():
     assert len(phrasings) > 6  # not one sentence per attribute triple
 
 
+def test_micro_probe_swaps_only_the_direction_phrase():
+    """motion_micro's varied-phrasing probe: the opposite caption keeps every word but the direction phrase."""
+    import re
+
+    from lumiere_jax.data import shapes
+    from tools import motion_micro
+
+    captions = motion_micro._captions("directions", varied=True)
+    for k, caption in enumerate(captions[:-1]):
+        rest = k if k < motion_micro.CANONICAL else (k - motion_micro.CANONICAL) // motion_micro.VARIANTS // 4
+        direction = motion_micro.DIRECTIONS[rest % 4]
+        other = motion_micro.DIRECTIONS[rest % 4 ^ 1]
+        swapped = motion_micro.opposite_caption(caption, direction)
+
+        def phrases(text, d):
+            return {w for w in shapes._DIRECTION_WORDS[d] if re.search(rf"\b{w}\b", text)}
+        assert phrases(swapped, other) and not phrases(swapped, direction), (caption, swapped)
+        assert motion_micro.opposite_caption(swapped, other) == caption
+        assert len(swapped.split()) == len(caption.split())
+    for d in motion_micro.DIRECTIONS:
+        caption = captions[motion_micro._varied_readout_index(d)]
+        assert caption.startswith(("a red circle", "a small red circle", "a little red circle")), caption
+        assert any(re.search(rf"\b{w}\b", caption) for w in shapes._DIRECTION_WORDS[d]), caption
+
+
 class _Fixed:
     """An rng stand-in whose integers() always draw direction m (colour and shape are fixed in fixed4)."""
 

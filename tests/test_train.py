@@ -13,7 +13,7 @@ import pytest
 from conftest import smoke_config
 from lumiere_jax import checkpointing, sampling, train
 from lumiere_jax.data import pipeline
-from lumiere_jax.state import abstract_graphdef_and_state, schedule_from
+from lumiere_jax.state import abstract_graphdef_and_state, schedule_from, with_run_model
 
 
 def _losses(workdir):
@@ -52,6 +52,30 @@ def test_checkpoint_round_trip(trained_workdir):
     leaves4, leaves2 = jax.tree.leaves(state4.params), jax.tree.leaves(state2.params)
     assert len(leaves4) == len(jax.tree.leaves(abstract.params))
     assert any(not np.array_equal(x, y) for x, y in zip(leaves4, leaves2))  # training changed the weights
+
+
+def test_checkpoint_with_arrays_the_config_lacks_is_refused(tmp_path):
+    """A run with more layers than the config builds (model.text_pooling="attention" read as "mean") fails
+    naming an extra array, instead of restoring part of it."""
+    ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+    ckpt.save(1, {"params": {"conv": jnp.zeros(3), "text_attn_pool": jnp.ones(2)}}, {"data": {}})
+    ckpt.wait()
+    abstract = {"params": {"conv": jax.ShapeDtypeStruct((3,), jnp.float32)}}
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with pytest.raises(ValueError, match=r"it has params\.text_attn_pool \(and 0 more arrays\) that this config"):
+        ckpt.restore(checkpointing.with_shardings(abstract, sharding))
+    assert ckpt.latest_step() == 1  # left as it was
+    ckpt.close()
+
+
+def test_tools_read_a_run_with_its_own_model_keys(trained_workdir):
+    """with_run_model: a config of another size takes the run's model section, so the run restores."""
+    from configs import t2v as t2v_config
+    config = with_run_model(t2v_config.get_config("size=tiny"), trained_workdir)
+    assert config.model.to_dict() == smoke_config("").model.to_dict()
+    assert config.model.channels != t2v_config.get_config("size=tiny").model.channels  # it did change
+    t2v, step = sampling.load_text_to_video(config, trained_workdir)
+    assert step == 4
 
 
 def test_sampling_from_the_trained_run(trained_workdir):

@@ -6,6 +6,7 @@ r"""Can the STUNet learn to pick a trajectory from its caption? A controlled mic
   python -m tools.motion_micro --world=directions --steps=800 [--coords]
   python -m tools.motion_micro --world=fixed4 --shift=0.1           # or --t_min=0.9, --high_noise_fraction=0.5
   python -m tools.motion_micro --world=directions --t_min=0.9 --steps=1000 --phrasing=varied [--attention_levels=1,2]
+        [--text_pooling=attention]
   python -m tools.motion_micro --t2v=/tmp/t2v                      # only the read-out, on a trained run
 
 Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1e-3) on clips drawn on the fly:
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import time
 
 import jax
@@ -51,11 +53,16 @@ _T_MIN = flags.DEFINE_float("t_min", 0.0, "Train on diffusion times drawn from [
 _HIGH = flags.DEFINE_float("high_noise_fraction", 0.0, "This fraction of each batch draws t from [0.9, 1].")
 _TOKENS = flags.DEFINE_enum("tokens", "minilm", ["minilm", "random"], "Caption features: MiniLM's, or one random "
                             "unit-variance vector per caption (as distinct as features get).")
-_PHRASING = flags.DEFINE_enum("phrasing", "canonical", ["canonical", "varied"], "Training captions of the "
-                              "directions world: one per (colour, shape, direction), or the T2V data's own "
-                              "(shapes.caption: 5 templates, direction synonyms, optional size and speed words).")
+_PHRASING = flags.DEFINE_enum("phrasing", "canonical", ["canonical", "varied", "curriculum"], "Training captions "
+                              "of the directions world: one per (colour, shape, direction); the T2V data's own "
+                              "(shapes.caption: 5 templates, direction synonyms, optional size and speed words); "
+                              "or canonical for --switch_at steps, then varied.")
+_SWITCH_AT = flags.DEFINE_integer("switch_at", 1000, "--phrasing=curriculum: steps on canonical captions before "
+                                  "the varied ones.")
 _ATTN = flags.DEFINE_list("attention_levels", None, "U-Net levels with self- and cross-attention (default: the "
                           "tiny config's, level 2 only, 8x8); 1,2 adds the 16x16 level.")
+_POOLING = flags.DEFINE_enum("text_pooling", "mean", ["mean", "attention"], "The fresh model's model.text_pooling: "
+                              "the caption's mean token in the FiLM conditioning, or also an attention pool.")
 _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained configs/t2v.py run instead.")
 
 COLORS, DIRECTIONS = ("red", "blue"), ("left", "right", "up", "down")
@@ -97,6 +104,24 @@ def _clip(world: str, rng: np.random.Generator, varied: bool = False) -> tuple[n
     return shapes.render_clip(spec, FRAMES, RES).astype(np.float32) / 127.5 - 1.0, (c * 3 + s) * 4 + m
 
 
+def opposite_caption(caption: str, direction: str) -> str:
+    """The caption with its direction phrase swapped for the opposite direction's parallel one ("leftward" ->
+    "rightward", "toward the top" -> "toward the bottom"), every other word kept."""
+    from lumiere_jax.data import shapes
+    words = shapes._DIRECTION_WORDS  # parallel lists: the i-th phrase of each direction match
+    other = DIRECTIONS[DIRECTIONS.index(direction) ^ 1]  # left <-> right, up <-> down
+    for i in sorted(range(len(words[direction])), key=lambda i: -len(words[direction][i])):  # "leftward" first
+        pattern = rf"\b{words[direction][i]}\b"
+        if re.search(pattern, caption):
+            return re.sub(pattern, words[other][i], caption, count=1)
+    raise ValueError(f"No {direction} phrase in {caption!r}.")
+
+
+def _varied_readout_index(direction: str) -> int:
+    """A varied caption of a small, slow red circle going `direction` (its first phrasing slot)."""
+    return CANONICAL + DIRECTIONS.index(direction) * 4 * VARIANTS
+
+
 def _coords() -> jax.Array:
     gx, gy = np.meshgrid(np.linspace(-1, 1, RES), np.linspace(-1, 1, RES))
     grid = np.broadcast_arrays(gx[None], gy[None], np.linspace(-1, 1, FRAMES)[:, None, None])
@@ -134,12 +159,12 @@ def main(argv) -> None:
     from configs import t2v as t2v_config
     from lumiere_jax import sampling
     from lumiere_jax.diffusion import schedule as sched
-    from lumiere_jax.state import build_model, model_config
+    from lumiere_jax.state import build_model, model_config, with_run_model
     from lumiere_jax.text.encoders import load_text_encoder
 
     config = t2v_config.get_config("size=tiny")
     if _T2V.value:
-        t2v, step = sampling.load_text_to_video(config, _T2V.value)
+        t2v, step = sampling.load_text_to_video(with_run_model(config, _T2V.value), _T2V.value)
         model = nnx.merge(t2v.graphdef, t2v.params)
         prompts = [f"a red circle moving {d}" for d in DIRECTIONS]
         text, mask = map(jnp.asarray, t2v.encoder.encode(prompts))
@@ -147,11 +172,12 @@ def main(argv) -> None:
         read_out(fwd, t2v.schedule, DIRECTIONS.index, f"{_T2V.value} step {step}")
         return
 
-    world, varied = _WORLD.value, _PHRASING.value == "varied"
+    world, varied = _WORLD.value, _PHRASING.value != "canonical"
     if varied and world != "directions":
-        raise app.UsageError(f"--phrasing=varied applies to --world=directions, not --world={world}.")
+        raise app.UsageError(f"--phrasing={_PHRASING.value} applies to --world=directions, not --world={world}.")
     if _ATTN.value:  # the fresh model's only; a --t2v run is read out as it was built
         config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
+    config.model.text_pooling = _POOLING.value
     cfg = model_config(config)
     if _COORDS.value:
         cfg = dataclasses.replace(cfg, cond_channels=3)
@@ -164,9 +190,12 @@ def main(argv) -> None:
         text = jax.random.normal(jax.random.key(7), text.shape) * mask[..., None]
     coords = _coords()
 
-    def apply(p, z, t, k):
+    def apply_text(p, z, t, tokens, token_mask):
         cond = jnp.broadcast_to(coords, z.shape) if _COORDS.value else None
-        return nnx.merge(graphdef, p)(z, t, text[k], mask[k], cond=cond)
+        return nnx.merge(graphdef, p)(z, t, tokens, token_mask, cond=cond)
+
+    def apply(p, z, t, k):
+        return apply_text(p, z, t, text[k], mask[k])
 
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(optax.warmup_constant_schedule(0.0, 1e-3, 100), b1=0.9, b2=0.99, weight_decay=0.0))
@@ -185,34 +214,47 @@ def main(argv) -> None:
         updates, opt = tx.update(grads, opt, p)
         return optax.apply_updates(p, updates), opt, loss
 
-    apply_jit = jax.jit(apply)
+    apply_jit, apply_text_jit = jax.jit(apply), jax.jit(apply_text)
     rng, start = np.random.default_rng(0), time.time()
-    label = f"{world}{' +coords' if _COORDS.value else ''}{' varied' if varied else ''}"
+    label = f"{world}{' +coords' if _COORDS.value else ''}{' ' + _PHRASING.value if varied else ''}"
     label += f" attn{','.join(map(str, config.model.attention_levels))}" if _ATTN.value else ""
+    label += " attention-pool" if _POOLING.value == "attention" else ""
     for i in range(_STEPS.value):
-        clips, ks = zip(*(_clip(world, rng, varied) for _ in range(BATCH)))
+        varied_now = varied and (_PHRASING.value == "varied" or i >= _SWITCH_AT.value)
+        clips, ks = zip(*(_clip(world, rng, varied_now) for _ in range(BATCH)))
         ks = [len(captions) - 1 if rng.random() < 0.1 else k for k in ks]  # 10% null captions, as training does
         params, opt, loss = train_step(params, opt, jnp.asarray(np.stack(clips)), jnp.asarray(ks), jax.random.key(i))
         if i % 100 == 0 or i == _STEPS.value - 1:
             print(f"{label} step {i} loss {float(loss):.4f} ({time.time() - start:.0f} s)", flush=True)
         if _READOUT_EVERY.value and (i + 1) % _READOUT_EVERY.value == 0 and i + 1 < _STEPS.value:
             read_out(lambda z, t, k: apply_jit(params, z, t, k), schedule, DIRECTIONS.index, f"{label} step {i + 1}")
+            if varied:
+                read_out(lambda z, t, k: apply_jit(params, z, t, k), schedule, _varied_readout_index,
+                         f"{label} step {i + 1}, varied phrasing")
 
     def fwd(z, t, k):
         return apply_jit(params, z, t, k)
-    probe = np.random.default_rng(1)
-    clips, ks = zip(*(_clip("directions", probe) for _ in range(32)))
-    x, ks = jnp.asarray(np.stack(clips)), np.asarray(ks)
-    opposite = ks - ks % 4 + np.array([1, 0, 3, 2])[ks % 4]
-    for tv in (0.5, 0.8, 0.9, 0.95, 0.98):
-        t = jnp.full((len(ks),), tv)
-        eps = jax.random.normal(jax.random.key(int(tv * 100)), x.shape)
-        alpha, sigma = schedule.alpha_sigma(t)
-        z, v = sched.diffuse(x, eps, alpha, sigma), sched.v_target(x, eps, alpha, sigma)
-        right = float(jnp.mean(jnp.square(fwd(z, t, jnp.asarray(ks)) - v)))
-        wrong = float(jnp.mean(jnp.square(fwd(z, t, jnp.asarray(opposite)) - v)))
-        print(f"{label} t={tv}: v-loss {right:.4f}, opposite direction word {wrong - right:+.4f}")
+    for probe_varied in (False, True) if varied else (False,):
+        # The same clips, captioned right and with the direction phrase swapped for the opposite one.
+        probe = np.random.default_rng(1)
+        clips, ks = zip(*(_clip("directions", probe, probe_varied) for _ in range(32)))
+        x = jnp.asarray(np.stack(clips))
+        directions = [DIRECTIONS[k % 4 if k < CANONICAL else (k - CANONICAL) // VARIANTS // 4 % 4] for k in ks]
+        swapped_text, swapped_mask = map(jnp.asarray, encoder.encode(
+            [opposite_caption(captions[k], d) for k, d in zip(ks, directions)]))
+        ks = jnp.asarray(ks)
+        how = ", varied phrasing" if probe_varied else ""
+        for tv in (0.5, 0.8, 0.9, 0.95, 0.98):
+            t = jnp.full((len(ks),), tv)
+            eps = jax.random.normal(jax.random.key(int(tv * 100)), x.shape)
+            alpha, sigma = schedule.alpha_sigma(t)
+            z, v = sched.diffuse(x, eps, alpha, sigma), sched.v_target(x, eps, alpha, sigma)
+            right = float(jnp.mean(jnp.square(fwd(z, t, ks) - v)))
+            wrong = float(jnp.mean(jnp.square(apply_text_jit(params, z, t, swapped_text, swapped_mask) - v)))
+            print(f"{label} t={tv}{how}: v-loss {right:.4f}, opposite direction word {wrong - right:+.4f}")
     read_out(fwd, schedule, DIRECTIONS.index, label)  # captions 0-3: red circle, each direction
+    if varied:
+        read_out(fwd, schedule, _varied_readout_index, f"{label}, varied phrasing")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class STUNetConfig:
     attention_levels: Sequence[int] = (1, 2)  # spatial self+cross attention at these levels
     num_heads: int = 4
     text_dim: int = 384
+    # How the caption enters the conditioning vector that every ResBlock's FiLM reads (cross-attention always
+    # sees every token): "mean", the mask-weighted mean of the tokens; "attention", that mean plus an
+    # attention pool over the tokens (TextAttentionPool: the pooled caption can weight its words).
+    text_pooling: str = "mean"
     temporal: bool = True
     temporal_kernel: int = 3
     temporal_attention_depth: int = 2
@@ -53,6 +57,10 @@ class STUNetConfig:
     # Rematerialization: "none", or "block" to recompute each (ResBlock, attention, temporal) block in the
     # backward pass instead of keeping its activations (paper-scale clips do not fit otherwise).
     remat: str = "none"
+
+    def __post_init__(self):
+        if self.text_pooling not in ("mean", "attention"):
+            raise ValueError(f"model.text_pooling={self.text_pooling!r} must be 'mean' or 'attention'.")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "STUNetConfig":
@@ -89,6 +97,36 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
     freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
     angles = 1000.0 * t.astype(jnp.float32)[:, None] * freqs[None, :]
     return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+class TextAttentionPool(nnx.Module):
+    """Attention pooling of the caption's tokens into one vector (Imagen pools its T5 tokens by attention).
+
+    One query per head, from the caption's mean token plus a learned offset, attends over the layer-normed
+    tokens; the mean pool weights every word alike, so a word that changes the clip but little of the mean
+    (a direction among its phrasings, docs/motion.md) can be weighted up. The output projection starts at
+    zero: added to a mean-pooled model, the pool first changes nothing.
+    """
+
+    def __init__(self, text_dim: int, out_dim: int, num_heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        if out_dim % num_heads:
+            raise ValueError(f"TextAttentionPool: out_dim={out_dim} must be divisible by num_heads={num_heads}.")
+        self.num_heads = num_heads
+        self.norm = nnx.LayerNorm(text_dim, rngs=rngs)
+        self.query = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+        self.q = nnx.Linear(text_dim, out_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.kv = nnx.Linear(text_dim, 2 * out_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(out_dim, out_dim, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
+
+    def __call__(self, text: jax.Array, text_mask: jax.Array, pooled: jax.Array) -> jax.Array:
+        """text: [B, L, Dt]; text_mask: [B, L]; pooled: [B, Dt], the tokens' masked mean -> [B, out_dim]."""
+        def heads(x: jax.Array) -> jax.Array:
+            return x.reshape(x.shape[:-1] + (self.num_heads, -1))
+
+        q = self.q(self.norm(pooled)) + self.query.value.astype(text.dtype)  # [B, E]
+        k, v = jnp.split(self.kv(self.norm(text)), 2, axis=-1)  # [B, L, E] each
+        y = spatial.attention(heads(q[:, None]), heads(k), heads(v), text_mask)  # [B, 1, heads, E/heads]
+        return self.out(y.reshape(text.shape[0], -1))
 
 
 class Level(nnx.Module):
@@ -141,6 +179,8 @@ class STUNet(nnx.Module):
         self.time_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
         self.time_out = nnx.Linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
         self.text_pool = nnx.Linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.text_attn_pool = (TextAttentionPool(cfg.text_dim, emb_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
+                               if cfg.text_pooling == "attention" else None)
         self.conv_in = spatial.FrameConv(cfg.in_channels + cfg.cond_channels, ch[0], dtype=dtype, rngs=rngs)
         if cfg.cond_noise_level:
             # Zero-init output: a model fine-tuned into noise conditioning starts where it was.
@@ -220,6 +260,8 @@ class STUNet(nnx.Module):
         pooled = (text * m).sum(1) / jnp.maximum(m.sum(1), 1.0)  # [B, Dt]
         emb = self.time_out(nnx.silu(self.time_in(timestep_embedding(t, cfg.channels).astype(dtype))))
         emb = emb + self.text_pool(pooled)  # [B, E]
+        if self.text_attn_pool is not None:
+            emb = emb + self.text_attn_pool(text, text_mask, pooled)
         if cond_level is not None:
             level = timestep_embedding(cond_level, cfg.channels).astype(dtype)
             emb = emb + self.cond_level_out(nnx.silu(self.cond_level_in(level)))
