@@ -7,7 +7,7 @@ r"""Can the STUNet learn to pick a trajectory from its caption? A controlled mic
   python -m tools.motion_micro --world=fixed4 --shift=0.1           # or --t_min=0.9, --high_noise_fraction=0.5
   python -m tools.motion_micro --world=directions --t_min=0.9 --steps=1000 --phrasing=varied [--attention_levels=1,2]
         [--text_pooling=attention]
-  python -m tools.motion_micro --t2v=/tmp/t2v                      # only the read-out, on a trained run
+  python -m tools.motion_micro --t2v=/tmp/t2v [--t2v_step=N]       # only the read-out, on a trained run
 
 Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1e-3) on clips drawn on the fly:
 `directions`: red or blue circles, squares, triangles moving left/right/up/down from random starts (24 captions);
@@ -64,6 +64,7 @@ _ATTN = flags.DEFINE_list("attention_levels", None, "U-Net levels with self- and
 _POOLING = flags.DEFINE_enum("text_pooling", "mean", ["mean", "attention"], "The fresh model's model.text_pooling: "
                               "the caption's mean token in the FiLM conditioning, or also an attention pool.")
 _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained configs/t2v.py run instead.")
+_T2V_STEP = flags.DEFINE_integer("t2v_step", None, "With --t2v: the checkpoint step to read out (default: newest).")
 
 COLORS, DIRECTIONS = ("red", "blue"), ("left", "right", "up", "down")
 UNRELATED = ("an old wooden violin", "a snowy mountain at night", "a yellow bicycle", "a bowl of soup")
@@ -164,7 +165,7 @@ def main(argv) -> None:
 
     config = t2v_config.get_config("size=tiny")
     if _T2V.value:
-        t2v, step = sampling.load_text_to_video(with_run_model(config, _T2V.value), _T2V.value)
+        t2v, step = sampling.load_text_to_video(with_run_model(config, _T2V.value), _T2V.value, _T2V_STEP.value)
         model = nnx.merge(t2v.graphdef, t2v.params)
         prompts = [f"a red circle moving {d}" for d in DIRECTIONS]
         text, mask = map(jnp.asarray, t2v.encoder.encode(prompts))
@@ -175,6 +176,9 @@ def main(argv) -> None:
     world, varied = _WORLD.value, _PHRASING.value != "canonical"
     if varied and world != "directions":
         raise app.UsageError(f"--phrasing={_PHRASING.value} applies to --world=directions, not --world={world}.")
+    if varied and _TOKENS.value == "random":
+        raise app.UsageError("--tokens=random gives no features to the varied probe's swapped captions: use "
+                             "--phrasing=canonical with it.")
     if _ATTN.value:  # the fresh model's only; a --t2v run is read out as it was built
         config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
     config.model.text_pooling = _POOLING.value
@@ -239,9 +243,13 @@ def main(argv) -> None:
         probe = np.random.default_rng(1)
         clips, ks = zip(*(_clip("directions", probe, probe_varied) for _ in range(32)))
         x = jnp.asarray(np.stack(clips))
-        directions = [DIRECTIONS[k % 4 if k < CANONICAL else (k - CANONICAL) // VARIANTS // 4 % 4] for k in ks]
-        swapped_text, swapped_mask = map(jnp.asarray, encoder.encode(
-            [opposite_caption(captions[k], d) for k, d in zip(ks, directions)]))
+        if probe_varied:  # swap only the direction phrase; that parallel caption need not be a training one
+            directions = [DIRECTIONS[(k - CANONICAL) // VARIANTS // 4 % 4] for k in ks]
+            swapped_text, swapped_mask = map(jnp.asarray, encoder.encode(
+                [opposite_caption(captions[k], d) for k, d in zip(ks, directions)]))
+        else:  # the caption of the same colour and shape with the opposite direction (any --world, --tokens)
+            opposite = jnp.asarray([k - k % 4 + (1, 0, 3, 2)[k % 4] for k in ks])
+            swapped_text, swapped_mask = text[opposite], mask[opposite]
         ks = jnp.asarray(ks)
         how = ", varied phrasing" if probe_varied else ""
         for tv in (0.5, 0.8, 0.9, 0.95, 0.98):
