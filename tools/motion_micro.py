@@ -27,7 +27,9 @@ The read-out: the model's x0 prediction at high noise from pure noise, averaged 
 "a red circle moving <dir>", as the red centre of mass in frame 0 -> frame T-1. A model that uses the direction
 word moves that centre the prompted way (in fixed4 the clips go from x 25 to 9 for "left"); a model that ignores
 it predicts the direction-blind average, a static centred blob. Also the v-loss increase when the direction
-word is swapped for its opposite (fresh clips of `directions`).
+word is swapped for its opposite (fresh clips of `directions`). With `--phrasing=varied` both are repeated on
+varied captions, the probe swapping only the direction phrase ("moves leftward" -> "moves rightward").
+`--text_pooling=attention` gives the fresh model an attention pool of the caption tokens (model.text_pooling).
 """
 
 from __future__ import annotations
@@ -53,12 +55,9 @@ _T_MIN = flags.DEFINE_float("t_min", 0.0, "Train on diffusion times drawn from [
 _HIGH = flags.DEFINE_float("high_noise_fraction", 0.0, "This fraction of each batch draws t from [0.9, 1].")
 _TOKENS = flags.DEFINE_enum("tokens", "minilm", ["minilm", "random"], "Caption features: MiniLM's, or one random "
                             "unit-variance vector per caption (as distinct as features get).")
-_PHRASING = flags.DEFINE_enum("phrasing", "canonical", ["canonical", "varied", "curriculum"], "Training captions "
-                              "of the directions world: one per (colour, shape, direction); the T2V data's own "
-                              "(shapes.caption: 5 templates, direction synonyms, optional size and speed words); "
-                              "or canonical for --switch_at steps, then varied.")
-_SWITCH_AT = flags.DEFINE_integer("switch_at", 1000, "--phrasing=curriculum: steps on canonical captions before "
-                                  "the varied ones.")
+_PHRASING = flags.DEFINE_enum("phrasing", "canonical", ["canonical", "varied"], "Training captions of the "
+                              "directions world: one per (colour, shape, direction), or the T2V data's own "
+                              "(shapes.caption: 5 templates, direction synonyms, optional size and speed words).")
 _ATTN = flags.DEFINE_list("attention_levels", None, "U-Net levels with self- and cross-attention (default: the "
                           "tiny config's, level 2 only, 8x8); 1,2 adds the 16x16 level.")
 _POOLING = flags.DEFINE_enum("text_pooling", "mean", ["mean", "attention"], "The fresh model's model.text_pooling: "
@@ -173,9 +172,9 @@ def main(argv) -> None:
         read_out(fwd, t2v.schedule, DIRECTIONS.index, f"{_T2V.value} step {step}")
         return
 
-    world, varied = _WORLD.value, _PHRASING.value != "canonical"
+    world, varied = _WORLD.value, _PHRASING.value == "varied"
     if varied and world != "directions":
-        raise app.UsageError(f"--phrasing={_PHRASING.value} applies to --world=directions, not --world={world}.")
+        raise app.UsageError(f"--phrasing=varied applies to --world=directions, not --world={world}.")
     if varied and _TOKENS.value == "random":
         raise app.UsageError("--tokens=random gives no features to the varied probe's swapped captions: use "
                              "--phrasing=canonical with it.")
@@ -220,12 +219,11 @@ def main(argv) -> None:
 
     apply_jit, apply_text_jit = jax.jit(apply), jax.jit(apply_text)
     rng, start = np.random.default_rng(0), time.time()
-    label = f"{world}{' +coords' if _COORDS.value else ''}{' ' + _PHRASING.value if varied else ''}"
+    label = f"{world}{' +coords' if _COORDS.value else ''}{' varied' if varied else ''}"
     label += f" attn{','.join(map(str, config.model.attention_levels))}" if _ATTN.value else ""
     label += " attention-pool" if _POOLING.value == "attention" else ""
     for i in range(_STEPS.value):
-        varied_now = varied and (_PHRASING.value == "varied" or i >= _SWITCH_AT.value)
-        clips, ks = zip(*(_clip(world, rng, varied_now) for _ in range(BATCH)))
+        clips, ks = zip(*(_clip(world, rng, varied) for _ in range(BATCH)))
         ks = [len(captions) - 1 if rng.random() < 0.1 else k for k in ks]  # 10% null captions, as training does
         params, opt, loss = train_step(params, opt, jnp.asarray(np.stack(clips)), jnp.asarray(ks), jax.random.key(i))
         if i % 100 == 0 or i == _STEPS.value - 1:
