@@ -98,7 +98,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 200
-    c.optim.decay_steps = 0  # 0: constant after warmup; else cosine decay over this many steps
+    c.optim.decay_steps = 0  # 0: constant after warmup; else cosine decay that ends at this step
+    c.optim.decay_start = 0  # > 0: constant until this step, then the decay (resume a constant-rate run into it)
     c.optim.decay_to = 0.1  # ... down to this fraction of the peak
     c.optim.b1 = 0.9
     c.optim.b2 = 0.99

@@ -67,19 +67,31 @@ def check_resumed_schedule(config: ml_collections.ConfigDict, workdir: str) -> N
                 f"workdir with --config.init_from={workdir}.")
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with linear warmup, then constant or cosine decay over optim.decay_steps, and norm clipping.
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup, then constant, or cosine decay that ends at step optim.decay_steps.
 
+    optim.decay_start > 0 holds the peak rate until that step and decays from there (warmup-stable-decay): a run
+    trained at a constant rate can be resumed into its decay without changing the steps it has taken.
     The schedule never reads total_steps: raising total_steps and resuming continues the same trajectory.
     """
     o = config.optim
+    warmup = optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps)
+    if o.decay_steps and o.decay_start:
+        return optax.join_schedules(
+            [warmup, optax.constant_schedule(o.learning_rate),
+             optax.cosine_decay_schedule(o.learning_rate, o.decay_steps - o.decay_start, alpha=o.decay_to)],
+            [o.warmup_steps, o.decay_start])
     if o.decay_steps:
-        lr = optax.warmup_cosine_decay_schedule(
+        return optax.warmup_cosine_decay_schedule(
             init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,
             decay_steps=max(o.decay_steps, o.warmup_steps + 1), end_value=o.learning_rate * o.decay_to)
-    else:
-        lr = optax.join_schedules([optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps),
-                                   optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
+    return optax.join_schedules([warmup, optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW under `learning_rate_schedule`, with global-norm clipping."""
+    o = config.optim
+    lr = learning_rate_schedule(config)
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
                      optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
     if resolve_trainable(config) == "all":
@@ -170,6 +182,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= d.high_noise_fraction <= 1.0 or not 0.0 <= d.high_noise_t_min < 1.0:
         raise ValueError(f"diffusion.high_noise_fraction={d.high_noise_fraction} must be in [0, 1] and "
                          f"diffusion.high_noise_t_min={d.high_noise_t_min} in [0, 1).")
+    o = config.optim
+    if o.decay_start and not o.warmup_steps <= o.decay_start < o.decay_steps:
+        raise ValueError(f"optim.decay_start={o.decay_start} must lie in [optim.warmup_steps={o.warmup_steps}, "
+                         f"optim.decay_steps={o.decay_steps}): the decay runs from decay_start to decay_steps "
+                         f"(set decay_steps to the step where it should end, or decay_start=0).")
     if not 0.0 <= config.data.text_dropout < 1.0:
         raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
     if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:

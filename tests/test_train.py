@@ -146,3 +146,28 @@ def test_draw_times_puts_the_asked_share_at_high_noise():
     t = np.asarray(train.draw_times(key, 8, 0.3, 0.9))  # round(2.4) = 2 at high noise, 6 over [0, 1)
     assert t.shape == (8,) and np.all(t[:2] >= 0.9)
     np.testing.assert_allclose(np.diff(np.sort(t[2:])), 1 / 6, atol=1e-6)
+
+
+def test_decay_start_holds_the_peak_then_decays_to_decay_steps(data_dir):
+    from lumiere_jax.state import learning_rate_schedule
+    c = smoke_config(data_dir)
+    c.optim.learning_rate, c.optim.warmup_steps, c.optim.decay_to = 1e-3, 10, 0.1
+    c.optim.decay_steps = 100
+    plain = learning_rate_schedule(c)  # cosine from the end of warmup
+    c.optim.decay_steps = 0
+    constant = learning_rate_schedule(c)
+    c.optim.decay_start, c.optim.decay_steps = 60, 100
+    wsd = learning_rate_schedule(c)
+    steps = np.arange(0, 120)
+    lr, lr_constant = np.array([wsd(s) for s in steps]), np.array([constant(s) for s in steps])
+    # Up to decay_start it is the constant-rate run, step for step (so such a run resumes into it unchanged).
+    np.testing.assert_allclose(lr[:61], lr_constant[:61], rtol=1e-6)
+    np.testing.assert_allclose(lr[5], 5e-4, rtol=1e-6)  # warmup
+    assert np.all(np.diff(lr[60:101]) < 0)  # then strictly down ...
+    np.testing.assert_allclose(lr[80], 1e-3 * (0.1 + 0.9 * 0.5), rtol=1e-5)  # cosine midpoint
+    np.testing.assert_allclose(lr[100:], 1e-4, rtol=1e-5)  # ... to decay_to at decay_steps, and stays
+    assert float(plain(60)) < 1e-3  # decay_start=0 keeps the old meaning: decay right after warmup
+    c.optim.decay_start = 100  # must end before decay_steps
+    from lumiere_jax.state import validate_config
+    with pytest.raises(ValueError, match="optim.decay_start=100 must lie in"):
+        validate_config(c)
