@@ -232,7 +232,7 @@ def conditional_sample(t2v: Any, prompts: Sequence[str], cond: np.ndarray, *, se
     return np.asarray(sampling.generate(
         t2v.graphdef, t2v.params, jnp.asarray(text), jnp.asarray(mask), t2v.null_text, t2v.null_mask,
         jax.random.key(seed), shape=t2v.shape, schedule=t2v.schedule, steps=steps, guidance=float(guidance),
-        sampler=sampler, cond=jnp.asarray(cond, jnp.float32)))
+        sampler=sampler, cond=jnp.asarray(cond, jnp.float32), thresholding=t2v.thresholding))
 
 
 def sdedit(t2v: Any, prompts: Sequence[str], videos: np.ndarray, strength: float, *, seed: int = 0,
@@ -247,7 +247,7 @@ def sdedit(t2v: Any, prompts: Sequence[str], videos: np.ndarray, strength: float
         t2v.graphdef, t2v.params, jnp.asarray(text), jnp.asarray(mask), t2v.null_text, t2v.null_mask,
         jax.random.key(seed), shape=t2v.shape, schedule=t2v.schedule, steps=max(1, round(steps * strength)),
         guidance=float(guidance), sampler=sampler, x_init=jnp.asarray(videos, jnp.float32),
-        t_start=float(strength)))
+        t_start=float(strength), thresholding=t2v.thresholding))
 
 
 # Stylized generation: spatial weights only.
@@ -385,7 +385,8 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
         prior = np.asarray(sampling.generate(
             graphdef, params, jnp.asarray(prior_text), jnp.asarray(prior_mask), null_text, null_mask,
             jax.random.key(config.seed), shape=(1,) + image.shape, schedule=schedule, steps=s.prior_steps,
-            guidance=config.sample.guidance, sampler="ddim"))[:, 0]  # [P, H, W, 3]
+            guidance=config.sample.guidance, sampler="ddim",
+            thresholding=config.sample.thresholding))[:, 0]  # [P, H, W, 3]
         log.info("Prior preservation: %d base-model images for %d prompts in %.1fs; %d of %d images per step.",
                  len(prior), len(s.prior_prompts), time.time() - t0, num_prior, s.batch_size)
     tx = make_optimizer(t2i)

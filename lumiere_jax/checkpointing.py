@@ -78,7 +78,7 @@ class Checkpointer:
         extra = sorted(set(stored_shapes) - {name for name, _ in wanted})
         if extra:  # e.g. a run trained with model.text_pooling="attention", read with the default "mean"
             raise ValueError(f"Checkpoint {step_dir} does not match this config: it has {extra[0]} (and "
-                             f"{len(extra) - 1} more arrays) that this config's model lacks. Was it written by "
+                             f"{len(extra) - 1} more arrays) that this config does not have. Was it written by "
                              f"another config? Use that config (its config.json), or a fresh --workdir.")
 
     def wait(self) -> None:

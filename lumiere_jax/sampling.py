@@ -16,13 +16,13 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
-                                             "window", "overlap", "window_batch"))
+                                             "window", "overlap", "window_batch", "thresholding"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
              overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
              x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
-             window_batch: int | None = None) -> jax.Array:
+             window_batch: int | None = None, thresholding: str = "static") -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
@@ -31,6 +31,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
     starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
     model call (None: all at once; k: a scan over groups of k, so memory stays flat as the clip grows).
+    thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
     """
     model = nnx.merge(graphdef, params)
     num_frames = shape[0]
@@ -59,7 +60,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
         z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
     else:
         z = samplers.noise_to(x_init.astype(jnp.float32), k_noise, schedule, t_start)
-    return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler, t_start=t_start)
+    return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler, t_start=t_start,
+                           thresholding=thresholding)
 
 
 def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window: int,
@@ -83,8 +85,11 @@ class TextToVideo:
     """Holds a model's weights and text encoder; `__call__(prompts)` returns uint8-ready clips in [-1, 1]."""
 
     def __init__(self, graphdef: nnx.GraphDef, params: nnx.State, encoder: Any, schedule: CosineSchedule, *,
-                 num_frames: int, resolution: int, channels: int = 3):
+                 num_frames: int, resolution: int, channels: int = 3, thresholding: str = "static"):
+        if thresholding not in samplers.THRESHOLDING:
+            raise ValueError(f"sample.thresholding={thresholding!r} is not one of {samplers.THRESHOLDING}.")
         self.graphdef, self.params, self.encoder, self.schedule = graphdef, params, encoder, schedule
+        self.thresholding = thresholding
         self.shape = (num_frames, resolution, resolution, channels)
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
@@ -106,7 +111,7 @@ class TextToVideo:
             rng = jax.random.fold_in(jax.random.key(seed), i)
             clips = generate(self.graphdef, self.params, jnp.asarray(t), jnp.asarray(m), self.null_text,
                              self.null_mask, rng, shape=self.shape, schedule=self.schedule, steps=steps,
-                             guidance=float(guidance), sampler=sampler)
+                             guidance=float(guidance), sampler=sampler, thresholding=self.thresholding)
             out.append(np.asarray(clips)[:n])
         return np.concatenate(out)
 
@@ -126,7 +131,8 @@ class TextToVideo:
         clip = generate(self.graphdef, self.params, jnp.asarray(text)[:, None], jnp.asarray(mask)[:, None],
                         self.null_text, self.null_mask, jax.random.key(seed),
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
-                        guidance=float(guidance), sampler=sampler, window=window, overlap=overlap)
+                        guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
+                        thresholding=self.thresholding)
         return np.asarray(clip)[0]
 
 
@@ -142,5 +148,6 @@ def load_text_to_video(config: Any, workdir: str, step: int | None = None) -> tu
         checkpointing.with_shardings(abstract, sharding), step)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
     t2v = TextToVideo(graphdef, state.ema, encoder, schedule_from(config, workdir), num_frames=config.data.num_frames,
-                      resolution=config.data.resolution, channels=config.model.out_channels)
+                      resolution=config.data.resolution, channels=config.model.out_channels,
+                      thresholding=config.sample.thresholding)
     return t2v, int(state.step)

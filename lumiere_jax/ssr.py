@@ -181,7 +181,7 @@ class SuperResolution:
             k_sample, shape=(num_frames, self.resolution, self.resolution, 3), schedule=self.schedule,
             steps=c.steps if steps is None else steps, guidance=float(c.guidance if guidance is None else guidance),
             sampler=sampler or c.sampler, window=self.window if windowed else None, overlap=self.overlap,
-            cond=cond, cond_level=level, window_batch=self.window_batch)
+            cond=cond, cond_level=level, window_batch=self.window_batch, thresholding=c.thresholding)
         return np.asarray(clips)
 
 
@@ -232,7 +232,8 @@ def load_text_to_video(config: ml_collections.ConfigDict, workdir: str) -> tuple
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
     schedule = schedule_from(config, workdir)
     return sampling.TextToVideo(graphdef, params, encoder, schedule, num_frames=config.data.num_frames,
-                                resolution=config.data.resolution, channels=config.model.out_channels), step
+                                resolution=config.data.resolution, channels=config.model.out_channels,
+                                thresholding=config.sample.thresholding), step
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 
 from lumiere_jax import compile_options
+from lumiere_jax.diffusion.samplers import THRESHOLDING
 from lumiere_jax.diffusion.schedule import CosineSchedule
 from lumiere_jax.models.stunet import STUNet, STUNetConfig, check_frames, is_temporal_path
 
@@ -176,6 +177,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.cpu_fusions not in compile_options.CPU_FUSIONS:
         raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
                          f"'default' (XLA's own choice, less memory).")
+    if config.sample.thresholding not in THRESHOLDING:
+        raise ValueError(f"sample.thresholding={config.sample.thresholding!r} must be one of {THRESHOLDING}.")
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     d = config.diffusion

@@ -230,7 +230,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
                              in_shardings=(state_sharding, batch_sharding, replicated, replicated),
                              out_shardings=(state_sharding, replicated), donate_argnums=(0,))
     t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule, num_frames=config.data.num_frames,
-                               resolution=config.data.resolution, channels=config.model.out_channels)
+                               resolution=config.data.resolution, channels=config.model.out_channels,
+                               thresholding=config.sample.thresholding)
 
     # Loop.
     from tensorboardX import SummaryWriter  # imported here: only the trainer writes TensorBoard files

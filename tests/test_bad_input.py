@@ -36,6 +36,8 @@ CASES = [
      "diffusion.high_noise_fraction=2.0 must be in [0, 1]"),
     ("decay_start_past_decay_end", [SMOKE, "--workdir={tmp}", "--config.optim.decay_start=500",
                                     "--config.optim.decay_steps=100"], "optim.decay_start=500 must lie in"),
+    ("bad_thresholding", [SMOKE, "--workdir={tmp}", "--config.sample.thresholding=soft"],
+     "sample.thresholding='soft'"),
     ("bad_nan_policy", [SMOKE, "--workdir={tmp}", "--config.nan_policy=explode"], "nan_policy='explode'"),
     ("bad_text_pooling", [SMOKE, "--workdir={tmp}", "--config.model.text_pooling=max"], "text_pooling='max'"),
     ("bad_cpu_fusions", [SMOKE, "--workdir={tmp}", "--config.cpu_fusions=fast"], "cpu_fusions='fast'"),

@@ -93,3 +93,24 @@ def test_bad_sampler_arguments_fail_clearly():
                         sampler="euler")
     with pytest.raises(ValueError, match="num_steps=0"):
         samplers.sample(lambda z, t: z, jnp.zeros((1, 1, 1, 1, 1)), jax.random.key(0), SCHEDULE, num_steps=0)
+
+
+def test_dynamic_thresholding_keeps_the_colour_direction_that_static_clipping_turns():
+    # An orange-ish clean prediction over-driven 3x by guidance, out of [-1, 1] in two channels.
+    colour = jnp.array([0.9, 0.3, -0.6])
+    x = jnp.broadcast_to(3.0 * colour, (2, 2, 4, 4, 3)).at[1].set(0.5 * colour)  # sample 1 is in range
+    static, dynamic = samplers.threshold(x, "static"), samplers.threshold(x, "dynamic")
+    np.testing.assert_allclose(static[0, 0, 0, 0], [1.0, 0.9, -1.0])  # clipped per channel: the hue turns
+    np.testing.assert_allclose(dynamic[0, 0, 0, 0], colour / 0.9, rtol=1e-6)  # scaled as a whole: it keeps it
+    np.testing.assert_allclose(dynamic[1], x[1])  # a sample inside [-1, 1] is left alone
+    np.testing.assert_array_equal(samplers.threshold(x, "none"), x)
+    with pytest.raises(ValueError, match="thresholding='soft'"):
+        samplers.threshold(x, "soft")
+
+
+def test_dynamic_thresholding_still_recovers_the_data_point_of_a_perfect_denoiser():
+    x0 = jnp.clip(jax.random.normal(jax.random.key(1), (2, 4, 4, 4, 3)) * 0.5, -1, 1)
+    z = jax.random.normal(jax.random.key(2), x0.shape)
+    out = jax.jit(lambda z: samplers.sample(_oracle(x0), z, jax.random.key(3), SCHEDULE, num_steps=10,
+                                            thresholding="dynamic"))(z)
+    np.testing.assert_allclose(out, x0, atol=1e-4)

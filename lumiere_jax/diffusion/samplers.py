@@ -16,6 +16,26 @@ from lumiere_jax.diffusion.schedule import CosineSchedule, broadcast_to, predict
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 SAMPLERS = ("ddim", "ancestral")
+THRESHOLDING = ("static", "dynamic", "none")
+
+
+def threshold(x: jax.Array, mode: str = "static", percentile: float = 0.995) -> jax.Array:
+    """Keeps a predicted clean video [B, ...] in [-1, 1].
+
+    "static" clips every value; under strong guidance that clips saturated channels one by one, which turns
+    a colour's hue (an over-driven orange clips toward yellow). "dynamic" (Imagen): per sample, s = the
+    `percentile` quantile of |x|, at least 1; x is clipped to [-s, s] and divided by s, so a sample pushed out
+    of range is scaled back as a whole and its colours keep their direction. "none" leaves x as it is.
+    """
+    if mode == "static":
+        return jnp.clip(x, -1.0, 1.0)
+    if mode == "dynamic":
+        flat = jnp.abs(x.reshape(x.shape[0], -1))
+        s = jnp.maximum(jnp.quantile(flat, percentile, axis=1), 1.0).reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.clip(x, -s, s) / s
+    if mode == "none":
+        return x
+    raise ValueError(f"thresholding={mode!r} is not one of {THRESHOLDING}.")
 
 
 def classifier_free_guidance(model_fn: Callable[..., jax.Array], text: jax.Array, text_mask: jax.Array,
@@ -40,13 +60,16 @@ def classifier_free_guidance(model_fn: Callable[..., jax.Array], text: jax.Array
 
 
 def sample(denoise: Denoiser, z: jax.Array, rng: jax.Array, schedule: CosineSchedule, *, num_steps: int,
-           sampler: str = "ddim", t_start: float | jax.Array = 1.0, clip_x: bool = True) -> jax.Array:
+           sampler: str = "ddim", t_start: float | jax.Array = 1.0, thresholding: str = "static") -> jax.Array:
     """Integrates from z at time t_start down to t=0 in `num_steps` equal steps; returns the clean sample.
 
-    z: [B, T, H, W, C]. t_start < 1 starts from a partially noised input (SDEdit).
+    z: [B, T, H, W, C]. t_start < 1 starts from a partially noised input (SDEdit). Each step's clean-video
+    prediction is kept in range by `threshold(x, thresholding)`.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}.")
+    if thresholding not in THRESHOLDING:
+        raise ValueError(f"thresholding={thresholding!r} is not one of {THRESHOLDING}.")
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps} must be at least 1.")
     b = z.shape[0]
@@ -59,8 +82,7 @@ def sample(denoise: Denoiser, z: jax.Array, rng: jax.Array, schedule: CosineSche
         alpha_s, sigma_s = schedule.alpha_sigma(jnp.full((b,), s))
         # 1. Predict clean video and noise from the model's v.
         x_hat, eps_hat = predict_x_eps(z, denoise(z, jnp.full((b,), t)), alpha_t, sigma_t)
-        if clip_x:
-            x_hat = jnp.clip(x_hat, -1.0, 1.0)
+        x_hat = threshold(x_hat, thresholding)
         # 2. Move to time s.
         if sampler == "ddim":
             z_s = broadcast_to(alpha_s, z) * x_hat + broadcast_to(sigma_s, z) * eps_hat
