@@ -181,7 +181,8 @@ class SuperResolution:
             k_sample, shape=(num_frames, self.resolution, self.resolution, 3), schedule=self.schedule,
             steps=c.steps if steps is None else steps, guidance=float(c.guidance if guidance is None else guidance),
             sampler=sampler or c.sampler, window=self.window if windowed else None, overlap=self.overlap,
-            cond=cond, cond_level=level, window_batch=self.window_batch, thresholding=c.thresholding)
+            cond=cond, cond_level=level, window_batch=self.window_batch,
+            thresholding=c.get("thresholding", "static"))  # runs saved before the key existed clipped
         return np.asarray(clips)
 
 
