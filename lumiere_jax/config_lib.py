@@ -145,6 +145,14 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def with_defaults(stored: dict) -> ml_collections.ConfigDict:
+    """A run's saved config.json, with keys added to the config since that run was made at their defaults."""
+    def merge(defaults: dict, values: dict) -> dict:
+        return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+                               else v for k, v in values.items()}}
+    return ml_collections.ConfigDict(merge(base_config().to_dict(), stored))
+
+
 def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Locks the config so that a typo in `--config.key=...` fails instead of adding a key."""
     c.lock()

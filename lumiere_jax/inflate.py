@@ -34,14 +34,8 @@ def _run_config(workdir: str) -> ml_collections.ConfigDict:
                                 f"of a configs/t2i.py or configs/t2v.py run.")
     with open(path) as f:
         stored = json.load(f)
-
-    def merge(defaults: dict, values: dict) -> dict:
-        # Keys added to the config after that run was made take their defaults.
-        return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
-                               else v for k, v in values.items()}}
-
     from lumiere_jax import config_lib
-    return ml_collections.ConfigDict(merge(config_lib.base_config().to_dict(), stored))
+    return config_lib.with_defaults(stored)
 
 
 def _load_ema(workdir: str, config: ml_collections.ConfigDict) -> nnx.State:

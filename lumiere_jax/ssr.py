@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lumiere_jax import sampling
+from lumiere_jax import config_lib, sampling
 from lumiere_jax.data.pipeline import NULL_CAPTION
 from lumiere_jax.diffusion.schedule import CosineSchedule, broadcast_to, diffuse
 
@@ -181,8 +181,7 @@ class SuperResolution:
             k_sample, shape=(num_frames, self.resolution, self.resolution, 3), schedule=self.schedule,
             steps=c.steps if steps is None else steps, guidance=float(c.guidance if guidance is None else guidance),
             sampler=sampler or c.sampler, window=self.window if windowed else None, overlap=self.overlap,
-            cond=cond, cond_level=level, window_batch=self.window_batch,
-            thresholding=c.get("thresholding", "static"))  # runs saved before the key existed clipped
+            cond=cond, cond_level=level, window_batch=self.window_batch, thresholding=c.thresholding)
         return np.asarray(clips)
 
 
@@ -249,7 +248,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise ValueError(f"--ssr_workdir={workdir} holds no trained run (no config.json): train an SSR model "
                          f"there first with --config=configs/ssr.py --mode=train.")
     with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+        config = config_lib.with_defaults(json.load(f))
     if config.get("task") != "ssr" or "ssr" not in config:
         raise ValueError(f"--ssr_workdir={workdir} is a task={config.get('task')!r} run, not a super-resolution "
                          f"run: give a workdir trained with --config=configs/ssr.py.")

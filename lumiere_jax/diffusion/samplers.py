@@ -68,8 +68,6 @@ def sample(denoise: Denoiser, z: jax.Array, rng: jax.Array, schedule: CosineSche
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}.")
-    if thresholding not in THRESHOLDING:
-        raise ValueError(f"thresholding={thresholding!r} is not one of {THRESHOLDING}.")
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps} must be at least 1.")
     b = z.shape[0]
