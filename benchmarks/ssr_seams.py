@@ -11,7 +11,13 @@ multidiffusion.seam_ratio: the mean |frame difference| across window borders ove
   independent      the same windows, each frame taken from the first window covering it, never averaged
   independent_o0   non-overlapping windows, each sampled on its own
   multidiffusion_o4  windows of 8 with overlap 4 (twice the windows), reconciled
-A reference row measures the same ratio on clips rendered by the shapes world itself.
+  multidiffusion_o6_triangle  overlap 6 (stride 2), each window's frames weighted by a triangle ramp
+Names are `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2) and `_triangle`.
+The seam ratio is taken at each scheme's own borders, so schemes with more windows are judged at more
+frame pairs; `jumps` does not depend on the windows: frame pairs per clip where the shapes checker's object
+centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps; the world's fastest objects
+move ~2.6 px a frame at 32 px).
+A reference row measures both on clips rendered by the shapes world itself.
 Writes benchmarks/results/ssr_seams_<platform>.json.
 """
 
@@ -33,10 +39,11 @@ from flax import nnx  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from configs import t2v as t2v_configs  # noqa: E402
-from lumiere_jax import evaluate, ssr  # noqa: E402
+from lumiere_jax import evaluate, ssr, video_io  # noqa: E402
 from lumiere_jax.data import shapes  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
 from lumiere_jax.diffusion import samplers  # noqa: E402
+from lumiere_jax.eval import shapes_checker  # noqa: E402
 
 
 def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int, guidance: float,
@@ -56,10 +63,39 @@ def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int,
     return np.asarray(run(t2v.params, text, mask, jax.random.key(seed)))
 
 
+DEFAULT_SCHEMES = "multidiffusion,independent,independent_o0,multidiffusion_o4"
+
+
+def jumps(video: np.ndarray) -> list[int]:
+    """shapes_checker.count_jumps of each clip [B, T, H, W, 3] in [-1, 1]."""
+    return [shapes_checker.count_jumps(clip) for clip in video_io.to_uint8(video)]
+
+
+def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray]:
+    """`multidiffusion|independent[_o<overlap>][_triangle]` -> (overlap, weights)."""
+    kind, *mods = name.split("_")
+    overlap, weights = 2, "uniform"
+    for m in mods:
+        if m.startswith("o") and m[1:].isdigit():
+            overlap = int(m[1:])
+        elif m in md.WEIGHTS:
+            weights = m
+        else:
+            kind = None
+    if kind not in ("multidiffusion", "independent") or (kind == "independent" and weights != "uniform"):
+        raise ValueError(f"--schemes: {name!r} is not multidiffusion|independent[_o<overlap>][_triangle] "
+                         f"(triangle only with multidiffusion).")
+    if kind == "independent":
+        weights = md.first_window_weights(frames, window, overlap)
+    return overlap, weights
+
+
 def ratios(video: np.ndarray, starts, window: int) -> dict[str, float]:
     per_clip = [md.seam_ratio(v[None], starts, window) for v in video]
+    per_clip_jumps = jumps(video)
     return {"pooled": md.seam_ratio(video, starts, window), "clip_median": float(np.median(per_clip)),
-            "clip_min": float(np.min(per_clip)), "clip_max": float(np.max(per_clip))}
+            "clip_min": float(np.min(per_clip)), "clip_max": float(np.max(per_clip)),
+            "jumps_per_clip": float(np.mean(per_clip_jumps)), "jumps": per_clip_jumps}
 
 
 def main() -> None:
@@ -71,7 +107,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--schemes", default="multidiffusion,independent,independent_o0,multidiffusion_o4")
+    parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
     args = parser.parse_args()
 
     config = t2v_configs.get_config(f"size={args.config_size}")
@@ -83,14 +119,8 @@ def main() -> None:
     print(f"Seams at window borders: {args.workdir} (step {step}), {args.clips} clips of {args.frames} frames, "
           f"window {window}, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
 
-    schemes = {"multidiffusion": (2, "uniform"),
-               "independent": (2, md.first_window_weights(args.frames, window, 2)),
-               "independent_o0": (0, "uniform"),
-               "multidiffusion_o4": (4, "uniform")}
     names = args.schemes.split(",")
-    if set(names) - set(schemes):
-        raise ValueError(f"--schemes={args.schemes}: choose from {sorted(schemes)}.")
-    schemes = {k: v for k, v in schemes.items() if k in names}
+    schemes = {name: parse_scheme(name, args.frames, window) for name in names}
     results, clips = {}, {}
     for name, (overlap, weights) in schemes.items():
         t0 = time.perf_counter()
@@ -107,12 +137,12 @@ def main() -> None:
                                      **ratios(rendered / 127.5 - 1.0, md.window_starts(args.frames, window, 2),
                                               window)}
 
-    print(f"{'scheme':<20} {'overlap':>7} {'seam ratio':>10} {'per-clip median [min, max]':>28}")
+    print(f"{'scheme':<28} {'overlap':>7} {'seam ratio':>10} {'per-clip median [min, max]':>28} {'jumps/clip':>10}")
     for name, r in results.items():
-        print(f"{name:<20} {r['overlap']:>7} {r['pooled']:>10.3f} {r['clip_median']:>12.3f} "
-              f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}]")
+        print(f"{name:<28} {r['overlap']:>7} {r['pooled']:>10.3f} {r['clip_median']:>12.3f} "
+              f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}] {r['jumps_per_clip']:>10.2f}")
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
-    suffix = "" if len(names) == 4 else "_" + "_".join(names)
+    suffix = "" if args.schemes == DEFAULT_SCHEMES else "_" + "_".join(names)
     path = os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,

@@ -3,8 +3,9 @@ r"""Story mode: one clip 4x the training length, a prompt per time span, each sp
   python benchmarks/ssr_story.py --workdir=/work/runs/tiny1 --gif=docs/story_tiny.gif
   python benchmarks/ssr_story.py --workdir=DIR --config_size=smoke --frames=16 --seeds=1 --steps=2
 
-The base model (configs/t2v.py tiny, 8 frames) runs on 8-frame windows with overlap 2 reconciled by
-temporal MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre
+The base model (configs/t2v.py tiny, 8 frames) runs on 8-frame windows with overlap 4 and triangle weights
+(--mode=sample's defaults; --overlap=2 --weights=uniform is the paper's MultiDiffusion) reconciled by temporal
+MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre
 frame (sampling.prompts_per_window). Then lumiere_jax/eval/shapes_checker.analyze_clip names the
 colour, shape and motion it finds in each span's frames, for `--seeds` clips of the same story.
 The same thing from the command line (one clip):
@@ -48,19 +49,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4, help="clips of the same story, one batch")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="frames shared by neighbouring windows (default: half the window, as --mode=sample)")
+    parser.add_argument("--weights", default=sampling.LONG_VIDEO_WEIGHTS, choices=md.WEIGHTS,
+                        help="per-frame window weights of the reconciliation (uniform: the paper's average)")
     parser.add_argument("--gif", default="docs/story_tiny.gif")
     args = parser.parse_args()
 
     config = t2v_configs.get_config(f"size={args.config_size}")
     t2v, step = ssr.load_text_to_video(config, args.workdir)
     window = t2v.shape[0]
+    overlap = sampling.long_video_overlap(window) if args.overlap is None else args.overlap
     span = args.frames // len(STORY)
     spans = [(i * span, f"a {c} {s} moving {m}") for i, (c, s, m) in enumerate(STORY)]
-    window_prompts = sampling.prompts_per_window(spans, args.frames, window, args.overlap)
+    window_prompts = sampling.prompts_per_window(spans, args.frames, window, overlap)
     machine = bc.machine()
     print(f"Story mode: {args.workdir} (step {step}), {args.frames} frames = {args.frames // window}x the "
-          f"{window}-frame training length, windows at {md.window_starts(args.frames, window, args.overlap)}, "
+          f"{window}-frame training length, windows at {md.window_starts(args.frames, window, overlap)} "
+          f"({args.weights} weights), "
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
@@ -73,7 +79,7 @@ def main() -> None:
     clips = np.asarray(sampling.generate(
         t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
         shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=args.steps,
-        guidance=float(args.guidance), sampler="ddim", window=window, overlap=args.overlap))
+        guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights))
     seconds = time.perf_counter() - t0
     frames_u8 = video_io.to_uint8(clips)  # [S, T, H, W, 3]
 
@@ -96,8 +102,10 @@ def main() -> None:
     for k, v in hits.items():
         print(f"  {k:<7} " + " ".join(f"{x / args.seeds:>6.2f}" for x in v)
               + f"   mean {sum(v) / (args.seeds * len(STORY)):.2f}")
-    seam = md.seam_ratio(clips, md.window_starts(args.frames, window, args.overlap), window)
-    print(f"seam ratio (window borders / inside): {seam:.3f}; sampling took {seconds:.0f} s")
+    seam = md.seam_ratio(clips, md.window_starts(args.frames, window, overlap), window)
+    jumps = [shapes_checker.count_jumps(clip) for clip in frames_u8]
+    print(f"seam ratio (window borders / inside): {seam:.3f}; object jumps per clip {np.mean(jumps):.2f} {jumps}; "
+          f"sampling took {seconds:.0f} s")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.gif)), exist_ok=True)
     video_io.write_video(args.gif, video_io.upscale(video_io.grid(frames_u8, columns=args.seeds), 4),
@@ -106,8 +114,9 @@ def main() -> None:
     path = os.path.join(bc.RESULTS_DIR, f"ssr_story_{jax.devices()[0].platform}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
-                   "window": window, "spans": spans, "window_prompts": window_prompts, "seeds": args.seeds,
-                   "steps": args.steps, "guidance": args.guidance, "seam_ratio": seam, "seconds": seconds,
+                   "window": window, "overlap": overlap, "weights": args.weights, "spans": spans,
+                   "window_prompts": window_prompts, "seeds": args.seeds, "steps": args.steps,
+                   "guidance": args.guidance, "seam_ratio": seam, "jumps": jumps, "seconds": seconds,
                    "accuracy": {k: [x / args.seeds for x in v] for k, v in hits.items()}, "clips": rows},
                   f, indent=2)
     print(f"Wrote {args.gif} and {path}")

@@ -35,7 +35,11 @@ _FRAMES = flags.DEFINE_integer("frames", None, "Clip length for --mode=sample; l
                                 "runs temporal MultiDiffusion over windows of the training length.")
 _PROMPT_AT = flags.DEFINE_multi_string("prompt_at", [], "Story mode: FRAME:TEXT starts a new prompt at FRAME "
                                        "(repeatable); --prompt holds from frame 0.")
-_OVERLAP = flags.DEFINE_integer("overlap", 2, "Frames shared by neighbouring MultiDiffusion windows.")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "Frames shared by neighbouring MultiDiffusion windows of a long "
+                                 "clip (default: half the training length; the paper's SSR uses 2).")
+_WINDOW_WEIGHTS = flags.DEFINE_enum("window_weights", "triangle", ["uniform", "triangle"],
+                                    "Per-frame weight of each window in the MultiDiffusion average of a long clip: "
+                                    "triangle trusts a window most in its middle; uniform is the paper's average.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
                                   "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
@@ -78,7 +82,7 @@ def _load_for_sampling(config, workdir: str):
 
 
 def _sample(config, workdir: str) -> None:
-    from lumiere_jax import applications, video_io
+    from lumiere_jax import applications, sampling, video_io
 
     prompt, out = _PROMPT.value, _OUT.value
     if prompt is None or not prompt.strip():
@@ -98,8 +102,10 @@ def _sample(config, workdir: str) -> None:
     if frames < window:
         raise UsageError(f"--frames={frames} is shorter than the model's training length {window}: use "
                          f"--frames >= {window} (longer clips are stitched by MultiDiffusion).")
-    if not 0 <= _OVERLAP.value < window:
-        raise UsageError(f"--overlap={_OVERLAP.value} must be in [0, {window}); the paper uses 2.")
+    overlap = sampling.long_video_overlap(window) if _OVERLAP.value is None else _OVERLAP.value
+    if not 0 <= overlap < window:
+        raise UsageError(f"--overlap={overlap} must be in [0, {window}) frames (the training length); the default "
+                         f"is {sampling.long_video_overlap(window)}, the paper's SSR uses 2.")
     for start, _ in spans[1:]:
         if not 0 < start < frames:
             raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
@@ -121,7 +127,7 @@ def _sample(config, workdir: str) -> None:
     elif frames == window and len(spans) == 1:
         clip = t2v([prompt], **kwargs)[0]
     else:
-        clip = t2v.long_video(spans, frames, overlap=_OVERLAP.value, **kwargs)
+        clip = t2v.long_video(spans, frames, overlap=overlap, window_weights=_WINDOW_WEIGHTS.value, **kwargs)
     if _SSR_WORKDIR.value is not None:
         upsampler, ssr_step = ssr.SuperResolution.from_workdir(_SSR_WORKDIR.value, ssr_config, t2v.encoder, config)
         clip = upsampler(clip[None], spans=spans, seed=_SEED.value, steps=_STEPS.value, sampler=_SAMPLER.value)[0]

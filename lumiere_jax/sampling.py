@@ -16,13 +16,15 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
-                                             "window", "overlap", "window_batch", "thresholding"))
+                                             "window", "overlap", "window_weights", "window_batch",
+                                             "thresholding"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
              overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
              x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
-             window_batch: int | None = None, thresholding: str = "static") -> jax.Array:
+             window_batch: int | None = None, thresholding: str = "static",
+             window_weights: str = "uniform") -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
@@ -31,6 +33,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
     starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
     model call (None: all at once; k: a scan over groups of k, so memory stays flat as the clip grows).
+    window_weights: each window's per-frame weight in the reconciliation (multidiffusion.WEIGHTS).
     thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
     """
     model = nnx.merge(graphdef, params)
@@ -53,8 +56,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
         batch_inputs = {} if cond_level is None else {"cond_level": cond_level}
         denoise = multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
                                                      num_frames=num_frames, window=window, overlap=overlap,
-                                                     window_batch=window_batch, frame_inputs=frame_inputs,
-                                                     batch_inputs=batch_inputs)
+                                                     weights=window_weights, window_batch=window_batch,
+                                                     frame_inputs=frame_inputs, batch_inputs=batch_inputs)
     k_noise, k_sampler = jax.random.split(rng)
     if x_init is None:
         z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
@@ -62,6 +65,17 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
         z = samplers.noise_to(x_init.astype(jnp.float32), k_noise, schedule, t_start)
     return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler, t_start=t_start,
                            thresholding=thresholding)
+
+
+# Long videos from the base model: the paper's MultiDiffusion (overlap 2, a plain average) is for the SSR, whose
+# windows the low-res clip pins; the base model's windows agree far better with half-window overlaps and a
+# triangle ramp (measured in benchmarks/ssr_seams.py and ssr_story.py, docs/ssr.md).
+LONG_VIDEO_WEIGHTS = "triangle"
+
+
+def long_video_overlap(window: int) -> int:
+    """The default overlap of the base model's long-video windows: half the window."""
+    return window // 2
 
 
 def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window: int,
@@ -116,23 +130,27 @@ class TextToVideo:
         return np.concatenate(out)
 
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
-                   guidance: float = 3.0, sampler: str = "ddim", overlap: int = 2) -> np.ndarray:
+                   guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
+                   window_weights: str = LONG_VIDEO_WEIGHTS) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs; the model runs on windows of its training length, reconciled by
         temporal MultiDiffusion at every step, so neighbouring windows (and prompts) blend without seams.
+        overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
+        model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
         """
         window = self.shape[0]
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
+        overlap = long_video_overlap(window) if overlap is None else overlap
         window_prompts = prompts_per_window(spans, num_frames, window, overlap)
         text, mask = self.encoder.encode(window_prompts)  # [N, L, D], [N, L]
         clip = generate(self.graphdef, self.params, jnp.asarray(text)[:, None], jnp.asarray(mask)[:, None],
                         self.null_text, self.null_mask, jax.random.key(seed),
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
-                        thresholding=self.thresholding)
+                        window_weights=window_weights, thresholding=self.thresholding)
         return np.asarray(clip)[0]
 
 

@@ -1,7 +1,15 @@
-"""Which prompt each MultiDiffusion window gets in story mode."""
+"""Long-video sampling: which prompt each MultiDiffusion window gets, and how the windows are reconciled."""
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
+from lumiere_jax import sampling
+from lumiere_jax.diffusion import multidiffusion as md
+from lumiere_jax.diffusion import samplers
+from lumiere_jax.diffusion.schedule import CosineSchedule
 from lumiere_jax.sampling import prompts_per_window
 
 
@@ -17,3 +25,47 @@ def test_spans_must_start_at_zero_and_lie_inside_the_clip():
         prompts_per_window([(3, "late")], 16, 4, 2)
     with pytest.raises(ValueError, match="outside the clip's 16 frames"):
         prompts_per_window([(0, "a"), (20, "b")], 16, 4, 2)
+
+
+class _FrameMixer(nnx.Module):
+    """A model whose frames interact (a temporal blur scaled by the text), so windows disagree."""
+
+    def __init__(self):
+        self.taps = nnx.Param(jnp.array([0.5, 0.3, 0.2]))
+
+    def __call__(self, z, t, text, text_mask, cond=None, cond_level=None):
+        w = self.taps.value
+        mixed = w[0] * z + w[1] * jnp.roll(z, 1, axis=1) + w[2] * jnp.roll(z, -1, axis=1)
+        scale = 1.0 + (text * text_mask[..., None]).mean(axis=(1, 2)) - 0.5 * t
+        return mixed * scale[:, None, None, None, None]
+
+
+def test_generate_reconciles_windows_with_the_weights_it_is_given():
+    graphdef, params = nnx.split(_FrameMixer())
+    B, T, L, D = 2, 10, 3, 4
+    text = jax.random.normal(jax.random.key(0), (B, L, D))
+    mask = jnp.ones((B, L), bool)
+    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
+    schedule, rng = CosineSchedule(), jax.random.key(1)
+
+    def run(weights):
+        return sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
+                                 schedule=schedule, steps=3, guidance=2.0, sampler="ddim", window=4, overlap=2,
+                                 window_weights=weights)
+
+    def by_hand(weights):
+        denoise = md.multidiffusion_text(nnx.merge(graphdef, params), text, mask, null_text, null_mask, 2.0,
+                                         num_frames=T, window=4, overlap=2, weights=weights)
+        k_noise, k_sampler = jax.random.split(rng)
+        z = jax.random.normal(k_noise, (B, T, 2, 2, 3), jnp.float32)
+        return samplers.sample(denoise, z, k_sampler, schedule, num_steps=3, sampler="ddim")
+
+    triangle, uniform = run("triangle"), run("uniform")
+    np.testing.assert_allclose(triangle, by_hand("triangle"), atol=1e-5)
+    np.testing.assert_allclose(uniform, by_hand("uniform"), atol=1e-5)
+    assert np.abs(np.asarray(triangle) - np.asarray(uniform)).max() > 1e-3  # the weights reach the average
+
+
+def test_long_videos_default_to_half_window_overlaps_with_triangle_weights():
+    assert [sampling.long_video_overlap(w) for w in (1, 4, 8, 16, 80)] == [0, 2, 4, 8, 40]
+    assert sampling.LONG_VIDEO_WEIGHTS in md.WEIGHTS

@@ -132,3 +132,12 @@ def test_two_objects_report_the_larger_one():
 def test_rejects_float_clips():
     with pytest.raises(ValueError, match="uint8"):
         shapes_checker.analyze_clip(np.zeros((8, 32, 32, 3), np.float32))
+
+
+def test_count_jumps_finds_teleports_and_losses_but_not_smooth_motion():
+    for obj in _single_objects(12, seed=5) + [shapes.ObjectSpec("red", "circle", "right", "small", "fast", 0.2, 0.5)]:
+        assert shapes_checker.count_jumps(_render(obj, num_frames=16)) == 0, obj
+        assert shapes_checker.count_jumps(_splice(obj, 16, x0=obj.x0 + (0.3 if obj.x0 < 0.5 else -0.3))) == 1, obj
+        lost = _render(obj, num_frames=16)
+        lost[7] = shapes.BACKGROUND
+        assert shapes_checker.count_jumps(lost) == 2, obj  # into and out of the empty frame

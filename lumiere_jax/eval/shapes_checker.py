@@ -246,3 +246,12 @@ def check_clip(video: np.ndarray, expected: dict[str, Any]) -> dict[str, bool]:
         result[key] = found[key] is not None and found[key] == expected[key]
     result["consistent"] = found["consistent"]
     return result
+
+
+def count_jumps(video: np.ndarray, max_step: float = 4.0) -> int:
+    """Frame pairs of a uint8 [T, H, W, 3] clip where the object's centroid moves more than `max_step` pixels
+    or the object is lost: breaks that smooth motion never makes (the world's fastest objects move ~2.6 px a
+    frame at 32 px). Independent of how a long clip was stitched, so it compares window schemes fairly.
+    """
+    steps = np.linalg.norm(np.diff(analyze_clip(video)["centroids"], axis=0), axis=-1)  # [T - 1], NaN if lost
+    return int(np.sum(np.nan_to_num(steps, nan=np.inf) > max_step))
