@@ -1,7 +1,9 @@
 r"""Stylized generation (SPEC section 3, StyleDrop-like): fine-tune only the spatial layers on one style image.
 
-The spatial (T2I) weights of a trained T2V run are fine-tuned as a text-to-image model on the style image
-with a caption that names the style; only those weights are saved. Sampling interpolates them into the
+The spatial (T2I) weights of a trained T2V run are fine-tuned on the style image with a caption that names
+the style: by default the image is a still clip that goes through the whole STUNet with the temporal layers
+frozen (`style.frames`; 1 tunes the spatial layers alone as a text-to-image model). Only the spatial weights
+are saved. Sampling interpolates them into the
 T2V model, W = a * W_style + (1 - a) * W_orig for spatial weights, temporal weights untouched. With the
 tiny T2V run of configs/t2v.py and a style image of a shape over a striped background, a background the
 training data never has (tools/app_inputs.py writes it, and style.png with an outlined shape):
@@ -45,6 +47,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.style.warmup_steps = 20
         c.style.max_shift = 0.15  # random translation of the style image, fraction of its side
         c.style.log_every = 1 if c.size == "smoke" else 25
+        # k > 1 (default: the shortest clip the STUNet takes): the style image as a still clip of k frames
+        # through the whole STUNet, only the spatial layers trainable, prior images the model's own clips.
+        # 1: the T2I view (spatial layers alone, single images), as Lumiere tunes its T2I model; on the tiny
+        # motion model the style then barely survives the temporal layers (docs/applications.md).
+        c.style.frames = 2 ** (len(c.model.channel_mult) - 1)
+        # A regex over spatial weight names: only those train ("": all spatial weights). The default, the
+        # full-resolution level (stem, first encoder and last decoder level, head), keeps the base model's
+        # motion at a = 1 on the tiny motion model; all spatial weights give 3x the stripes and lose the motion.
+        top = len(c.model.channel_mult) - 1
+        c.style.layers = f"^(conv_in|conv_out|norm_out|down/0|up/{top})/"
         # Prior preservation: this share of each batch is the base model's own images for prompts without
         # the style words (0 turns it off); they are drawn once, before tuning, with prior_steps DDIM steps.
         c.style.prior_fraction = 0.5

@@ -14,8 +14,10 @@ Known pixels are pasted back into the output (`conditioning.paste_back`), so the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import re
 import time
 from typing import Any, Sequence
 
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from scipy import ndimage
 
@@ -327,18 +330,54 @@ def check_style_tune(config: ml_collections.ConfigDict, image: str | None, capti
     if not 0.0 <= config.style.prior_fraction < 1.0:
         raise InputError(f"--config.style.prior_fraction={config.style.prior_fraction} must be in [0, 1): the share "
                          f"of each batch that is the base model's own images (0 turns prior preservation off).")
+    frames = config.style.frames
+    if frames < 1:
+        raise InputError(f"--config.style.frames={frames} must be at least 1 (1: tune the T2I view on images; "
+                         f"k > 1: the whole model on still clips of k frames).")
+    if frames > 1:
+        from lumiere_jax.models.stunet import check_frames
+        from lumiere_jax.state import model_config
+        try:
+            check_frames(frames, model_config(style_config(config)))
+        except ValueError as e:
+            raise InputError(f"--config.style.frames={frames}: {e}") from None
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"--style_weights={out}: folder {folder} does not exist or is not writable.")
     return read_image(image, config.data.resolution, "--style_image")
 
 
+def _style_layers(pattern: str, spatial: dict[str, np.ndarray]) -> re.Pattern | None:
+    """config.style.layers compiled, refused if it is not a regex or matches no spatial weight."""
+    if not pattern:
+        return None
+    try:
+        layers = re.compile(pattern)
+    except re.error as e:
+        raise InputError(f"--config.style.layers={pattern!r} is not a regular expression ({e}).") from None
+    if not any(layers.search(k) for k in spatial):
+        tops = sorted({k.split("/")[0] + ("/" + k.split("/")[1] if k.count("/") > 1 else "") for k in spatial})
+        raise InputError(f"--config.style.layers={pattern!r} matches none of the spatial weights, so nothing would "
+                         f"train; names start with: {', '.join(tops[:12])} ...")
+    return layers
+
+
 def style_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The T2I view of a T2V config: the same spatial layers, temporal path off, one frame, style optimizer."""
+    """The model a style tune trains, with the style optimizer.
+
+    style.frames == 1: the T2I view of the T2V model (the same spatial layers, temporal path off, one frame),
+    as Lumiere tunes its T2I weights. style.frames > 1: the whole STUNet on clips of that many frames, only
+    the spatial layers trainable, so the style is learnt with the temporal layers it will be sampled with.
+    """
     c = ml_collections.ConfigDict(config.to_dict())
-    c.task, c.trainable, c.init_from = "t2i", "all", ""
-    c.model.temporal = False
-    c.data.num_frames = 1
+    c.init_from = ""
+    if config.style.frames > 1:
+        c.task, c.trainable = "t2v", "spatial"
+        c.data.num_frames = config.style.frames
+    else:
+        c.task, c.trainable = "t2i", "all"
+        c.model.temporal = False
+        c.data.num_frames = 1
     c.optim.learning_rate = config.style.learning_rate
     c.optim.warmup_steps = config.style.warmup_steps
     c.optim.decay_steps = 0
@@ -354,7 +393,9 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     The T2V model's spatial layers are exactly a T2I U-Net (inflation), so they train as one on the image,
     with random shifts and flips, captioned `caption`: one caption, or several separated by "|" (phrasings
     of the same image, e.g. with the motion words that video prompts will carry; each view draws one).
-    Temporal layers are not part of the program at all.
+    With config.style.frames == 1 temporal layers are not part of the program at all; with frames > 1 the
+    image is a still clip of that many frames through the whole STUNet, temporal layers frozen
+    (`style_config`), and the prior images are the T2V model's own clips.
 
     Prior preservation (DreamBooth's remedy for one-image fine-tunes): with `config.style.prior_fraction`
     > 0, that share of every batch is images the base model itself drew for `config.style.prior_prompts`
@@ -368,11 +409,14 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
 
     s = config.style
     t2i = style_config(config)
+    frames = t2i.data.num_frames
     graphdef, abstract = abstract_graphdef_and_state(t2i)
-    base = spatial_weights(t2v_params)
+    # Host copies: the train step donates its state, which must not take the caller's arrays with it.
+    base = spatial_weights(t2v_params) if frames == 1 else {k: np.asarray(v) for k, v in _flat(t2v_params)[0]}
     flat, treedef = _flat(abstract.params)
     params = jax.tree.map(lambda x: x, abstract.params)
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(base[k]) for k, _ in flat]))
+    layers = _style_layers(s.layers, spatial_weights(t2v_params))
     schedule = schedule or schedule_from(t2i)
     null_text, null_mask = (jnp.asarray(a) for a in encoder.encode([""]))
     num_prior = int(round(s.batch_size * s.prior_fraction)) if s.prior_prompts else 0
@@ -384,39 +428,45 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
         t0 = time.time()
         prior = np.asarray(sampling.generate(
             graphdef, params, jnp.asarray(prior_text), jnp.asarray(prior_mask), null_text, null_mask,
-            jax.random.key(config.seed), shape=(1,) + image.shape, schedule=schedule, steps=s.prior_steps,
+            jax.random.key(config.seed), shape=(frames,) + image.shape, schedule=schedule, steps=s.prior_steps,
             guidance=config.sample.guidance, sampler="ddim",
-            thresholding=config.sample.thresholding))[:, 0]  # [P, H, W, 3]
+            thresholding=config.sample.thresholding))  # [P, frames, H, W, 3]
         log.info("Prior preservation: %d base-model images for %d prompts in %.1fs; %d of %d images per step.",
                  len(prior), len(s.prior_prompts), time.time() - t0, num_prior, s.batch_size)
     tx = make_optimizer(t2i)
+    if s.layers:  # only the spatial weights whose name matches train (e.g. the full-resolution levels)
+        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, functools.partial(
+            jax.tree_util.tree_map_with_path,
+            lambda path, _: "train" if layers.search("/".join(str(getattr(k, "key", k)) for k in path)) else "freeze"))
     state = init_state(params, tx)
     step_fn = train.jit_train_step(graphdef, tx, schedule, t2i, donate_argnums=(0,))
     captions = [c.strip() for c in caption.split("|") if c.strip()]
     style_text, style_mask = encoder.encode(captions)
     rng = np.random.default_rng(config.seed)
     res = image.shape[0]
+    still = np.broadcast_to(image, (frames,) + image.shape)  # the style image as a still clip
     shift = int(round(s.max_shift * res))
     t0 = time.time()
     for step in range(1, s.steps + 1):
         picks = rng.integers(len(s.prior_prompts), size=num_prior) if num_prior else np.zeros(0, int)
         phrasing = rng.integers(len(captions), size=s.batch_size - num_prior)
-        sources = [image] * (s.batch_size - num_prior) + [prior[i] for i in picks]
+        sources = [still] * (s.batch_size - num_prior) + [prior[i] for i in picks]  # [frames, H, W, 3] each
         views = []
-        for src in sources:
-            view = np.roll(src, tuple(rng.integers(-shift, shift + 1, 2)), axis=(0, 1))
-            views.append(view[:, ::-1] if rng.random() < 0.5 else view)
+        for src in sources:  # one shift and flip per clip
+            view = np.roll(src, tuple(rng.integers(-shift, shift + 1, 2)), axis=(1, 2))
+            views.append(view[:, :, ::-1] if rng.random() < 0.5 else view)
         text = np.concatenate([style_text[phrasing]] + ([prior_text[picks]] if num_prior else []))
         mask = np.concatenate([style_mask[phrasing]] + ([prior_mask[picks]] if num_prior else []))
-        batch = {"video": jnp.asarray(np.stack(views)[:, None]), "text": jnp.asarray(text),
-                 "text_mask": jnp.asarray(mask)}  # video [B, 1, H, W, 3]
+        batch = {"video": jnp.asarray(np.stack(views)), "text": jnp.asarray(text),
+                 "text_mask": jnp.asarray(mask)}  # video [B, frames, H, W, 3]
         state, metrics = step_fn(state, batch, null_text, null_mask)
         if step % s.log_every == 0 or step == s.steps:
             rate = step / max(time.time() - t0, 1e-9)
             log.info("style step %d/%d  loss %.4f  %.2f steps/s  ETA %ds", step, s.steps, float(metrics["loss"]),
                      rate, int((s.steps - step) / rate))
-    weights = {k: np.asarray(v) for k, v in _flat(state.ema)[0]}
+    weights = spatial_weights(state.ema)
     save_style_weights(out, weights, {"caption": caption, "steps": str(s.steps), "source": source,
+                                      "frames": str(frames),
                                       "prior_fraction": str(s.prior_fraction if num_prior else 0.0),
                                       "format": "lumiere_jax spatial weights"})
     return weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -95,10 +96,13 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     lr = learning_rate_schedule(config)
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
                      optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
-    if resolve_trainable(config) == "all":
+    trainable = resolve_trainable(config)
+    if trainable == "all":
         return tx
-    # Lumiere trains only the new temporal layers; the inflated T2I weights stay frozen.
-    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, trainable_labels)
+    # Lumiere trains only the new temporal layers; the inflated T2I weights stay frozen. A video style tune
+    # ("spatial") is the converse: spatial layers learn the style, the temporal ones keep the motion.
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
+                                 functools.partial(trainable_labels, train_temporal=trainable == "temporal"))
 
 
 def with_run_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -129,7 +133,7 @@ def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = N
     if config.trainable != "auto":
         return config.trainable
     saved = _saved_config(workdir) if workdir else {}
-    if saved.get("trainable") in ("all", "temporal"):
+    if saved.get("trainable") in ("all", "temporal", "spatial"):
         return saved["trainable"]
     init_from = saved.get("init_from") or config.init_from  # runs that stored "auto" resolve as they did
     if not (init_from and config.model.temporal):
@@ -140,10 +144,12 @@ def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = N
     return "all" if source["temporal"] else "temporal"
 
 
-def trainable_labels(params: Any) -> Any:
-    """'train' for temporal-layer parameters, 'freeze' for the pre-trained spatial ones."""
+def trainable_labels(params: Any, train_temporal: bool = True) -> Any:
+    """'train' for temporal-layer parameters and 'freeze' for the spatial ones (the converse without
+    `train_temporal`)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: "train" if is_temporal_path([getattr(k, "key", k) for k in path]) else "freeze", params)
+        lambda path, _: "train" if is_temporal_path([getattr(k, "key", k) for k in path]) == train_temporal
+        else "freeze", params)
 
 
 def split_model(model: STUNet) -> tuple[nnx.GraphDef, nnx.State]:
@@ -169,11 +175,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
-    if config.trainable not in ("auto", "all", "temporal"):
-        raise ValueError(f"trainable={config.trainable!r} must be 'auto', 'all' or 'temporal' (only the inflation "
-                         f"layers).")
-    if config.trainable == "temporal" and not cfg.temporal:
-        raise ValueError("trainable='temporal' needs model.temporal=True: a T2I model has no temporal layers.")
+    if config.trainable not in ("auto", "all", "temporal", "spatial"):
+        raise ValueError(f"trainable={config.trainable!r} must be 'auto', 'all', 'temporal' (only the inflation "
+                         f"layers) or 'spatial' (only the T2I layers).")
+    if config.trainable in ("temporal", "spatial") and not cfg.temporal:
+        raise ValueError(f"trainable={config.trainable!r} needs model.temporal=True: a T2I model has no temporal "
+                         f"layers (use 'all').")
     if config.cpu_fusions not in compile_options.CPU_FUSIONS:
         raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
                          f"'default' (XLA's own choice, less memory).")

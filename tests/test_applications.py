@@ -262,6 +262,44 @@ def test_style_tune_changes_and_saves_only_spatial_weights(trained_workdir, data
     assert all(np.array_equal(s[k], b[k]) for k in b if is_temporal_path(k.split("/")))
 
 
+def test_video_style_tune_learns_through_the_frozen_temporal_path(trained_workdir, data_dir, tmp_path):
+    from safetensors import safe_open
+
+    config = style_gen.get_config("size=smoke")
+    config.data.data_dir = data_dir
+    config.style.steps, config.style.prior_fraction = 2, 0.5
+    t2v = _sampler(config, trained_workdir)
+    image = shapes.render_clip(shapes.spec_from_attributes("red", "circle", "still"), 1, H,
+                               background="stripes")[0].astype(np.float32) / 127.5 - 1.0
+    runs = {}
+    for frames in (1, config.data.num_frames):
+        config.style.frames = frames
+        out = str(tmp_path / f"stripes_{frames}.safetensors")
+        runs[frames] = applications.style_tune(config, t2v.params, t2v.encoder, image, "a red circle, striped", out)
+        with safe_open(out, "np") as f:
+            assert f.metadata()["frames"] == str(frames)
+    base = applications.spatial_weights(t2v.params)
+    video = runs[config.data.num_frames]
+    assert set(video) == set(base)  # spatial weights only, as the image tune saves
+    assert any(np.abs(video[k] - base[k]).max() > 0 for k in base)
+    # The temporal layers take part in the forward pass, so the tune learns something else than on images.
+    assert any(not np.allclose(video[k], runs[1][k]) for k in base)
+    # style.layers: only the matching spatial weights train, the rest stay the base model's.
+    config.style.layers = "^up/"
+    only_up = applications.style_tune(config, t2v.params, t2v.encoder, image, "a red circle, striped",
+                                      str(tmp_path / "up.safetensors"))
+    assert all(np.abs(only_up[k] - base[k]).max() < 1e-6 for k in base if not k.startswith("up/"))
+    assert any(np.abs(only_up[k] - base[k]).max() > 1e-5 for k in base if k.startswith("up/"))
+    for pattern, match in (("^nothing/", "matches none of the spatial weights"), ("up/(", "not a regular expr")):
+        config.style.layers = pattern
+        with pytest.raises(applications.InputError, match=match):
+            applications.style_tune(config, t2v.params, t2v.encoder, image, "c", str(tmp_path / "x.safetensors"))
+    config.style.layers = ""
+    config.style.frames = 3  # the smoke STUNet halves frames once
+    with pytest.raises(applications.InputError, match="style.frames=3"):
+        applications.check_style_tune(config, str(tmp_path / "none.png"), "a caption", str(tmp_path / "x.safetensors"))
+
+
 def test_outline_style_is_measurable():
     for shape in shapes.SHAPES:
         spec = shapes.spec_from_attributes("green", shape, "left", "large")

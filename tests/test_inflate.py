@@ -95,3 +95,20 @@ def test_trainable_auto_freezes_spatial_layers_only_when_inflating(t2i_run, trai
     assert resolve_trainable(smoke_config("", init_from=t2i_run, trainable="all")) == "all"
     assert resolve_trainable(smoke_config("")) == "all"  # from scratch
     assert resolve_trainable(smoke_config("", init_from=trained_workdir)) == "all"  # fine-tuning a T2V run
+
+
+def test_spatial_only_optimizer_moves_spatial_weights_and_freezes_temporal_ones():
+    from lumiere_jax.state import make_optimizer
+
+    config = smoke_config("", trainable="spatial")
+    _, params = init_model(config, 0)
+    tx = make_optimizer(config)
+    grads = jax.tree.map(jnp.ones_like, params)
+    _, opt_state = tx.update(grads, tx.init(params), params)  # step 0 of the warmup has a zero rate
+    updates, _ = tx.update(grads, opt_state, params)
+    moved = {k: float(jnp.abs(v).max()) for k, v in _flat(updates).items()}
+    temporal = [k for k in moved if is_temporal_path(list(k))]
+    assert temporal and all(moved[k] == 0.0 for k in temporal)
+    assert all(moved[k] > 0.0 for k in moved if k not in temporal)
+    with pytest.raises(ValueError, match="trainable='spatial' needs model.temporal=True"):
+        train.validate_config(_t2i_config("", trainable="spatial"))
