@@ -3,10 +3,10 @@ r"""Stylized generation (SPEC section 3, StyleDrop-like): fine-tune only the spa
 The spatial (T2I) weights of a trained T2V run are fine-tuned on the style image with a caption that names
 the style: by default the image is a still clip that goes through the whole STUNet with the temporal layers
 frozen (`style.frames`; 1 tunes the spatial layers alone as a text-to-image model). Only the spatial weights
-are saved. Sampling interpolates them into the
-T2V model, W = a * W_style + (1 - a) * W_orig for spatial weights, temporal weights untouched. With the
-tiny T2V run of configs/t2v.py and a style image of a shape over a striped background, a background the
-training data never has (tools/app_inputs.py writes it, and style.png with an outlined shape):
+are saved. Sampling interpolates them into the T2V model, W = a * W_style + (1 - a) * W_orig for spatial
+weights, temporal weights untouched. With the tiny T2V run of configs/t2v.py and a style image of a shape
+over a striped background, a background the training data never has (tools/app_inputs.py writes it, and
+style.png with an outlined shape):
 
   python -m lumiere_jax.main --config=configs/style_gen.py --workdir=/tmp/t2v --mode=style_tune \
       --style_image=style_stripes.png --prompt="a large red circle on a striped background" \

@@ -220,7 +220,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
             f.write(config.to_json_best_effort(indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log.info("STUNet: %.2fM parameters; %s.", num_params / 1e6,
-             "all train" if config.trainable == "all" else "only the temporal layers train")
+             "all train" if config.trainable == "all" else f"only the {config.trainable} layers train")
 
     # Step: compiled once, state donated so params and optimizer are updated in place.
     global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
