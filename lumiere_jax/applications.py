@@ -347,8 +347,8 @@ def check_style_tune(config: ml_collections.ConfigDict, image: str | None, capti
     return read_image(image, config.data.resolution, "--style_image")
 
 
-def _style_layers(pattern: str, spatial: dict[str, np.ndarray]) -> re.Pattern | None:
-    """config.style.layers compiled, refused if it is not a regex or matches no spatial weight."""
+def _style_layers(pattern: str, spatial: Sequence[str]) -> re.Pattern | None:
+    """config.style.layers compiled, refused if it is not a regex or matches none of the `spatial` names."""
     if not pattern:
         return None
     try:
@@ -411,12 +411,13 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     t2i = style_config(config)
     frames = t2i.data.num_frames
     graphdef, abstract = abstract_graphdef_and_state(t2i)
-    # Host copies: the train step donates its state, which must not take the caller's arrays with it.
-    base = spatial_weights(t2v_params) if frames == 1 else {k: np.asarray(v) for k, v in _flat(t2v_params)[0]}
+    # Host copies: the train step donates its state, which must not take the caller's arrays with it. The
+    # T2I view (frames == 1) has only the spatial weights and takes just those.
+    base = {k: np.asarray(v) for k, v in _flat(t2v_params)[0]}
+    layers = _style_layers(s.layers, [k for k in base if not is_temporal_path(k.split("/"))])
     flat, treedef = _flat(abstract.params)
     params = jax.tree.map(lambda x: x, abstract.params)
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(base[k]) for k, _ in flat]))
-    layers = _style_layers(s.layers, spatial_weights(t2v_params))
     schedule = schedule or schedule_from(t2i)
     null_text, null_mask = (jnp.asarray(a) for a in encoder.encode([""]))
     num_prior = int(round(s.batch_size * s.prior_fraction)) if s.prior_prompts else 0
