@@ -12,7 +12,9 @@ multidiffusion.seam_ratio: the mean |frame difference| across window borders ove
   independent_o0   non-overlapping windows, each sampled on its own
   multidiffusion_o4  windows of 8 with overlap 4 (twice the windows), reconciled
   multidiffusion_o6_triangle  overlap 6 (stride 2), each window's frames weighted by a triangle ramp
-Names are `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2) and `_triangle`.
+  multidiffusion_o4_triangle_shift  overlap 4, triangle, the grid moved by a pseudo-random offset every step
+Names are `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2), `_triangle` and
+`_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does not keep).
 The seam ratio is taken at each scheme's own borders, so schemes with more windows are judged at more
 frame pairs; `jumps` does not depend on the windows: frame pairs per clip where the shapes checker's object
 centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps; the world's fastest objects
@@ -47,7 +49,7 @@ from lumiere_jax.eval import shapes_checker  # noqa: E402
 
 
 def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int, guidance: float,
-                seed: int) -> np.ndarray:
+                seed: int, shift: bool = False) -> np.ndarray:
     """Clips [B, frames, H, W, 3] in [-1, 1] with MultiDiffusion under the given per-window weights."""
     window = t2v.shape[0]
 
@@ -55,7 +57,8 @@ def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int,
     def run(params, text, mask, rng):
         model = nnx.merge(t2v.graphdef, params)
         denoise = md.multidiffusion_text(model, text, mask, t2v.null_text, t2v.null_mask, guidance,
-                                         num_frames=frames, window=window, overlap=overlap, weights=weights)
+                                         num_frames=frames, window=window, overlap=overlap, weights=weights,
+                                         shift=shift)
         k_noise, k_sampler = jax.random.split(rng)
         z = jax.random.normal(k_noise, (text.shape[0], frames) + t2v.shape[1:], jnp.float32)
         return samplers.sample(denoise, z, k_sampler, t2v.schedule, num_steps=steps, sampler="ddim")
@@ -71,23 +74,25 @@ def jumps(video: np.ndarray) -> list[int]:
     return [shapes_checker.count_jumps(clip) for clip in video_io.to_uint8(video)]
 
 
-def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray]:
-    """`multidiffusion|independent[_o<overlap>][_triangle]` -> (overlap, weights)."""
+def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray, bool]:
+    """`multidiffusion|independent[_o<overlap>][_triangle][_shift]` -> (overlap, weights, shift)."""
     kind, *mods = name.split("_")
-    overlap, weights = 2, "uniform"
+    overlap, weights, shift = 2, "uniform", False
     for m in mods:
         if m.startswith("o") and m[1:].isdigit():
             overlap = int(m[1:])
         elif m in md.WEIGHTS:
             weights = m
+        elif m == "shift":
+            shift = True
         else:
             kind = None
-    if kind not in ("multidiffusion", "independent") or (kind == "independent" and weights != "uniform"):
-        raise ValueError(f"--schemes: {name!r} is not multidiffusion|independent[_o<overlap>][_triangle] "
-                         f"(triangle only with multidiffusion).")
+    if kind not in ("multidiffusion", "independent") or (kind == "independent" and (weights != "uniform" or shift)):
+        raise ValueError(f"--schemes: {name!r} is not multidiffusion|independent[_o<overlap>][_triangle][_shift] "
+                         f"(triangle and shift only with multidiffusion).")
     if kind == "independent":
         weights = md.first_window_weights(frames, window, overlap)
-    return overlap, weights
+    return overlap, weights, shift
 
 
 def ratios(video: np.ndarray, starts, window: int) -> dict[str, float]:
@@ -122,12 +127,13 @@ def main() -> None:
     names = args.schemes.split(",")
     schemes = {name: parse_scheme(name, args.frames, window) for name in names}
     results, clips = {}, {}
-    for name, (overlap, weights) in schemes.items():
+    for name, (overlap, weights, shift) in schemes.items():
         t0 = time.perf_counter()
-        video = sample_long(t2v, text, mask, args.frames, overlap, weights, args.steps, args.guidance, args.seed)
+        video = sample_long(t2v, text, mask, args.frames, overlap, weights, args.steps, args.guidance, args.seed,
+                            shift)
         clips[name] = video
         starts = md.window_starts(args.frames, window, overlap)
-        results[name] = {"overlap": overlap, "starts": starts, "seconds": time.perf_counter() - t0,
+        results[name] = {"overlap": overlap, "shift": shift, "starts": starts, "seconds": time.perf_counter() - t0,
                          **ratios(video, starts, window)}
         print(f"  sampled {name} in {results[name]['seconds']:.0f} s", flush=True)
     # Reference: clips the world itself renders (smooth motion), under the overlap-2 borders.
@@ -143,6 +149,8 @@ def main() -> None:
               f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}] {r['jumps_per_clip']:>10.2f}")
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
     suffix = "" if args.schemes == DEFAULT_SCHEMES else "_" + "_".join(names)
+    if (args.clips, args.seed) != (8, 0):  # other prompts and noise: keep the default run's file
+        suffix += f"_{args.clips}clips_seed{args.seed}"
     path = os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,

@@ -3,10 +3,10 @@ r"""Story mode: one clip 4x the training length, a prompt per time span, each sp
   python benchmarks/ssr_story.py --workdir=/work/runs/tiny1 --gif=docs/story_tiny.gif
   python benchmarks/ssr_story.py --workdir=DIR --config_size=smoke --frames=16 --seeds=1 --steps=2
 
-The base model (configs/t2v.py tiny, 8 frames) runs on 8-frame windows with overlap 4 and triangle weights
-(--mode=sample's defaults; --overlap=2 --weights=uniform is the paper's MultiDiffusion) reconciled by temporal
-MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre
-frame (sampling.prompts_per_window). Then lumiere_jax/eval/shapes_checker.analyze_clip names the
+The base model (configs/t2v.py tiny, 8 frames) runs on 8-frame windows with overlap 4 and triangle weights,
+the grid moved by a pseudo-random offset at every step (--mode=sample's defaults; --overlap=2 --weights=uniform
+--no-shift is the paper's MultiDiffusion) reconciled by temporal MultiDiffusion (sampling.generate), each window
+prompted by the span that holds its centre frame (sampling.prompts_per_window / prompts_per_frame). Then lumiere_jax/eval/shapes_checker.analyze_clip names the
 colour, shape and motion it finds in each span's frames, for `--seeds` clips of the same story.
 The same thing from the command line (one clip):
 
@@ -53,7 +53,10 @@ def main() -> None:
                         help="frames shared by neighbouring windows (default: half the window, as --mode=sample)")
     parser.add_argument("--weights", default=sampling.LONG_VIDEO_WEIGHTS, choices=md.WEIGHTS,
                         help="per-frame window weights of the reconciliation (uniform: the paper's average)")
+    parser.add_argument("--shift", action=argparse.BooleanOptionalAction, default=sampling.LONG_VIDEO_SHIFT,
+                        help="move the window grid at every step (--no-shift: fixed windows, as the paper)")
     parser.add_argument("--gif", default="docs/story_tiny.gif")
+    parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/ssr_story_<platform>)")
     args = parser.parse_args()
 
     config = t2v_configs.get_config(f"size={args.config_size}")
@@ -66,20 +69,22 @@ def main() -> None:
     machine = bc.machine()
     print(f"Story mode: {args.workdir} (step {step}), {args.frames} frames = {args.frames // window}x the "
           f"{window}-frame training length, windows at {md.window_starts(args.frames, window, overlap)} "
-          f"({args.weights} weights), "
+          f"({args.weights} weights{', shifted every step' if args.shift else ''}), "
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
     print(f"  window prompts: {window_prompts}")
 
-    text, mask = t2v.encoder.encode(window_prompts)  # [N, L, D]
-    text = jnp.broadcast_to(jnp.asarray(text)[:, None], (len(window_prompts), args.seeds) + text.shape[1:])
-    mask = jnp.broadcast_to(jnp.asarray(mask)[:, None], (len(window_prompts), args.seeds) + mask.shape[1:])
+    prompts = sampling.prompts_per_frame(spans, args.frames) if args.shift else window_prompts
+    text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame when shifted, else per window
+    text = jnp.broadcast_to(jnp.asarray(text)[:, None], (len(prompts), args.seeds) + text.shape[1:])
+    mask = jnp.broadcast_to(jnp.asarray(mask)[:, None], (len(prompts), args.seeds) + mask.shape[1:])
     t0 = time.perf_counter()
     clips = np.asarray(sampling.generate(
         t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
         shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=args.steps,
-        guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights))
+        guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights,
+        window_shift=args.shift))
     seconds = time.perf_counter() - t0
     frames_u8 = video_io.to_uint8(clips)  # [S, T, H, W, 3]
 
@@ -104,7 +109,7 @@ def main() -> None:
               + f"   mean {sum(v) / (args.seeds * len(STORY)):.2f}")
     seam = md.seam_ratio(clips, md.window_starts(args.frames, window, overlap), window)
     jumps = [shapes_checker.count_jumps(clip) for clip in frames_u8]
-    print(f"seam ratio (window borders / inside): {seam:.3f}; object jumps per clip {np.mean(jumps):.2f} {jumps}; "
+    print(f"seam ratio (borders of the fixed layout / inside): {seam:.3f}; object jumps per clip {np.mean(jumps):.2f} {jumps}; "
           f"sampling took {seconds:.0f} s")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.gif)), exist_ok=True)
@@ -112,10 +117,11 @@ def main() -> None:
     video_io.write_video(args.gif, video_io.upscale(video_io.grid(shown, columns=len(shown)), 2),
                          config.sample.fps)
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
-    path = os.path.join(bc.RESULTS_DIR, f"ssr_story_{jax.devices()[0].platform}.json")
+    path = args.out or os.path.join(bc.RESULTS_DIR, f"ssr_story_{jax.devices()[0].platform}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
-                   "window": window, "overlap": overlap, "weights": args.weights, "spans": spans,
+                   "window": window, "overlap": overlap, "weights": args.weights, "shift": args.shift,
+                   "spans": spans,
                    "window_prompts": window_prompts, "seeds": args.seeds, "steps": args.steps,
                    "guidance": args.guidance, "seam_ratio": seam, "jumps": jumps, "seconds": seconds,
                    "accuracy": {k: [x / args.seeds for x in v] for k, v in hits.items()}, "clips": rows},

@@ -17,14 +17,14 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
                                              "window", "overlap", "window_weights", "window_batch",
-                                             "thresholding"))
+                                             "thresholding", "window_shift"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
              overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
              x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
              window_batch: int | None = None, thresholding: str = "static",
-             window_weights: str = "uniform") -> jax.Array:
+             window_weights: str = "uniform", window_shift: bool = False) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
@@ -34,6 +34,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
     model call (None: all at once; k: a scan over groups of k, so memory stays flat as the clip grows).
     window_weights: each window's per-frame weight in the reconciliation (multidiffusion.WEIGHTS).
+    window_shift: move the window grid at every step (multidiffusion, shift=True); text may then be
+    [T, B, L, D], one prompt per frame, instead of one per window.
     thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
     """
     model = nnx.merge(graphdef, params)
@@ -57,7 +59,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
         denoise = multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
                                                      num_frames=num_frames, window=window, overlap=overlap,
                                                      weights=window_weights, window_batch=window_batch,
-                                                     frame_inputs=frame_inputs, batch_inputs=batch_inputs)
+                                                     frame_inputs=frame_inputs, batch_inputs=batch_inputs,
+                                                     shift=window_shift)
     k_noise, k_sampler = jax.random.split(rng)
     if x_init is None:
         z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
@@ -69,8 +72,10 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
 
 # Long videos from the base model: the paper's MultiDiffusion (overlap 2, a plain average) is for the SSR, whose
 # windows the low-res clip pins; the base model's windows agree far better with half-window overlaps and a
-# triangle ramp (measured in benchmarks/ssr_seams.py and ssr_story.py, docs/ssr.md).
+# triangle ramp, and fewer still when the window grid moves at every step (measured in benchmarks/ssr_seams.py
+# and ssr_story.py, docs/ssr.md).
 LONG_VIDEO_WEIGHTS = "triangle"
+LONG_VIDEO_SHIFT = True
 
 
 def long_video_overlap(window: int) -> int:
@@ -81,6 +86,12 @@ def long_video_overlap(window: int) -> int:
 def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window: int,
                        overlap: int) -> list[str]:
     """The prompt of each MultiDiffusion window: the span (start_frame, prompt) that holds its centre frame."""
+    per_frame = prompts_per_frame(spans, num_frames)
+    return [per_frame[start + window // 2] for start in multidiffusion.window_starts(num_frames, window, overlap)]
+
+
+def prompts_per_frame(spans: Sequence[tuple[int, str]], num_frames: int) -> list[str]:
+    """The prompt of each frame: that of the span (start_frame, prompt) holding it (shifted windows use it)."""
     spans = sorted(spans)
     if not spans or spans[0][0] != 0:
         raise ValueError(f"Prompt spans {spans} must start at frame 0: give --prompt (from frame 0) and "
@@ -88,11 +99,7 @@ def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window
     for start, _ in spans:
         if not 0 <= start < num_frames:
             raise ValueError(f"A prompt span starts at frame {start}, outside the clip's {num_frames} frames.")
-    out = []
-    for start in multidiffusion.window_starts(num_frames, window, overlap):
-        centre = start + window // 2
-        out.append([p for s, p in spans if s <= centre][-1])
-    return out
+    return [[p for s, p in spans if s <= frame][-1] for frame in range(num_frames)]
 
 
 class TextToVideo:
@@ -131,26 +138,34 @@ class TextToVideo:
 
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
-                   window_weights: str = LONG_VIDEO_WEIGHTS) -> np.ndarray:
+                   window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs; the model runs on windows of its training length, reconciled by
         temporal MultiDiffusion at every step, so neighbouring windows (and prompts) blend without seams.
         overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
         model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
+        shift (default) moves the window grid at every step, so no frame pair is a border at every step;
+        each window then takes the prompt of its centre frame at that step.
         """
         window = self.shape[0]
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
         overlap = long_video_overlap(window) if overlap is None else overlap
-        window_prompts = prompts_per_window(spans, num_frames, window, overlap)
-        text, mask = self.encoder.encode(window_prompts)  # [N, L, D], [N, L]
+        if shift:
+            per_frame = prompts_per_frame(spans, num_frames)
+            unique = sorted(set(per_frame), key=per_frame.index)
+            text, mask = self.encoder.encode(unique)  # [P, L, D], [P, L]
+            index = np.asarray([unique.index(p) for p in per_frame])
+            text, mask = text[index], mask[index]  # [T, L, D], [T, L]
+        else:
+            text, mask = self.encoder.encode(prompts_per_window(spans, num_frames, window, overlap))  # [N, L, D]
         clip = generate(self.graphdef, self.params, jnp.asarray(text)[:, None], jnp.asarray(mask)[:, None],
                         self.null_text, self.null_mask, jax.random.key(seed),
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
-                        window_weights=window_weights, thresholding=self.thresholding)
+                        window_weights=window_weights, window_shift=bool(shift), thresholding=self.thresholding)
         return np.asarray(clip)[0]
 
 

@@ -244,3 +244,122 @@ def test_window_batch_keeps_the_step_memory_flat_as_the_clip_grows():
     assert temp_bytes(long, None) > 3 * temp_bytes(short, None)
     assert temp_bytes(long, 1) < 1.5 * temp_bytes(short, 1)
     assert temp_bytes(long, 1) < temp_bytes(long, None) / 5
+
+
+# Shifted windows: the grid moves by step_offset(t) at every step.
+
+@pytest.mark.parametrize("num_frames, window, overlap", [(10, 4, 2), (32, 8, 4), (32, 8, 2), (16, 8, 0), (9, 4, 3),
+                                                         (8, 8, 2)])
+def test_shifted_layout_covers_the_clip_from_every_offset(num_frames, window, overlap):
+    stride = window - overlap
+    m = md.num_shifted_windows(num_frames, window, overlap)
+    assert m == len(md.window_starts(num_frames, window, overlap)) + 1  # one window more than the fixed grid
+    layouts = set()
+    for offset in range(stride):
+        starts, keep = (np.asarray(a) for a in md.shifted_window_starts(num_frames, window, overlap, offset))
+        assert starts.shape == keep.shape == (m,)
+        kept = starts[keep > 0]
+        assert kept[0] == 0 and kept[-1] == num_frames - window  # pinned to the clip's ends
+        assert np.all(np.diff(kept) > 0) and np.all(np.diff(kept) <= stride)  # neighbours share >= overlap frames
+        assert np.array_equal(keep > 0, np.r_[True, starts[1:] != starts[:-1]])  # only repeats are dropped
+        layouts.add(tuple(kept))
+    if (num_frames - window) % stride == 0:  # offset 0 is the fixed layout when it tiles exactly
+        starts, keep = md.shifted_window_starts(num_frames, window, overlap, 0)
+        assert list(np.asarray(starts)[np.asarray(keep) > 0]) == md.window_starts(num_frames, window, overlap)
+    assert len(layouts) == (min(stride, num_frames - window) if num_frames > window else 1)  # they do move
+
+
+def test_step_offset_is_a_fixed_function_of_t_that_moves_the_grid_between_steps():
+    times = jnp.linspace(1.0, 0.0, 26)[:-1]  # a 25-step DDIM loop
+    offsets = np.asarray(jax.vmap(lambda t: md.step_offset(t, 4))(times))
+    again = np.asarray(jax.jit(jax.vmap(lambda t: md.step_offset(t, 4)))(times))
+    np.testing.assert_array_equal(offsets, again)  # deterministic, jitted or not
+    assert offsets.min() >= 0 and offsets.max() < 4
+    assert len(set(offsets.tolist())) == 4  # all four layouts are used
+    assert np.mean(offsets[1:] != offsets[:-1]) > 0.5  # most steps move the grid
+    assert int(md.step_offset(jnp.float32(0.5), 1)) == 0
+
+
+def test_shifted_windows_reconcile_a_frame_local_denoiser_exactly():
+    wrapped = md.multidiffusion(_elementwise_denoiser, num_frames=T, window=4, overlap=2, weights="triangle",
+                                shift=True)
+    for t in (0.1, 0.37, 0.9):
+        z, tt = _z(), jnp.full((B,), t)
+        np.testing.assert_allclose(jax.jit(wrapped)(z, tt), _elementwise_denoiser(z, tt), atol=1e-6)
+
+
+def _by_hand(denoiser, z, t, starts, keep, window, weights):
+    """The MultiDiffusion average of `denoiser` over windows at `starts` (numpy, one window at a time)."""
+    w = md.window_weights(window, weights)
+    total, norm = np.zeros(z.shape), np.zeros(z.shape[1])
+    for s, k in zip(np.asarray(starts), np.asarray(keep)):
+        total[:, s:s + window] += k * w[None, :, None, None, None] * np.asarray(denoiser(z[:, s:s + window], t))
+        norm[s:s + window] += k * w
+    return total / norm[None, :, None, None, None]
+
+
+@pytest.mark.parametrize("window_batch", [None, 2])
+def test_shifted_windows_average_the_windows_of_that_steps_layout(window_batch):
+    wrapped = jax.jit(md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=1, weights="triangle",
+                                        shift=True, window_batch=window_batch))
+    fixed = jax.jit(md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=1, weights="triangle"))
+    z, seen = _z(), set()
+    for t in (0.15, 0.4, 0.65, 0.9):
+        tt = jnp.full((B,), t)
+        offset = int(md.step_offset(tt[0], 3))
+        seen.add(offset)
+        starts, keep = md.shifted_window_starts(T, 4, 1, offset)
+        np.testing.assert_allclose(wrapped(z, tt), _by_hand(_conv_denoiser, z, tt, starts, keep, 4, "triangle"),
+                                   atol=1e-5)
+        if offset:  # a moved grid gives another result than the fixed windows (the test is not vacuous)
+            assert jnp.abs(wrapped(z, tt) - fixed(z, tt)).max() > 1e-3
+    assert len(seen) > 1
+
+
+@pytest.mark.parametrize("window_batch", [None, 1, 3])
+def test_shifted_windows_take_the_text_of_their_centre_frame(window_batch):
+    def model_fn(z, t, text, text_mask, cond, level):
+        value = (text * text_mask[..., None]).sum(axis=(1, 2)) + level  # [rows]
+        return _conv_denoiser(z + cond, t) + value[:, None, None, None, None]
+
+    L, D = 3, 2
+    per_frame = np.zeros((T, B, L, D), np.float32)
+    per_frame[:, :, 0, 0] = np.repeat([1.0, 5.0], T // 2)[:, None] + np.arange(B)  # two spans of 5 frames
+    text, mask = jnp.asarray(per_frame), jnp.ones((T, B, L), bool)
+    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
+    cond, level = _z(7), jnp.array([0.1, 0.4])
+    denoise = jax.jit(md.multidiffusion_text(model_fn, text, mask, null_text, null_mask, 2.0, num_frames=T, window=4,
+                                             overlap=2, weights="triangle", window_batch=window_batch,
+                                             frame_inputs={"cond": cond}, batch_inputs={"level": level},
+                                             shift=True))
+    z, tt = _z(), jnp.full((B,), 0.55)
+    starts, keep = md.shifted_window_starts(T, 4, 2, md.step_offset(tt[0], 2))
+    expected = np.zeros((B, T, H, W, C))
+    norm = np.zeros(T)
+    w = md.window_weights(4, "triangle")
+    for s, k in zip(np.asarray(starts), np.asarray(keep)):
+        value = per_frame[s + 2, :, 0, 0] + np.asarray(level)  # the centre frame's text
+        # Guidance 2 against a null text of value 0: 2 * cond(value) - uncond(0).
+        pred = np.asarray(_conv_denoiser(z[:, s:s + 4] + cond[:, s:s + 4], tt)) + (2 * value - np.asarray(level)
+                                                                                 )[:, None, None, None, None]
+        expected[:, s:s + 4] += k * w[None, :, None, None, None] * pred
+        norm[s:s + 4] += k * w
+    np.testing.assert_allclose(denoise(z, tt), expected / norm[None, :, None, None, None], atol=1e-5)
+
+
+def test_shifted_windows_reject_inputs_they_cannot_follow():
+    with pytest.raises(ValueError, match="give per-window inputs as centre_inputs"):
+        md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=2, shift=True,
+                          window_inputs={"text": jnp.zeros((4 * B, 3))})
+    with pytest.raises(ValueError, match="one \\[window=4\\] profile for every window"):
+        md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=2, shift=True,
+                          weights=md.first_window_weights(T, 4, 2))
+    with pytest.raises(ValueError, match="expected one per frame"):
+        md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=2, shift=True,
+                          centre_inputs={"text": jnp.zeros((4, B, 3))})
+    with pytest.raises(ValueError, match="centre_inputs are for shift=True"):
+        md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=2, centre_inputs={"text": jnp.zeros((T, B))})
+    with pytest.raises(ValueError, match=r"must be \[T=10, B, L, D\]"):
+        md.multidiffusion_text(lambda *a: None, jnp.zeros((4, B, 3, 2)), jnp.ones((4, B, 3), bool),
+                               jnp.zeros((1, 3, 2)), jnp.ones((1, 3), bool), 1.0, num_frames=T, window=4, overlap=2,
+                               shift=True)

@@ -10,7 +10,7 @@ from lumiere_jax import sampling
 from lumiere_jax.diffusion import multidiffusion as md
 from lumiere_jax.diffusion import samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
-from lumiere_jax.sampling import prompts_per_window
+from lumiere_jax.sampling import prompts_per_frame, prompts_per_window
 
 
 def test_each_window_takes_the_prompt_of_its_centre_frame():
@@ -18,6 +18,8 @@ def test_each_window_takes_the_prompt_of_its_centre_frame():
     spans = [(0, "left"), (8, "up")]
     assert prompts_per_window(spans, 16, 4, 2) == ["left", "left", "left", "up", "up", "up", "up"]
     assert prompts_per_window([(0, "only")], 8, 8, 2) == ["only"]
+    # Shifted windows move every step, so the prompt is kept per frame and a window takes its centre frame's.
+    assert prompts_per_frame([(6, "up"), (0, "left")], 8) == ["left"] * 6 + ["up"] * 2
 
 
 def test_spans_must_start_at_zero_and_lie_inside_the_clip():
@@ -25,6 +27,8 @@ def test_spans_must_start_at_zero_and_lie_inside_the_clip():
         prompts_per_window([(3, "late")], 16, 4, 2)
     with pytest.raises(ValueError, match="outside the clip's 16 frames"):
         prompts_per_window([(0, "a"), (20, "b")], 16, 4, 2)
+    with pytest.raises(ValueError, match="must start at frame 0"):
+        prompts_per_frame([(3, "late")], 16)
 
 
 class _FrameMixer(nnx.Module):
@@ -66,6 +70,33 @@ def test_generate_reconciles_windows_with_the_weights_it_is_given():
     assert np.abs(np.asarray(triangle) - np.asarray(uniform)).max() > 1e-3  # the weights reach the average
 
 
-def test_long_videos_default_to_half_window_overlaps_with_triangle_weights():
+def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_text():
+    graphdef, params = nnx.split(_FrameMixer())
+    B, T, L, D = 2, 12, 3, 4
+    text = jax.random.normal(jax.random.key(0), (T, B, L, D))  # one prompt per frame
+    mask = jnp.ones((T, B, L), bool)
+    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
+    schedule, rng = CosineSchedule(), jax.random.key(1)
+
+    def run(shift, text, mask):
+        return sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
+                                 schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, overlap=2,
+                                 window_weights="triangle", window_shift=shift)
+
+    denoise = md.multidiffusion_text(nnx.merge(graphdef, params), text, mask, null_text, null_mask, 2.0,
+                                     num_frames=T, window=4, overlap=2, weights="triangle", shift=True)
+    k_noise, k_sampler = jax.random.split(rng)
+    z = jax.random.normal(k_noise, (B, T, 2, 2, 3), jnp.float32)
+    by_hand = samplers.sample(denoise, z, k_sampler, schedule, num_steps=4, sampler="ddim")
+    shifted = run(True, text, mask)
+    np.testing.assert_allclose(shifted, by_hand, atol=1e-5)
+    # Fixed windows (per-window text: the centre frames' of window_starts) give another clip.
+    centres = np.asarray(md.window_starts(T, 4, 2)) + 2
+    fixed = run(False, text[centres], mask[centres])
+    assert np.abs(np.asarray(shifted) - np.asarray(fixed)).max() > 1e-3
+
+
+def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_and_shifts():
     assert [sampling.long_video_overlap(w) for w in (1, 4, 8, 16, 80)] == [0, 2, 4, 8, 40]
     assert sampling.LONG_VIDEO_WEIGHTS in md.WEIGHTS
+    assert sampling.LONG_VIDEO_SHIFT is True

@@ -10,6 +10,12 @@ row n * B + b is window n of example b. Per-window conditioning follows the same
 `split_windows` for arrays with a frame axis, `text.reshape(N * B, ...)` for text [N, B, L, D].
 With `window_batch=k` the windows go through the model k at a time inside a lax.scan instead (same
 layout within a call), so the model's memory stays flat however long the clip is.
+
+Shifted windows (`shift=True`, beyond the paper): the window grid moves by a pseudo-random offset at every
+denoising step (`step_offset`, a function of t, so sampling stays deterministic), so no frame pair is a
+window border at every step and the disagreements that fixed borders accumulate are averaged away. The
+layout has one window more than the fixed one (`shifted_window_starts`); per-window conditioning then
+comes per frame, [T, B, ...], and each window takes the entry of its centre frame.
 """
 
 from __future__ import annotations
@@ -65,6 +71,37 @@ def window_weights(window: int, weights: str | np.ndarray) -> np.ndarray:
     return weights
 
 
+def num_shifted_windows(num_frames: int, window: int, overlap: int) -> int:
+    """Windows of the shifted layout: enough to cover the clip from any offset (one more than the fixed)."""
+    window_starts(num_frames, window, overlap)  # validates
+    return -(-(num_frames - window) // (window - overlap)) + 2
+
+
+def shifted_window_starts(num_frames: int, window: int, overlap: int,
+                          offset: int | jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(starts [M] int32, keep [M] float32) of the window grid moved `offset` frames (0 <= offset < stride).
+
+    Window j starts at offset + (j - 1) * stride, clipped into the clip, stride = window - overlap; the first
+    and last windows are pinned to the clip's ends and a window that repeats its predecessor's start gets
+    keep 0 (it would count twice in the average). Neighbours share at least `overlap` frames; offset 0 gives
+    window_starts' windows when they tile the clip exactly. M is static, the starts may be traced.
+    """
+    m, stride = num_shifted_windows(num_frames, window, overlap), window - overlap
+    starts = jnp.clip(offset + (jnp.arange(m) - 1) * stride, 0, num_frames - window).astype(jnp.int32)
+    keep = jnp.concatenate([jnp.ones((1,), jnp.float32), (starts[1:] != starts[:-1]).astype(jnp.float32)])
+    return starts, keep
+
+
+def step_offset(t: jax.Array, stride: int) -> jax.Array:
+    """The shifted grid's offset at diffusion time t (a scalar): uniform in [0, stride), a fixed function of t.
+
+    Derived from t's bits rather than a step counter, so any sampler's loop (DDIM, ancestral, SDEdit's
+    shorter one) gets a different layout at each of its steps and the same layout for the same t.
+    """
+    bits = jax.lax.bitcast_convert_type(jnp.asarray(t, jnp.float32), jnp.int32)
+    return jax.random.randint(jax.random.fold_in(jax.random.key(0x5EED), bits), (), 0, stride)
+
+
 def split_windows(x: jax.Array, starts: Sequence[int], window: int) -> jax.Array:
     """Cuts [B, T, ...] into windows stacked window-major on the batch axis: [N * B, window, ...]."""
     return jnp.concatenate([x[:, s:s + window] for s in starts])
@@ -100,7 +137,8 @@ def reconcile(predictions: jax.Array, starts: Sequence[int], num_frames: int,
 def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int, window: int, overlap: int = 2,
                    weights: str | np.ndarray = "uniform", window_batch: int | None = None,
                    frame_inputs: dict[str, jax.Array] | None = None,
-                   window_inputs: dict[str, jax.Array] | None = None) -> Denoiser:
+                   window_inputs: dict[str, jax.Array] | None = None, shift: bool = False,
+                   centre_inputs: dict[str, jax.Array] | None = None) -> Denoiser:
     """Turns a denoiser of `window`-frame clips into one of `num_frames`-frame clips.
 
     denoise_window gets windows stacked on the batch axis, z [rows, window, H, W, C] and t [rows], rows
@@ -112,19 +150,34 @@ def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int,
     window_batch: windows per model call. None: all N windows in one call (fastest; the model's
     activation memory grows with N). k: a lax.scan over ceil(N / k) calls of k windows each that
     accumulates the weighted sum, so activation memory is that of k windows whatever the clip length.
+
+    shift: move the window grid at every step (module docstring); weights must then be a name or one
+    [window] array, and per-window inputs come as `centre_inputs` [T, B, ...] (row j of window n is
+    a[centre frame of n, j]) instead of `window_inputs`.
     """
     starts = window_starts(num_frames, window, overlap)
     n = len(starts)
     frame_inputs, window_inputs = dict(frame_inputs or {}), dict(window_inputs or {})
-    with_inputs = bool(frame_inputs or window_inputs)
+    centre_inputs = dict(centre_inputs or {})
+    with_inputs = bool(frame_inputs or window_inputs or centre_inputs)
     if window_batch is not None and window_batch < 1:
         raise ValueError(f"window_batch={window_batch} must be at least 1 (or None: all windows in one call).")
-    for name, a in window_inputs.items():
-        if a.shape[0] % n:
-            raise ValueError(f"window_inputs[{name!r}] has {a.shape[0]} rows; expected N * B with N={n} windows.")
+    for name, a in centre_inputs.items():
+        if a.shape[0] != num_frames:
+            raise ValueError(f"centre_inputs[{name!r}] has {a.shape[0]} entries; expected one per frame "
+                             f"(num_frames={num_frames}), shape [T, B, ...].")
 
     def call(z: jax.Array, t: jax.Array, inputs: dict[str, jax.Array]) -> jax.Array:
         return denoise_window(z, t, inputs) if with_inputs else denoise_window(z, t)
+
+    if shift:
+        return _shifted(call, num_frames, window, overlap, weights, window_batch, frame_inputs, window_inputs,
+                        centre_inputs)
+    if centre_inputs:
+        raise ValueError("centre_inputs are for shift=True; with fixed windows pass window_inputs [N * B, ...].")
+    for name, a in window_inputs.items():
+        if a.shape[0] % n:
+            raise ValueError(f"window_inputs[{name!r}] has {a.shape[0]} rows; expected N * B with N={n} windows.")
 
     def denoise(z: jax.Array, t: jax.Array) -> jax.Array:
         if z.shape[1] != num_frames:
@@ -135,26 +188,58 @@ def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int,
             inputs = {k: split_windows(a, starts, window) for k, a in frame_inputs.items()}
             v = call(split_windows(z, starts, window), jnp.tile(t, n), {**inputs, **window_inputs})
             return reconcile(v.reshape((n, b) + v.shape[1:]), starts, num_frames, weights)
-        return _chunked(call, z, t, starts, window, weights, window_batch, frame_inputs, window_inputs)
+        w = np.broadcast_to(window_weights(window, weights), (n, window))  # [N, window], static
+        norm = np.zeros(num_frames, np.float32)
+        np.add.at(norm, (np.asarray(starts)[:, None] + np.arange(window)).ravel(), w.ravel())
+        if np.any(norm <= 0):
+            raise ValueError(f"Windows at starts={list(starts)} of length {window} must cover each of "
+                             f"num_frames={num_frames} frames with positive weight.")
+        return _chunked(call, z, t, jnp.asarray(starts, jnp.int32), jnp.asarray(w), window_batch, frame_inputs,
+                        window_inputs, {})
 
     return denoise
 
 
-def _chunked(call: Callable[..., jax.Array], z: jax.Array, t: jax.Array, starts: Sequence[int], window: int,
-             weights: str | np.ndarray, k: int, frame_inputs: dict[str, jax.Array],
-             window_inputs: dict[str, jax.Array]) -> jax.Array:
-    """multidiffusion's rule computed k windows at a time inside a lax.scan (same result, flat memory)."""
-    n, b, num_frames = len(starts), z.shape[0], z.shape[1]
-    w = np.broadcast_to(window_weights(window, weights), (n, window))  # [N, window], static
-    norm = np.zeros(num_frames, np.float32)
-    np.add.at(norm, (np.asarray(starts)[:, None] + np.arange(window)).ravel(), w.ravel())
-    if np.any(norm <= 0):
-        raise ValueError(f"Windows at starts={list(starts)} of length {window} must cover each of "
-                         f"num_frames={num_frames} frames with positive weight.")
+def _shifted(call: Callable[..., jax.Array], num_frames: int, window: int, overlap: int,
+             weights: str | np.ndarray, window_batch: int | None, frame_inputs: dict[str, jax.Array],
+             window_inputs: dict[str, jax.Array], centre_inputs: dict[str, jax.Array]) -> Denoiser:
+    """multidiffusion with the window grid moved by step_offset(t) at every step."""
+    if window_inputs:
+        raise ValueError("With shift=True windows move every step: give per-window inputs as centre_inputs "
+                         "[T, B, ...] (each window takes its centre frame's entry), not window_inputs.")
+    w = window_weights(window, weights)
+    if w.ndim != 1:
+        raise ValueError(f"With shift=True the weights must be one [window={window}] profile for every "
+                         f"window, not per-window weights {w.shape}.")
+    m, stride = num_shifted_windows(num_frames, window, overlap), window - overlap
+
+    def denoise(z: jax.Array, t: jax.Array) -> jax.Array:
+        if z.shape[1] != num_frames:
+            raise ValueError(f"z has {z.shape[1]} frames but this MultiDiffusion denoiser was built for "
+                             f"num_frames={num_frames}.")
+        starts, keep = shifted_window_starts(num_frames, window, overlap, step_offset(t[0], stride))
+        k = m if window_batch is None else min(window_batch, m)
+        return _chunked(call, z, t, starts, keep[:, None] * jnp.asarray(w), k, frame_inputs, {}, centre_inputs)
+
+    return denoise
+
+
+def _chunked(call: Callable[..., jax.Array], z: jax.Array, t: jax.Array, starts: jax.Array, w: jax.Array, k: int,
+             frame_inputs: dict[str, jax.Array], window_inputs: dict[str, jax.Array],
+             centre_inputs: dict[str, jax.Array]) -> jax.Array:
+    """multidiffusion's rule computed k windows at a time inside a lax.scan (same result, flat memory).
+
+    starts [N] and weights w [N, window] may be traced (the shifted layout); every frame must be covered with
+    positive weight (the callers ensure it). window_inputs are rows [N * B, ...] per window, centre_inputs
+    [T, B, ...] per frame (a window takes its centre frame's).
+    """
+    n, b, num_frames = starts.shape[0], z.shape[0], z.shape[1]
+    window = w.shape[1]
+    norm = jnp.zeros(num_frames, jnp.float32).at[(starts[:, None] + jnp.arange(window)).ravel()].add(w.ravel())
     chunks = -(-n // k)
     pad = chunks * k - n  # padding windows repeat the last one at weight 0
-    s = np.asarray(list(starts) + [starts[-1]] * pad, np.int32).reshape(chunks, k)
-    w = np.concatenate([w, np.zeros((pad, window), np.float32)]).reshape(chunks, k, window)
+    s = jnp.concatenate([starts, jnp.broadcast_to(starts[-1:], (pad,))]).reshape(chunks, k)
+    w = jnp.concatenate([w, jnp.zeros((pad, window), w.dtype)]).reshape(chunks, k, window)
 
     def rows(a: jax.Array) -> jax.Array:  # [N * B, ...] -> [chunks, k * B, ...]
         a = a.reshape((n, b) + a.shape[1:])
@@ -168,16 +253,17 @@ def _chunked(call: Callable[..., jax.Array], z: jax.Array, t: jax.Array, starts:
             windows = jax.vmap(lambda s0: jax.lax.dynamic_slice_in_dim(a, s0, window, axis=1))(s_k)
             return windows.reshape((k * b,) + windows.shape[2:])
 
-        inputs = {**{name: cut(a) for name, a in frame_inputs.items()}, **rows_k}
+        centre = {name: a[s_k + window // 2].reshape((k * b,) + a.shape[2:]) for name, a in centre_inputs.items()}
+        inputs = {**{name: cut(a) for name, a in frame_inputs.items()}, **rows_k, **centre}
         v = call(cut(z), jnp.tile(t, k), inputs)  # [k * B, window, ...]
         v = v.reshape((k, b) + v.shape[1:]) * w_k.reshape((k, 1, window) + (1,) * (v.ndim - 2)).astype(v.dtype)
         frames = (s_k[:, None] + jnp.arange(window)).ravel()  # [k * window]
         v = jnp.moveaxis(v, 0, 1).reshape((b, k * window) + v.shape[3:])  # [B, k * window, ...]
         return total.at[:, frames].add(v), None
 
-    xs = (jnp.asarray(s), jnp.asarray(w), {name: rows(a) for name, a in window_inputs.items()})
+    xs = (s, w, {name: rows(a) for name, a in window_inputs.items()})
     total, _ = jax.lax.scan(body, jnp.zeros(z.shape, z.dtype), xs)
-    return total / jnp.asarray(norm, z.dtype).reshape((1, num_frames) + (1,) * (z.ndim - 2))  # [B, T, ...]
+    return total / norm.astype(z.dtype).reshape((1, num_frames) + (1,) * (z.ndim - 2))  # [B, T, ...]
 
 
 def first_window_weights(num_frames: int, window: int, overlap: int) -> np.ndarray:
@@ -199,7 +285,7 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
                         null_text: jax.Array, null_mask: jax.Array, guidance: float, *, num_frames: int,
                         window: int, overlap: int = 2, weights: str | np.ndarray = "uniform",
                         window_batch: int | None = None, frame_inputs: dict[str, jax.Array] | None = None,
-                        batch_inputs: dict[str, jax.Array] | None = None) -> Denoiser:
+                        batch_inputs: dict[str, jax.Array] | None = None, shift: bool = False) -> Denoiser:
     """Classifier-free-guided MultiDiffusion with one prompt per window ("story mode") or one for all.
 
     model_fn(z, t, text, text_mask, **inputs) -> v as in samplers.classifier_free_guidance. text is
@@ -208,7 +294,23 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
     frame_inputs [B, T, ...] are cut like the clip, batch_inputs [B, ...] repeat per window; both are
     repeated for the guidance half. Without window_batch, guidance and all windows are one model call of
     2 * N * B rows; with it, calls of 2 * window_batch * B rows.
+
+    shift: windows move every step (multidiffusion), so text is per frame, [T, B, L, D] / [T, B, L] (a window
+    uses its centre frame's), or [B, L, D] / [B, L].
     """
+    if shift:
+        if text.ndim == 3:
+            text = jnp.broadcast_to(text, (num_frames,) + text.shape)
+            text_mask = jnp.broadcast_to(text_mask, (num_frames,) + text_mask.shape)
+        if text.ndim != 4 or text.shape[0] != num_frames or text_mask.shape != text.shape[:3]:
+            raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [T={num_frames}, B, L, D] / "
+                             f"[T, B, L] (one per frame: shifted windows take their centre frame's) or [B, L, D].")
+        centre_inputs = {"text": text, "text_mask": text_mask}
+        for name, a in (batch_inputs or {}).items():
+            centre_inputs[name] = jnp.broadcast_to(a, (num_frames,) + a.shape)  # [T, B, ...]
+        return multidiffusion(_guided(model_fn, null_text, null_mask, guidance), num_frames=num_frames,
+                              window=window, overlap=overlap, weights=weights, window_batch=window_batch,
+                              frame_inputs=frame_inputs, shift=True, centre_inputs=centre_inputs)
     n = len(window_starts(num_frames, window, overlap))
     if text.ndim == 3:
         text = jnp.broadcast_to(text, (n,) + text.shape)
@@ -220,7 +322,14 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
                      "text_mask": text_mask.reshape((-1,) + text_mask.shape[2:])}
     for name, a in (batch_inputs or {}).items():
         window_inputs[name] = jnp.tile(a, (n,) + (1,) * (a.ndim - 1))  # [N * B, ...]
+    return multidiffusion(_guided(model_fn, null_text, null_mask, guidance), num_frames=num_frames, window=window,
+                          overlap=overlap, weights=weights, window_batch=window_batch, frame_inputs=frame_inputs,
+                          window_inputs=window_inputs)
 
+
+def _guided(model_fn: Callable[..., jax.Array], null_text: jax.Array, null_mask: jax.Array,
+            guidance: float) -> Callable[..., jax.Array]:
+    """A window denoiser (z, t, inputs) that guides model_fn with the rows' own text from inputs."""
     def guided(z: jax.Array, t: jax.Array, inputs: dict[str, jax.Array]) -> jax.Array:
         inputs = dict(inputs)
         rows_text, rows_mask = inputs.pop("text"), inputs.pop("text_mask")
@@ -231,8 +340,7 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
 
         return classifier_free_guidance(with_inputs, rows_text, rows_mask, null_text, null_mask, guidance)(z, t)
 
-    return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
-                          window_batch=window_batch, frame_inputs=frame_inputs, window_inputs=window_inputs)
+    return guided
 
 
 def seam_ratio(video: jax.Array | np.ndarray, starts: Sequence[int], window: int) -> float:
