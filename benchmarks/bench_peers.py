@@ -31,6 +31,7 @@ import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from  # noqa: E402
 from lumiere_jax.train import jit_train_step  # noqa: E402
+from lumiere_jax import host_memory  # noqa: E402
 
 # Peer configurations whose parameter counts match configs/t2v.py sizes within ~20% (printed when run).
 PEERS = {
@@ -186,4 +187,5 @@ def report(models, times, batch, frames, res, cfgs, args, *, final: bool, rounds
 
 
 if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc()  # timed runs get the trainer's allocator setting
     main()

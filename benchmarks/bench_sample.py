@@ -25,6 +25,7 @@ import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax import sampling  # noqa: E402
 from lumiere_jax.state import init_model, schedule_from  # noqa: E402
+from lumiere_jax import host_memory  # noqa: E402
 
 
 def main() -> None:
@@ -75,4 +76,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc()  # timed runs get the trainer's allocator setting
     main()

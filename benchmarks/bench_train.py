@@ -25,6 +25,7 @@ import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from  # noqa: E402
 from lumiere_jax.train import jit_train_step  # noqa: E402
+from lumiere_jax import host_memory  # noqa: E402
 
 
 def build_step(config, batch_size: int, num_frames: int | None = None):
@@ -103,4 +104,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc()  # timed runs get the trainer's allocator setting
     main()

@@ -20,6 +20,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lumiere_jax import host_memory
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, e.g. configs/t2v.py[:size=tiny].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics.")
@@ -260,6 +262,7 @@ def _exit_with(message: str) -> None:
 
 def run() -> None:
     """Entry point: input errors print one line naming the problem and the fix, and exit 2."""
+    host_memory.ensure_hugepage_malloc()  # may re-execute this process once (lumiere_jax/host_memory.py)
     _enable_compilation_cache()
     try:
         app.run(main, flags_parser=_parse_flags)
