@@ -6,7 +6,8 @@ r"""Story mode: one clip 4x the training length, a prompt per time span, each sp
 The base model (configs/t2v.py tiny, 8 frames) runs on 8-frame windows with overlap 4 and triangle weights,
 the grid moved by a pseudo-random offset at every step (--mode=sample's defaults; --overlap=2 --weights=uniform
 --no-shift is the paper's MultiDiffusion) reconciled by temporal MultiDiffusion (sampling.generate), each window
-prompted by the span that holds its centre frame (sampling.prompts_per_window / prompts_per_frame). Then lumiere_jax/eval/shapes_checker.analyze_clip names the
+prompted by the span that holds its centre frame (sampling.prompts_per_window / prompts_per_frame).
+Then lumiere_jax/eval/shapes_checker.analyze_clip names the
 colour, shape and motion it finds in each span's frames, for `--seeds` clips of the same story.
 The same thing from the command line (one clip):
 
@@ -110,7 +111,8 @@ def main() -> None:
               + f"   mean {sum(v) / (args.seeds * len(STORY)):.2f}")
     seam = md.seam_ratio(clips, md.window_starts(args.frames, window, overlap), window)
     jumps = [shapes_checker.count_jumps(clip) for clip in frames_u8]
-    print(f"seam ratio (borders of the fixed layout / inside): {seam:.3f}; object jumps per clip {np.mean(jumps):.2f} {jumps}; "
+    print(f"seam ratio (borders of the fixed layout / inside): {seam:.3f}; "
+          f"object jumps per clip {np.mean(jumps):.2f} {jumps}; "
           f"sampling took {seconds:.0f} s")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.gif)), exist_ok=True)
