@@ -298,33 +298,30 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
     shift: windows move every step (multidiffusion), so text is per frame, [T, B, L, D] / [T, B, L] (a window
     uses its centre frame's), or [B, L, D] / [B, L].
     """
-    if shift:
-        if text.ndim == 3:
-            text = jnp.broadcast_to(text, (num_frames,) + text.shape)
-            text_mask = jnp.broadcast_to(text_mask, (num_frames,) + text_mask.shape)
-        if text.ndim != 4 or text.shape[0] != num_frames or text_mask.shape != text.shape[:3]:
-            raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [T={num_frames}, B, L, D] / "
-                             f"[T, B, L] (one per frame: shifted windows take their centre frame's) or [B, L, D].")
-        centre_inputs = {"text": text, "text_mask": text_mask}
-        for name, a in (batch_inputs or {}).items():
-            centre_inputs[name] = jnp.broadcast_to(a, (num_frames,) + a.shape)  # [T, B, ...]
-        return multidiffusion(_guided(model_fn, null_text, null_mask, guidance), num_frames=num_frames,
-                              window=window, overlap=overlap, weights=weights, window_batch=window_batch,
-                              frame_inputs=frame_inputs, shift=True, centre_inputs=centre_inputs)
-    n = len(window_starts(num_frames, window, overlap))
+    # One text per frame (shifted windows take their centre frame's) or per window of the fixed grid.
+    n = num_frames if shift else len(window_starts(num_frames, window, overlap))
     if text.ndim == 3:
         text = jnp.broadcast_to(text, (n,) + text.shape)
         text_mask = jnp.broadcast_to(text_mask, (n,) + text_mask.shape)
     if text.ndim != 4 or text.shape[0] != n or text_mask.shape != text.shape[:3]:
-        raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [N={n}, B, L, D] / [N, B, L] "
-                         f"(one per window of window_starts({num_frames}, {window}, {overlap})) or [B, L, D] / [B, L].")
+        per = ("one per frame: shifted windows take their centre frame's" if shift else
+               f"one per window of window_starts({num_frames}, {window}, {overlap})")
+        raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [{'T' if shift else 'N'}={n}, B, L, "
+                         f"D] / [{'T' if shift else 'N'}, B, L] ({per}) or [B, L, D] / [B, L].")
+    guided = _guided(model_fn, null_text, null_mask, guidance)
+    if shift:
+        centre_inputs = {"text": text, "text_mask": text_mask}
+        for name, a in (batch_inputs or {}).items():
+            centre_inputs[name] = jnp.broadcast_to(a, (num_frames,) + a.shape)  # [T, B, ...]
+        return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
+                              window_batch=window_batch, frame_inputs=frame_inputs, shift=True,
+                              centre_inputs=centre_inputs)
     window_inputs = {"text": text.reshape((-1,) + text.shape[2:]),  # [N * B, L, D], window-major like the z rows
                      "text_mask": text_mask.reshape((-1,) + text_mask.shape[2:])}
     for name, a in (batch_inputs or {}).items():
         window_inputs[name] = jnp.tile(a, (n,) + (1,) * (a.ndim - 1))  # [N * B, ...]
-    return multidiffusion(_guided(model_fn, null_text, null_mask, guidance), num_frames=num_frames, window=window,
-                          overlap=overlap, weights=weights, window_batch=window_batch, frame_inputs=frame_inputs,
-                          window_inputs=window_inputs)
+    return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
+                          window_batch=window_batch, frame_inputs=frame_inputs, window_inputs=window_inputs)
 
 
 def _guided(model_fn: Callable[..., jax.Array], null_text: jax.Array, null_mask: jax.Array,
