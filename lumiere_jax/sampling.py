@@ -72,8 +72,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
 
 # Long videos from the base model: the paper's MultiDiffusion (overlap 2, a plain average) is for the SSR, whose
 # windows the low-res clip pins; the base model's windows agree far better with half-window overlaps and a
-# triangle ramp, and fewer still when the window grid moves at every step (measured in benchmarks/ssr_seams.py
-# and ssr_story.py, docs/ssr.md).
+# triangle ramp, and its object jumps less still when the window grid moves at every step (measured in
+# benchmarks/ssr_seams.py and ssr_story.py, docs/ssr.md).
 LONG_VIDEO_WEIGHTS = "triangle"
 LONG_VIDEO_SHIFT = True
 
