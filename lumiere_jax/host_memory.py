@@ -5,9 +5,9 @@ posix_memalign from a worker thread. That is larger than any glibc arena, so gli
 again when the step ends, and the next step faults every page back in, zero-filled: ~145,000 page faults a
 step, 30% of the CPU time spent in the kernel on the project's 2-core CPU. `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
 (glibc >= 2.35) makes malloc ask for transparent huge pages (madvise) on the memory it maps, so a step faults in
-2 MiB pages instead of 4 KiB ones: the tiny train step runs 25% faster (739 -> 555 ms, kernel share of CPU time
-0.29 -> 0.11; benchmarks/bench_train.py, one machine, back to back). Nothing else changes: same programs, same
-numbers.
+2 MiB pages instead of 4 KiB ones: the tiny train step takes 655 -> 491 ms and the small one 19.3 -> 16.3 s
+(benchmarks/bench_train.py, two runs back to back; the kernel's share of CPU time 0.29 -> 0.11). Nothing else
+changes: same programs, same numbers.
 
 glibc reads tunables only when a process starts, hence the re-exec, done first thing by the CLI and the
 benchmarks (`ensure_hugepage_malloc()`). It is skipped when the tunable cannot help (not Linux, glibc older than
