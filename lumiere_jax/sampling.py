@@ -17,14 +17,15 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
                                              "window", "overlap", "window_weights", "window_batch",
-                                             "thresholding", "window_shift"))
+                                             "thresholding", "window_shift", "window_noise"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
              overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
              x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
              window_batch: int | None = None, thresholding: str = "static",
-             window_weights: str = "uniform", window_shift: bool = False) -> jax.Array:
+             window_weights: str = "uniform", window_shift: bool = False,
+             window_noise: str = "independent") -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
@@ -36,6 +37,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     window_weights: each window's per-frame weight in the reconciliation (multidiffusion.WEIGHTS).
     window_shift: move the window grid at every step (multidiffusion, shift=True); text may then be
     [T, B, L, D], one prompt per frame, instead of one per window.
+    window_noise: the initial noise of a windowed clip: "independent" per frame, or "repeat"
+    (multidiffusion.repeated_noise: every window starts from the first window's noise frames, shuffled).
     thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
     """
     model = nnx.merge(graphdef, params)
@@ -61,8 +64,12 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
                                                      weights=window_weights, window_batch=window_batch,
                                                      frame_inputs=frame_inputs, batch_inputs=batch_inputs,
                                                      shift=window_shift)
+    if window_noise not in multidiffusion.NOISES:
+        raise ValueError(f"window_noise={window_noise!r} is not one of {multidiffusion.NOISES}.")
     k_noise, k_sampler = jax.random.split(rng)
-    if x_init is None:
+    if x_init is None and windowed and window_noise == "repeat":
+        z = multidiffusion.repeated_noise(k_noise, (text.shape[-3],) + shape, window)
+    elif x_init is None:
         z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
     else:
         z = samplers.noise_to(x_init.astype(jnp.float32), k_noise, schedule, t_start)
@@ -138,7 +145,8 @@ class TextToVideo:
 
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
-                   window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT) -> np.ndarray:
+                   window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
+                   noise: str = "independent") -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs; the model runs on windows of its training length, reconciled by
@@ -146,7 +154,8 @@ class TextToVideo:
         overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
         model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
         shift (default) moves the window grid at every step, so no frame pair is a border at every step;
-        each window then takes the prompt of its centre frame at that step.
+        each window then takes the prompt of its centre frame at that step. noise="repeat" starts every window
+        from the first window's noise frames, shuffled (multidiffusion.repeated_noise; docs/ssr.md).
         """
         window = self.shape[0]
         if num_frames < window:
@@ -165,7 +174,8 @@ class TextToVideo:
                         self.null_text, self.null_mask, jax.random.key(seed),
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
-                        window_weights=window_weights, window_shift=bool(shift), thresholding=self.thresholding)
+                        window_weights=window_weights, window_shift=bool(shift), window_noise=noise,
+                        thresholding=self.thresholding)
         return np.asarray(clip)[0]
 
 

@@ -363,3 +363,18 @@ def test_shifted_windows_reject_inputs_they_cannot_follow():
         md.multidiffusion_text(lambda *a: None, jnp.zeros((4, B, 3, 2)), jnp.ones((4, B, 3), bool),
                                jnp.zeros((1, 3, 2)), jnp.ones((1, 3), bool), 1.0, num_frames=T, window=4, overlap=2,
                                shift=True)
+
+
+def test_repeated_noise_shuffles_the_first_windows_frames_into_every_block():
+    z = np.asarray(md.repeated_noise(jax.random.key(3), (B, 11, H, W, C), 4))  # blocks 4 + 4 + 3
+    assert z.shape == (B, 11, H, W, C)
+    first = z[:, :4].reshape(B, 4, -1)
+    for start in (4, 8):
+        block = z[:, start:start + 4].reshape(B, z[:, start:start + 4].shape[1], -1)
+        # each frame is one of the first window's frames, and no frame repeats inside a block
+        match = [[int(np.argmax([np.allclose(f, g) for g in first[b]])) for f in block[b]] for b in range(B)]
+        for b in range(B):
+            assert all(np.allclose(block[b, i], first[b, m]) for i, m in enumerate(match[b]))
+            assert len(set(match[b])) == len(match[b])
+    assert not np.allclose(z[:, 4:8], z[:, :4])  # shuffled, not a copy
+    assert abs(z.mean()) < 0.2 and 0.8 < z.std() < 1.2

@@ -94,6 +94,18 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
     centres = np.asarray(md.window_starts(T, 4, 2)) + 2
     fixed = run(False, text[centres], mask[centres])
     assert np.abs(np.asarray(shifted) - np.asarray(fixed)).max() > 1e-3
+    # Repeated window noise: the same sampler started from multidiffusion.repeated_noise.
+    repeated = sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
+                                 schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, overlap=2,
+                                 window_weights="triangle", window_shift=True, window_noise="repeat")
+    z_repeat = md.repeated_noise(k_noise, (B, T, 2, 2, 3), 4)
+    np.testing.assert_allclose(repeated, samplers.sample(denoise, z_repeat, k_sampler, schedule, num_steps=4,
+                                                         sampler="ddim"), atol=1e-5)
+    assert np.abs(np.asarray(repeated) - np.asarray(shifted)).max() > 1e-3
+    with pytest.raises(ValueError, match="window_noise='same' is not one of"):
+        sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
+                          schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, overlap=2,
+                          window_shift=True, window_noise="same")
 
 
 def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_and_shifts():

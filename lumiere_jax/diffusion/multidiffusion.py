@@ -102,6 +102,24 @@ def step_offset(t: jax.Array, stride: int) -> jax.Array:
     return jax.random.randint(jax.random.fold_in(jax.random.key(0x5EED), bits), (), 0, stride)
 
 
+NOISES = ("independent", "repeat")  # initial noise of a long clip (repeated_noise)
+
+
+def repeated_noise(key: jax.Array, shape: tuple[int, ...], window: int) -> jax.Array:
+    """Initial noise [B, T, ...] whose every later block of `window` frames is the first window's, shuffled.
+
+    As FreeNoise (Qiu et al. 2023) does for long videos: all windows start from the same frames of noise, in
+    another order, so they tend to agree on where the object is, while the order keeps them from repeating
+    one clip. A last block shorter than the window takes the first frames of its shuffle.
+    """
+    b, num_frames = shape[:2]
+    first = jax.random.normal(jax.random.fold_in(key, 0), (b, window) + tuple(shape[2:]), jnp.float32)
+    blocks = [first]
+    for i in range(1, -(-num_frames // window)):
+        blocks.append(first[:, jax.random.permutation(jax.random.fold_in(key, i), window)])
+    return jnp.concatenate(blocks, axis=1)[:, :num_frames]
+
+
 def split_windows(x: jax.Array, starts: Sequence[int], window: int) -> jax.Array:
     """Cuts [B, T, ...] into windows stacked window-major on the batch axis: [N * B, window, ...]."""
     return jnp.concatenate([x[:, s:s + window] for s in starts])
