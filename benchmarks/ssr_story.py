@@ -75,7 +75,8 @@ def main() -> None:
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
-    print(f"  window prompts: {window_prompts}")
+    if not args.shift:  # shifted windows take their centre frame's prompt at each step instead
+        print(f"  window prompts: {window_prompts}")
 
     prompts = sampling.prompts_per_frame(spans, args.frames) if args.shift else window_prompts
     text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame when shifted, else per window
@@ -125,7 +126,7 @@ def main() -> None:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
                    "window": window, "overlap": overlap, "weights": args.weights, "shift": args.shift,
                    "spans": spans,
-                   "window_prompts": window_prompts, "seeds": args.seeds, "steps": args.steps,
+                   "window_prompts": None if args.shift else window_prompts, "seeds": args.seeds, "steps": args.steps,
                    "guidance": args.guidance, "seam_ratio": seam, "jumps": jumps, "seconds": seconds,
                    "accuracy": {k: [x / args.seeds for x in v] for k, v in hits.items()}, "clips": rows},
                   f, indent=2)

@@ -189,13 +189,21 @@ def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int,
         return denoise_window(z, t, inputs) if with_inputs else denoise_window(z, t)
 
     if shift:
-        return _shifted(call, num_frames, window, overlap, weights, window_batch, frame_inputs, window_inputs,
-                        centre_inputs)
+        if window_inputs:
+            raise ValueError("With shift=True windows move every step: give per-window inputs as centre_inputs "
+                             "[T, B, ...] (each window takes its centre frame's entry), not window_inputs.")
+        return _shifted(call, num_frames, window, overlap, weights, window_batch, frame_inputs, centre_inputs)
     if centre_inputs:
         raise ValueError("centre_inputs are for shift=True; with fixed windows pass window_inputs [N * B, ...].")
     for name, a in window_inputs.items():
         if a.shape[0] % n:
             raise ValueError(f"window_inputs[{name!r}] has {a.shape[0]} rows; expected N * B with N={n} windows.")
+    w = np.broadcast_to(window_weights(window, weights), (n, window))  # [N, window], static
+    norm = np.zeros(num_frames, np.float32)
+    np.add.at(norm, (np.asarray(starts)[:, None] + np.arange(window)).ravel(), w.ravel())
+    if np.any(norm <= 0):
+        raise ValueError(f"Windows at starts={list(starts)} of length {window} must cover each of "
+                         f"num_frames={num_frames} frames with positive weight.")
 
     def denoise(z: jax.Array, t: jax.Array) -> jax.Array:
         if z.shape[1] != num_frames:
@@ -206,12 +214,6 @@ def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int,
             inputs = {k: split_windows(a, starts, window) for k, a in frame_inputs.items()}
             v = call(split_windows(z, starts, window), jnp.tile(t, n), {**inputs, **window_inputs})
             return reconcile(v.reshape((n, b) + v.shape[1:]), starts, num_frames, weights)
-        w = np.broadcast_to(window_weights(window, weights), (n, window))  # [N, window], static
-        norm = np.zeros(num_frames, np.float32)
-        np.add.at(norm, (np.asarray(starts)[:, None] + np.arange(window)).ravel(), w.ravel())
-        if np.any(norm <= 0):
-            raise ValueError(f"Windows at starts={list(starts)} of length {window} must cover each of "
-                             f"num_frames={num_frames} frames with positive weight.")
         return _chunked(call, z, t, jnp.asarray(starts, jnp.int32), jnp.asarray(w), window_batch, frame_inputs,
                         window_inputs, {})
 
@@ -220,11 +222,8 @@ def multidiffusion(denoise_window: Callable[..., jax.Array], *, num_frames: int,
 
 def _shifted(call: Callable[..., jax.Array], num_frames: int, window: int, overlap: int,
              weights: str | np.ndarray, window_batch: int | None, frame_inputs: dict[str, jax.Array],
-             window_inputs: dict[str, jax.Array], centre_inputs: dict[str, jax.Array]) -> Denoiser:
+             centre_inputs: dict[str, jax.Array]) -> Denoiser:
     """multidiffusion with the window grid moved by step_offset(t) at every step."""
-    if window_inputs:
-        raise ValueError("With shift=True windows move every step: give per-window inputs as centre_inputs "
-                         "[T, B, ...] (each window takes its centre frame's entry), not window_inputs.")
     w = window_weights(window, weights)
     if w.ndim != 1:
         raise ValueError(f"With shift=True the weights must be one [window={window}] profile for every "
