@@ -13,8 +13,10 @@ multidiffusion.seam_ratio: the mean |frame difference| across window borders ove
   multidiffusion_o4  windows of 8 with overlap 4 (twice the windows), reconciled
   multidiffusion_o6_triangle  overlap 6 (stride 2), each window's frames weighted by a triangle ramp
   multidiffusion_o4_triangle_shift  overlap 4, triangle, the grid moved by a pseudo-random offset every step
-Names are `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2), `_triangle` and
-`_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does not keep).
+  multidiffusion_o4_triangle_shift_repeat  the same from repeated window noise (multidiffusion.repeated_noise)
+Names are `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2), `_triangle`,
+`_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does not keep)
+and `_repeat` (every window starts from the first window's noise frames, shuffled; FreeNoise).
 The seam ratio is taken at each scheme's own borders, so schemes with more windows are judged at more
 frame pairs; `jumps` does not depend on the windows: frame pairs per clip where the shapes checker's object
 centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps; the world's fastest objects
@@ -50,7 +52,7 @@ from lumiere_jax import host_memory  # noqa: E402
 
 
 def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int, guidance: float,
-                seed: int, shift: bool = False) -> np.ndarray:
+                seed: int, shift: bool = False, noise: str = "independent") -> np.ndarray:
     """Clips [B, frames, H, W, 3] in [-1, 1] with MultiDiffusion under the given per-window weights."""
     window = t2v.shape[0]
 
@@ -61,7 +63,9 @@ def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int,
                                          num_frames=frames, window=window, overlap=overlap, weights=weights,
                                          shift=shift)
         k_noise, k_sampler = jax.random.split(rng)
-        z = jax.random.normal(k_noise, (text.shape[0], frames) + t2v.shape[1:], jnp.float32)
+        shape = (text.shape[0], frames) + t2v.shape[1:]
+        z = (md.repeated_noise(k_noise, shape, window) if noise == "repeat"
+             else jax.random.normal(k_noise, shape, jnp.float32))
         return samplers.sample(denoise, z, k_sampler, t2v.schedule, num_steps=steps, sampler="ddim")
 
     return np.asarray(run(t2v.params, text, mask, jax.random.key(seed)))
@@ -75,10 +79,10 @@ def jumps(video: np.ndarray) -> list[int]:
     return [shapes_checker.count_jumps(clip) for clip in video_io.to_uint8(video)]
 
 
-def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray, bool]:
-    """`multidiffusion|independent[_o<overlap>][_triangle][_shift]` -> (overlap, weights, shift)."""
+def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray, bool, str]:
+    """`multidiffusion|independent[_o<overlap>][_triangle][_shift][_repeat]` -> (overlap, weights, shift, noise)."""
     kind, *mods = name.split("_")
-    overlap, weights, shift = 2, "uniform", False
+    overlap, weights, shift, noise = 2, "uniform", False, "independent"
     for m in mods:
         if m.startswith("o") and m[1:].isdigit():
             overlap = int(m[1:])
@@ -86,14 +90,16 @@ def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.nda
             weights = m
         elif m == "shift":
             shift = True
+        elif m == "repeat":
+            noise = "repeat"
         else:
             kind = None
     if kind not in ("multidiffusion", "independent") or (kind == "independent" and (weights != "uniform" or shift)):
-        raise ValueError(f"--schemes: {name!r} is not multidiffusion|independent[_o<overlap>][_triangle][_shift] "
-                         f"(triangle and shift only with multidiffusion).")
+        raise ValueError(f"--schemes: {name!r} is not multidiffusion|independent[_o<overlap>][_triangle][_shift]"
+                         f"[_repeat] (triangle and shift only with multidiffusion).")
     if kind == "independent":
         weights = md.first_window_weights(frames, window, overlap)
-    return overlap, weights, shift
+    return overlap, weights, shift, noise
 
 
 def ratios(video: np.ndarray, starts, window: int) -> dict[str, float]:
@@ -128,13 +134,13 @@ def main() -> None:
     names = args.schemes.split(",")
     schemes = {name: parse_scheme(name, args.frames, window) for name in names}
     results, clips = {}, {}
-    for name, (overlap, weights, shift) in schemes.items():
+    for name, (overlap, weights, shift, noise) in schemes.items():
         t0 = time.perf_counter()
         video = sample_long(t2v, text, mask, args.frames, overlap, weights, args.steps, args.guidance, args.seed,
-                            shift)
+                            shift, noise)
         clips[name] = video
         starts = md.window_starts(args.frames, window, overlap)
-        results[name] = {"overlap": overlap, "shift": shift, "starts": starts, "seconds": time.perf_counter() - t0,
+        results[name] = {"overlap": overlap, "shift": shift, "noise": noise, "starts": starts, "seconds": time.perf_counter() - t0,
                          **ratios(video, starts, window)}
         print(f"  sampled {name} in {results[name]['seconds']:.0f} s", flush=True)
     # Reference: clips the world itself renders (smooth motion), under the overlap-2 borders.

@@ -57,6 +57,9 @@ def main() -> None:
                         help="per-frame window weights of the reconciliation (uniform: the paper's average)")
     parser.add_argument("--shift", action=argparse.BooleanOptionalAction, default=sampling.LONG_VIDEO_SHIFT,
                         help="move the window grid at every step (--no-shift: fixed windows, as the paper)")
+    parser.add_argument("--window_noise", default=sampling.LONG_VIDEO_NOISE, choices=md.NOISES,
+                        help="repeat: later windows start from shuffles of the first window's noise (FreeNoise); "
+                             "independent: every frame's own noise")
     parser.add_argument("--gif", default="docs/story_tiny.gif")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/ssr_story_<platform>)")
     args = parser.parse_args()
@@ -71,7 +74,7 @@ def main() -> None:
     machine = bc.machine()
     print(f"Story mode: {args.workdir} (step {step}), {args.frames} frames = {args.frames // window}x the "
           f"{window}-frame training length, windows at {md.window_starts(args.frames, window, overlap)} "
-          f"({args.weights} weights{', shifted every step' if args.shift else ''}), "
+          f"({args.weights} weights{', shifted every step' if args.shift else ''}, {args.window_noise} noise), "
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
@@ -87,7 +90,7 @@ def main() -> None:
         t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
         shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=args.steps,
         guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights,
-        window_shift=args.shift))
+        window_shift=args.shift, window_noise=args.window_noise))
     seconds = time.perf_counter() - t0
     frames_u8 = video_io.to_uint8(clips)  # [S, T, H, W, 3]
 
@@ -125,7 +128,7 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
                    "window": window, "overlap": overlap, "weights": args.weights, "shift": args.shift,
-                   "spans": spans,
+                   "window_noise": args.window_noise, "spans": spans,
                    "window_prompts": None if args.shift else window_prompts, "seeds": args.seeds, "steps": args.steps,
                    "guidance": args.guidance, "seam_ratio": seam, "jumps": jumps, "seconds": seconds,
                    "accuracy": {k: [x / args.seeds for x in v] for k, v in hits.items()}, "clips": rows},

@@ -45,9 +45,9 @@ _WINDOW_WEIGHTS = flags.DEFINE_enum("window_weights", "triangle", ["uniform", "t
 _SHIFT_WINDOWS = flags.DEFINE_bool("shift_windows", True, "Move the MultiDiffusion window grid of a long clip by "
                                    "a pseudo-random offset at every denoising step, so no frame pair is a window "
                                    "border at every step (--noshift_windows: fixed windows, as the paper).")
-_WINDOW_NOISE = flags.DEFINE_enum("window_noise", "independent", ["independent", "repeat"],
-                                  "Initial noise of a long clip: independent per frame, or repeat (every window "
-                                  "starts from the first window's noise frames, shuffled; fewer jumps, docs/ssr.md).")
+_WINDOW_NOISE = flags.DEFINE_enum("window_noise", "repeat", ["independent", "repeat"],
+                                  "Initial noise of a long clip: repeat (every window starts from the first "
+                                  "window's noise frames, shuffled; fewer jumps, docs/ssr.md) or independent per frame.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
                                   "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")

@@ -79,10 +79,11 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
 
 # Long videos from the base model: the paper's MultiDiffusion (overlap 2, a plain average) is for the SSR, whose
 # windows the low-res clip pins; the base model's windows agree far better with half-window overlaps and a
-# triangle ramp, and its object jumps less still when the window grid moves at every step (measured in
-# benchmarks/ssr_seams.py and ssr_story.py, docs/ssr.md).
+# triangle ramp, and its object jumps less still when the window grid moves at every step and every window
+# starts from the same (shuffled) noise frames (measured in benchmarks/ssr_seams.py and ssr_story.py, docs/ssr.md).
 LONG_VIDEO_WEIGHTS = "triangle"
 LONG_VIDEO_SHIFT = True
+LONG_VIDEO_NOISE = "repeat"
 
 
 def long_video_overlap(window: int) -> int:
@@ -146,7 +147,7 @@ class TextToVideo:
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
                    window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
-                   noise: str = "independent") -> np.ndarray:
+                   noise: str = LONG_VIDEO_NOISE) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs; the model runs on windows of its training length, reconciled by
@@ -154,8 +155,9 @@ class TextToVideo:
         overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
         model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
         shift (default) moves the window grid at every step, so no frame pair is a border at every step;
-        each window then takes the prompt of its centre frame at that step. noise="repeat" starts every window
-        from the first window's noise frames, shuffled (multidiffusion.repeated_noise; docs/ssr.md).
+        each window then takes the prompt of its centre frame at that step. noise="repeat" (default) starts every
+        window from the first window's noise frames, shuffled (multidiffusion.repeated_noise; docs/ssr.md);
+        "independent" draws every frame's noise on its own.
         """
         window = self.shape[0]
         if num_frames < window:

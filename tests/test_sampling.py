@@ -1,5 +1,8 @@
 """Long-video sampling: which prompt each MultiDiffusion window gets, and how the windows are reconciled."""
 
+import ast
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,8 @@ from lumiere_jax.diffusion import multidiffusion as md
 from lumiere_jax.diffusion import samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
 from lumiere_jax.sampling import prompts_per_frame, prompts_per_window
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_each_window_takes_the_prompt_of_its_centre_frame():
@@ -108,7 +113,17 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
                           window_shift=True, window_noise="same")
 
 
-def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_and_shifts():
+def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_shifts_and_repeated_noise():
     assert [sampling.long_video_overlap(w) for w in (1, 4, 8, 16, 80)] == [0, 2, 4, 8, 40]
     assert sampling.LONG_VIDEO_WEIGHTS in md.WEIGHTS
     assert sampling.LONG_VIDEO_SHIFT is True
+    assert sampling.LONG_VIDEO_NOISE == "repeat"
+    # The CLI's flag defaults are literals (main.py imports jax only after its flags): keep them in step. Read
+    # from the source, as importing main here would define its absl flags in the test process.
+    defaults = {}
+    for node in ast.walk(ast.parse(open(os.path.join(ROOT, "lumiere_jax", "main.py")).read())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("DEFINE"):
+            defaults[node.args[0].value] = ast.literal_eval(node.args[1])
+    assert defaults["window_weights"] == sampling.LONG_VIDEO_WEIGHTS
+    assert defaults["shift_windows"] is sampling.LONG_VIDEO_SHIFT
+    assert defaults["window_noise"] == sampling.LONG_VIDEO_NOISE
