@@ -140,7 +140,8 @@ def main() -> None:
                             shift, noise)
         clips[name] = video
         starts = md.window_starts(args.frames, window, overlap)
-        results[name] = {"overlap": overlap, "shift": shift, "noise": noise, "starts": starts, "seconds": time.perf_counter() - t0,
+        results[name] = {"overlap": overlap, "shift": shift, "noise": noise, "starts": starts,
+                         "seconds": time.perf_counter() - t0,
                          **ratios(video, starts, window)}
         print(f"  sampled {name} in {results[name]['seconds']:.0f} s", flush=True)
     # Reference: clips the world itself renders (smooth motion), under the overlap-2 borders.

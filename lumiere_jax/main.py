@@ -47,7 +47,8 @@ _SHIFT_WINDOWS = flags.DEFINE_bool("shift_windows", True, "Move the MultiDiffusi
                                    "border at every step (--noshift_windows: fixed windows, as the paper).")
 _WINDOW_NOISE = flags.DEFINE_enum("window_noise", "repeat", ["independent", "repeat"],
                                   "Initial noise of a long clip: repeat (every window starts from the first "
-                                  "window's noise frames, shuffled; fewer jumps, docs/ssr.md) or independent per frame.")
+                                  "window's noise frames, shuffled; fewer jumps, docs/ssr.md) or independent "
+                                  "per frame.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
                                   "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
