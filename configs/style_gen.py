@@ -15,6 +15,9 @@ style.png with an outlined shape):
       --prompt="a large blue square moving up on a striped background" --style_weights=/tmp/stripes.safetensors \
       --style_alpha=1.0 --out=/tmp/styled.gif
 
+Sampling runs the style weights at the steps with diffusion time t <= --style_start (default 0.5): the base
+weights lay out the motion, colour and shape over the noisier steps, the style weights paint the rest.
+
 --prompt may hold several phrasings of the style image separated by "|". Half of each batch is the base
 model's own images for plain prompts (prior preservation), which keeps other content from turning into the
 style image's red circle.
@@ -52,11 +55,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 1: the T2I view (spatial layers alone, single images), as Lumiere tunes its T2I model; on the tiny
         # motion model the style then barely survives the temporal layers (docs/applications.md).
         c.style.frames = 2 ** (len(c.model.channel_mult) - 1)
-        # A regex over spatial weight names: only those train ("": all spatial weights). The default, the
-        # full-resolution level (stem, first encoder and last decoder level, head), keeps the base model's
-        # motion at a = 1 on the tiny motion model; all spatial weights give 3x the stripes and lose the motion.
-        top = len(c.model.channel_mult) - 1
-        c.style.layers = f"^(conv_in|conv_out|norm_out|down/0|up/{top})/"
+        # A regex over spatial weight names: only those train ("": all spatial weights, the default). On the
+        # tiny motion model all spatial weights give 3x the stripes of the full-resolution level alone
+        # (f"^(conv_in|conv_out|norm_out|down/0|up/{len(c.model.channel_mult) - 1})/"), and sampling keeps
+        # the motion by running them only at the low-noise steps (--style_start, default 0.5;
+        # docs/applications.md).
+        c.style.layers = ""
         # Prior preservation: this share of each batch is the base model's own images for prompts without
         # the style words (0 turns it off); they are drawn once, before tuning, with prior_steps DDIM steps.
         c.style.prior_fraction = 0.5

@@ -4,7 +4,8 @@
   --video --mask           inpainting (conditional model): white mask pixels are filled
   --image --mask           cinemagraph (conditional model): only the white region moves
   --video [--strength]     SDEdit video-to-video editing (plain T2V model)
-  --style_weights/_alpha   stylized generation: spatial weights interpolated towards a style fine-tune
+  --style_weights/_alpha   stylized generation: spatial weights interpolated towards a style fine-tune,
+  [--style_start]          used for the steps at diffusion times t <= style_start (the base weights run the rest)
 
 `plan` reads and checks every input (files, sizes, frame counts, binary masks, which model the run holds)
 before anything is loaded or compiled; errors are `InputError`s, one line that names the value and the fix.
@@ -57,6 +58,7 @@ class Request:
     strength: float = 0.0  # SDEdit start time t0 in [0, 1]
     style_weights: str | None = None
     style_alpha: float = 1.0
+    style_start: float = 1.0  # the style weights apply at diffusion times t <= style_start
 
 
 def is_conditional(config: ml_collections.ConfigDict) -> bool:
@@ -158,11 +160,13 @@ def read_mask(path: str, size: int, resolution: int, frames: Sequence[int]) -> n
 
 def plan(config: ml_collections.ConfigDict, *, image: str | None = None, video: str | None = None,
          mask: str | None = None, strength: float | None = None, style_weights: str | None = None,
-         style_alpha: float | None = None, frames: int | None = None, prompt_spans: int = 1) -> Request:
+         style_alpha: float | None = None, style_start: float | None = None, frames: int | None = None,
+         prompt_spans: int = 1) -> Request:
     """Checks the flags against each other and the model, reads the inputs; raises InputError."""
     num_frames, res = config.data.num_frames, config.data.resolution
     conditional = is_conditional(config)
-    style_alpha = _check_style(style_weights, style_alpha, conditional)
+    style_alpha, style_start = _check_style(style_weights, style_alpha, style_start, conditional)
+    style = dict(style_weights=style_weights, style_alpha=style_alpha, style_start=style_start)
     if image and video:
         raise InputError("Give --image (image-to-video, cinemagraph) or --video (inpainting, SDEdit), not both.")
     if mask and not (image or video):
@@ -170,7 +174,7 @@ def plan(config: ml_collections.ConfigDict, *, image: str | None = None, video: 
     if strength is not None and not (video and not mask):
         raise InputError("--strength is for SDEdit: --video without --mask, on a text-to-video run.")
     if not (image or video):
-        return Request("t2v", style_weights=style_weights, style_alpha=style_alpha)
+        return Request("t2v", **style)
     kind = ("cinemagraph" if mask else "i2v") if image else ("inpaint" if mask else "sdedit")
     if (frames and frames != num_frames) or prompt_spans > 1:
         raise InputError(f"--image/--video work on one clip of the model's {num_frames} frames: drop --frames "
@@ -183,8 +187,7 @@ def plan(config: ml_collections.ConfigDict, *, image: str | None = None, video: 
             strength = config.sdedit.strength if "sdedit" in config else 0.6
         if not 0.0 <= strength <= 1.0:
             raise InputError(f"--strength={strength} must be in [0, 1]: 0 keeps the video, 1 ignores it.")
-        return Request(kind, video=read_clip(video, num_frames, res), strength=float(strength),
-                       style_weights=style_weights, style_alpha=style_alpha)
+        return Request(kind, video=read_clip(video, num_frames, res), strength=float(strength), **style)
     if not conditional:
         raise InputError(f"{'--image' if image else '--video --mask'} ({kind}) needs the conditional model: use "
                          f"--config=configs/conditional.py with a workdir trained by it.")
@@ -200,21 +203,35 @@ def plan(config: ml_collections.ConfigDict, *, image: str | None = None, video: 
     return Request(kind, cond=conditioning.inpaint_condition(clip, hole[:num_frames]))
 
 
-def _check_style(path: str | None, alpha: float | None, conditional: bool) -> float:
-    if alpha is not None and not path:
-        raise InputError("--style_alpha needs --style_weights (from --mode=style_tune).")
+# The diffusion time below which style weights apply by default: the base weights lay out the clip (motion,
+# colour, shape) over the noisier half of the steps. On the tiny motion model this keeps the prompted motion
+# with the style of a tune of all spatial weights, which loses the motion when it runs at every step
+# (docs/applications.md).
+STYLE_START = 0.5
+
+
+def _check_style(path: str | None, alpha: float | None, start: float | None,
+                 conditional: bool) -> tuple[float, float]:
+    for flag, value in (("--style_alpha", alpha), ("--style_start", start)):
+        if value is not None and not path:
+            raise InputError(f"{flag} needs --style_weights (from --mode=style_tune).")
     alpha = 0.7 if alpha is None else alpha
+    start = STYLE_START if start is None else start
     if not path:
-        return alpha
+        return alpha, start
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--style_alpha={alpha} must be in [0, 1] (the paper uses 0.5 to 1).")
+    if not 0.0 < start <= 1.0:
+        raise InputError(f"--style_start={start} must be in (0, 1]: the diffusion time from which the style "
+                         f"weights apply (1: every step; default {STYLE_START}: the base weights lay out the "
+                         f"clip over the noisier steps).")
     if conditional:
         raise InputError("--style_weights apply to a text-to-video run (configs/t2v.py), not the conditional "
                          "model.")
     if not os.path.isfile(path):
         raise InputError(f"--style_weights={path} does not exist: make it with --mode=style_tune "
                          f"(configs/style_gen.py).")
-    return alpha
+    return alpha, start
 
 
 # Sampling.
@@ -250,7 +267,8 @@ def sdedit(t2v: Any, prompts: Sequence[str], videos: np.ndarray, strength: float
         t2v.graphdef, t2v.params, jnp.asarray(text), jnp.asarray(mask), t2v.null_text, t2v.null_mask,
         jax.random.key(seed), shape=t2v.shape, schedule=t2v.schedule, steps=max(1, round(steps * strength)),
         guidance=float(guidance), sampler=sampler, x_init=jnp.asarray(videos, jnp.float32),
-        t_start=float(strength), thresholding=t2v.thresholding))
+        t_start=float(strength), thresholding=t2v.thresholding, late_params=t2v.late_params,
+        late_from=t2v.late_from))
 
 
 # Stylized generation: spatial weights only.
@@ -305,12 +323,20 @@ def load_style_weights(path: str) -> dict[str, np.ndarray]:
 
 
 def apply_style(t2v: Any, request: Request) -> None:
-    """Interpolates the sampler's spatial weights towards the request's style weights (no-op without them)."""
-    if request.style_weights:
-        t2v.params = interpolate_spatial(t2v.params, load_style_weights(request.style_weights),
-                                         request.style_alpha)
-        log.info("Style weights %s at alpha=%.2f (spatial layers only).", request.style_weights,
-                 request.style_alpha)
+    """Sets the sampler's spatial weights to the request's interpolated style weights (no-op without them).
+
+    At style_start = 1 they replace the weights at every step; below, the base weights run the steps at
+    times t > style_start and the styled ones the rest (TextToVideo.late_params).
+    """
+    if not request.style_weights:
+        return
+    styled = interpolate_spatial(t2v.params, load_style_weights(request.style_weights), request.style_alpha)
+    if request.style_start >= 1.0:
+        t2v.params, t2v.late_params = styled, None
+    else:
+        t2v.late_params, t2v.late_from = styled, float(request.style_start)
+    log.info("Style weights %s at alpha=%.2f (spatial layers only) from t=%.2f.", request.style_weights,
+             request.style_alpha, request.style_start)
 
 
 def check_style_tune(config: ml_collections.ConfigDict, image: str | None, caption: str | None,

@@ -70,6 +70,9 @@ _STYLE_WEIGHTS = flags.DEFINE_string("style_weights", None, "Spatial style weigh
                                      "--mode=style_tune, interpolated into the model by --mode=sample.")
 _STYLE_ALPHA = flags.DEFINE_float("style_alpha", None, "Style weight a in [0, 1]: W = a*W_style + (1-a)*W "
                                   "for spatial weights (default 0.7).")
+_STYLE_START = flags.DEFINE_float("style_start", None, "Diffusion time in (0, 1] from which the style weights "
+                                  "apply: the base weights run the noisier steps and lay out the motion "
+                                  "(default 0.5; 1: every step).")
 
 MAX_PROMPT_CHARS = 1000
 
@@ -120,7 +123,8 @@ def _sample(config, workdir: str) -> None:
             raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
     request = applications.plan(config, image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
                                 strength=_STRENGTH.value, style_weights=_STYLE_WEIGHTS.value,
-                                style_alpha=_STYLE_ALPHA.value, frames=_FRAMES.value, prompt_spans=len(spans))
+                                style_alpha=_STYLE_ALPHA.value, style_start=_STYLE_START.value,
+                                frames=_FRAMES.value, prompt_spans=len(spans))
     if config.task == "ssr":
         raise UsageError("--config is an SSR model: sample with the base model's config and --ssr_workdir=<this run>.")
     if _SSR_WORKDIR.value is not None:

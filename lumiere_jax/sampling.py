@@ -25,7 +25,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
              x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
              window_batch: int | None = None, thresholding: str = "static",
              window_weights: str = "uniform", window_shift: bool = False,
-             window_noise: str = "independent") -> jax.Array:
+             window_noise: str = "independent", late_params: nnx.State | None = None,
+             late_from: float | jax.Array = 1.0) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
@@ -40,30 +41,39 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     window_noise: the initial noise of a windowed clip: "independent" per frame, or "repeat"
     (multidiffusion.repeated_noise: every window starts from the first window's noise frames, shuffled).
     thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
+    late_params: other weights of the same model for the steps at times t <= late_from (the others use
+    params); stylized generation lets the base weights lay out the clip at high noise and the style weights
+    paint the rest (applications.apply_style). One of the two models runs per step (lax.cond).
     """
-    model = nnx.merge(graphdef, params)
     num_frames = shape[0]
     windowed = window is not None and window < num_frames
 
-    def conditioned(z, t, text, text_mask):
-        # Rows of z are the batch, doubled by guidance: repeat the conditioning to match.
-        reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
-        c = None if cond is None else jnp.concatenate([cond] * reps)
-        lv = None if cond_level is None else jnp.concatenate([cond_level] * reps)
-        return model(z, t, text, text_mask, cond=c, cond_level=lv)
+    def denoiser(model: nnx.Module) -> samplers.Denoiser:
+        def conditioned(z, t, text, text_mask):
+            # Rows of z are the batch, doubled by guidance: repeat the conditioning to match.
+            reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
+            c = None if cond is None else jnp.concatenate([cond] * reps)
+            lv = None if cond_level is None else jnp.concatenate([cond_level] * reps)
+            return model(z, t, text, text_mask, cond=c, cond_level=lv)
 
-    if not windowed:
-        model_fn = model if cond is None and cond_level is None else conditioned
-        denoise = samplers.classifier_free_guidance(model_fn, text, text_mask, null_text, null_mask, guidance)
-    else:
+        if not windowed:
+            model_fn = model if cond is None and cond_level is None else conditioned
+            return samplers.classifier_free_guidance(model_fn, text, text_mask, null_text, null_mask, guidance)
         # The conditioning is cut into windows with the clip (and repeated for guidance) by MultiDiffusion.
         frame_inputs = {} if cond is None else {"cond": cond}
         batch_inputs = {} if cond_level is None else {"cond_level": cond_level}
-        denoise = multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
-                                                     num_frames=num_frames, window=window, overlap=overlap,
-                                                     weights=window_weights, window_batch=window_batch,
-                                                     frame_inputs=frame_inputs, batch_inputs=batch_inputs,
-                                                     shift=window_shift)
+        return multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
+                                                  num_frames=num_frames, window=window, overlap=overlap,
+                                                  weights=window_weights, window_batch=window_batch,
+                                                  frame_inputs=frame_inputs, batch_inputs=batch_inputs,
+                                                  shift=window_shift)
+
+    denoise = denoiser(nnx.merge(graphdef, params))
+    if late_params is not None:
+        early, late = denoise, denoiser(nnx.merge(graphdef, late_params))
+
+        def denoise(z: jax.Array, t: jax.Array) -> jax.Array:  # every row of t is the step's time
+            return jax.lax.cond(t[0] > late_from, early, late, z, t)
     if window_noise not in multidiffusion.NOISES:
         raise ValueError(f"window_noise={window_noise!r} is not one of {multidiffusion.NOISES}.")
     k_noise, k_sampler = jax.random.split(rng)
@@ -120,6 +130,9 @@ class TextToVideo:
         self.graphdef, self.params, self.encoder, self.schedule = graphdef, params, encoder, schedule
         self.thresholding = thresholding
         self.shape = (num_frames, resolution, resolution, channels)
+        # Weights for the low-noise steps t <= late_from (None: params at every step); see `generate`.
+        self.late_params: nnx.State | None = None
+        self.late_from = 1.0
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
 
@@ -140,7 +153,8 @@ class TextToVideo:
             rng = jax.random.fold_in(jax.random.key(seed), i)
             clips = generate(self.graphdef, self.params, jnp.asarray(t), jnp.asarray(m), self.null_text,
                              self.null_mask, rng, shape=self.shape, schedule=self.schedule, steps=steps,
-                             guidance=float(guidance), sampler=sampler, thresholding=self.thresholding)
+                             guidance=float(guidance), sampler=sampler, thresholding=self.thresholding,
+                             late_params=self.late_params, late_from=self.late_from)
             out.append(np.asarray(clips)[:n])
         return np.concatenate(out)
 
@@ -177,7 +191,7 @@ class TextToVideo:
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
                         window_weights=window_weights, window_shift=bool(shift), window_noise=noise,
-                        thresholding=self.thresholding)
+                        thresholding=self.thresholding, late_params=self.late_params, late_from=self.late_from)
         return np.asarray(clip)[0]
 
 

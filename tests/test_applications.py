@@ -7,6 +7,7 @@ one conditional and one SDEdit sampler, one T2I style step.
 import os
 import subprocess
 import sys
+import types
 
 import imageio.v3 as iio
 import jax
@@ -241,6 +242,18 @@ def test_style_interpolation_touches_only_spatial_weights(data_dir, tmp_path):
                 np.testing.assert_allclose(v, style[k], rtol=0, atol=1e-6)
             else:
                 np.testing.assert_allclose(v, b[k] + 0.5, rtol=0, atol=1e-6)
+    # apply_style: at style_start = 1 the styled weights replace the sampler's; below it they are its
+    # late_params for the steps at t <= style_start, and the base weights stay for the noisier ones.
+    for start in (1.0, 0.5):
+        t2v = types.SimpleNamespace(params=base, late_params=None, late_from=1.0)
+        applications.apply_style(t2v, applications.Request("t2v", style_weights=path, style_alpha=1.0,
+                                                           style_start=start))
+        styled = flat(t2v.params if start == 1.0 else t2v.late_params)
+        assert all(np.allclose(v, style[k], atol=1e-6) for k, v in styled.items() if k in style)
+        if start == 1.0:
+            assert t2v.late_params is None
+        else:
+            assert t2v.late_from == 0.5 and all(np.array_equal(v, b[k]) for k, v in flat(t2v.params).items())
     del style[next(iter(style))]
     with pytest.raises(applications.InputError, match="do not fit this model: missing"):
         applications.interpolate_spatial(base, style, 0.5)

@@ -113,6 +113,47 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
                           window_shift=True, window_noise="same")
 
 
+def test_late_params_run_the_low_noise_steps_only():
+    # Stylized generation's schedule: steps at t > late_from use params, the rest late_params.
+    graphdef, params = nnx.split(_FrameMixer())
+    late = jax.tree.map(lambda x: x * jnp.array([0.2, 0.5, 0.3]), params)  # other taps: another denoiser
+    B, T, L, D = 2, 8, 3, 4
+    text = jax.random.normal(jax.random.key(0), (B, L, D))
+    mask = jnp.ones((B, L), bool)
+    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
+    schedule, rng = CosineSchedule(), jax.random.key(1)
+
+    def run(params, late_params=None, late_from=1.0, **window):
+        return np.asarray(sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng,
+                                            shape=(T, 2, 2, 3), schedule=schedule, steps=5, guidance=2.0,
+                                            sampler="ddim", late_params=late_params, late_from=late_from,
+                                            **window))
+
+    early_only, late_only = run(params), run(late)
+    np.testing.assert_allclose(run(params, late, 1.0), late_only, atol=1e-6)  # every step is at t <= 1
+    np.testing.assert_allclose(run(params, late, 0.1), early_only, atol=1e-6)  # the last step is at t = 0.2
+    # By hand: both denoisers evaluated at every step, the step's time picking one (the library runs one).
+    def by_hand(late_from, **window):
+        def denoiser(p):
+            model = nnx.merge(graphdef, p)
+            if not window:
+                return samplers.classifier_free_guidance(model, text, mask, null_text, null_mask, 2.0)
+            return md.multidiffusion_text(model, text, mask, null_text, null_mask, 2.0, num_frames=T, **window)
+        early_d, late_d = denoiser(params), denoiser(late)
+        k_noise, k_sampler = jax.random.split(rng)
+        z = jax.random.normal(k_noise, (B, T, 2, 2, 3), jnp.float32)
+        return samplers.sample(lambda z, t: jnp.where(t[0] > late_from, early_d(z, t), late_d(z, t)), z,
+                               k_sampler, schedule, num_steps=5, sampler="ddim")
+
+    mixed = run(params, late, 0.5)
+    np.testing.assert_allclose(mixed, by_hand(0.5), atol=1e-5)
+    assert min(np.abs(mixed - early_only).max(), np.abs(mixed - late_only).max()) > 1e-3
+    # The same under temporal MultiDiffusion (the switch wraps the whole windowed denoiser).
+    window = dict(window=4, overlap=2, weights="triangle")
+    windowed = run(params, late, 0.5, window=4, overlap=2, window_weights="triangle")
+    np.testing.assert_allclose(windowed, by_hand(0.5, **window), atol=1e-5)
+
+
 def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_shifts_and_repeated_noise():
     assert [sampling.long_video_overlap(w) for w in (1, 4, 8, 16, 80)] == [0, 2, 4, 8, 40]
     assert sampling.LONG_VIDEO_WEIGHTS in md.WEIGHTS

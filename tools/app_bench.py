@@ -14,8 +14,8 @@ Each row samples `--num` clips of single large shapes (colours, shapes, motions 
                the source's motion kept, per strength
   style        "... <--style_prompt>" prompts with spatial weights interpolated at a: stripe amplitude (grey
                levels of the striped-background style, ~0 in training data, ~17 in the style image), fill
-               fraction (1 = filled shapes as in training, lower = the outline style), colour and motion
-               accuracy
+               fraction (1 = filled shapes as in training, lower = the outline style), colour, shape and
+               motion accuracy; the style weights run the steps at t <= --style_start
 A section runs only when its run is given. Runs on a 2-core CPU in minutes at the tiny size.
 """
 
@@ -35,6 +35,8 @@ from tools.app_inputs import path_box
 _T2V = flags.DEFINE_string("t2v", None, "A configs/t2v.py run (SDEdit, style).")
 _COND = flags.DEFINE_string("conditional", None, "A configs/conditional.py run (i2v, inpaint, cinemagraph).")
 _STYLE = flags.DEFINE_string("style_weights", None, "Style weights from --mode=style_tune over --t2v.")
+_STYLE_START = flags.DEFINE_float("style_start", applications.STYLE_START,
+                                   "Diffusion time from which the style weights apply (1: every step).")
 _STYLE_PROMPT = flags.DEFINE_string("style_prompt", "on a striped background",
                                     "Words naming the style, appended to each style prompt (as in the tuning caption).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the runs.")
@@ -158,21 +160,23 @@ def t2v_rows(workdir: str, style_weights: str | None, kw: dict) -> dict:
             _gif("sdedit", out, sources)
     if style_weights:
         base = t2v.params
-        style = applications.load_style_weights(style_weights)
         prompts = [f'{shapes.prompt_for(c["color"], c["shape"], c["motion"], "large")} {_STYLE_PROMPT.value}'
                    for c in cases]
         for alpha in (0.0, 0.5, 1.0):
-            t2v.params = applications.interpolate_spatial(base, style, alpha)
+            t2v.params = base
+            applications.apply_style(t2v, applications.Request("t2v", style_weights=style_weights, style_alpha=alpha,
+                                                               style_start=_STYLE_START.value))
             out = t2v(prompts, seed=kw["seed"], steps=kw["steps"], guidance=kw["guidance"], sampler=kw["sampler"])
             found = _found(out)
             rows[f"style_a{alpha}"] = {
                 "stripe_amplitude": float(np.mean([applications.stripe_amplitude(c) for c in video_io.to_uint8(out)])),
                 "fill_fraction": float(np.nanmean([applications.fill_fraction(c) for c in video_io.to_uint8(out)])),
                 "color_acc": _acc(found, "color", [c["color"] for c in cases]),
+                "shape_acc": _acc(found, "shape", [c["shape"] for c in cases]),
                 "motion_acc": _acc(found, "motion", [c["motion"] for c in cases])}
             if alpha == 1.0:
                 _gif("style", out)
-        t2v.params = base
+        t2v.params, t2v.late_params = base, None
     return rows
 
 
@@ -190,8 +194,8 @@ def main(argv) -> None:
         print(f"{name:<18} " + "  ".join(f"{k}={v:.3f}" for k, v in values.items()))
     if _OUT.value:
         with open(_OUT.value, "w") as f:
-            json.dump({"num": _NUM.value, "steps": _STEPS.value, "guidance": _GUIDANCE.value, "rows": rows}, f,
-                      indent=2)
+            json.dump({"num": _NUM.value, "steps": _STEPS.value, "guidance": _GUIDANCE.value,
+                       "style_start": _STYLE_START.value if _STYLE.value else None, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
