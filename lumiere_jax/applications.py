@@ -48,6 +48,13 @@ class InputError(ValueError):
     """A bad application input (file, size, length, mask, flag combination); reported as one line."""
 
 
+# The diffusion time below which style weights apply by default: the base weights lay out the clip (motion,
+# colour, shape) over the noisier half of the steps. On the tiny motion model this keeps the prompted motion
+# with the style of a tune of all spatial weights, which loses the motion when it runs at every step
+# (docs/applications.md).
+STYLE_START = 0.5
+
+
 @dataclasses.dataclass
 class Request:
     """A checked application request: what to run and its inputs, in model space."""
@@ -58,7 +65,7 @@ class Request:
     strength: float = 0.0  # SDEdit start time t0 in [0, 1]
     style_weights: str | None = None
     style_alpha: float = 1.0
-    style_start: float = 1.0  # the style weights apply at diffusion times t <= style_start
+    style_start: float = STYLE_START  # the style weights run the steps at diffusion times t <= style_start
 
 
 def is_conditional(config: ml_collections.ConfigDict) -> bool:
@@ -201,13 +208,6 @@ def plan(config: ml_collections.ConfigDict, *, image: str | None = None, video: 
     source_frames, size = _read_frames(video, "--video").shape[:2]
     hole = read_mask(mask, size, res, frames=sorted({1, num_frames, source_frames}))
     return Request(kind, cond=conditioning.inpaint_condition(clip, hole[:num_frames]))
-
-
-# The diffusion time below which style weights apply by default: the base weights lay out the clip (motion,
-# colour, shape) over the noisier half of the steps. On the tiny motion model this keeps the prompted motion
-# with the style of a tune of all spatial weights, which loses the motion when it runs at every step
-# (docs/applications.md).
-STYLE_START = 0.5
 
 
 def _check_style(path: str | None, alpha: float | None, start: float | None,
