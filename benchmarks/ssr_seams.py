@@ -159,6 +159,8 @@ def main() -> None:
     suffix = "" if args.schemes == DEFAULT_SCHEMES else "_" + "_".join(names)
     if (args.clips, args.seed) != (8, 0):  # other prompts and noise: keep the default run's file
         suffix += f"_{args.clips}clips_seed{args.seed}"
+    if args.steps != 25:
+        suffix += f"_{args.steps}steps"
     path = os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
