@@ -192,6 +192,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= d.high_noise_fraction <= 1.0 or not 0.0 <= d.high_noise_t_min < 1.0:
         raise ValueError(f"diffusion.high_noise_fraction={d.high_noise_fraction} must be in [0, 1] and "
                          f"diffusion.high_noise_t_min={d.high_noise_t_min} in [0, 1).")
+    if not 0.0 < d.t_max <= 1.0:
+        raise ValueError(f"diffusion.t_max={d.t_max} must be in (0, 1]: the highest training time (1: all).")
     o = config.optim
     if o.decay_start and not o.warmup_steps <= o.decay_start < o.decay_steps:
         raise ValueError(f"optim.decay_start={o.decay_start} must lie in [optim.warmup_steps={o.warmup_steps}, "

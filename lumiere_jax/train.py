@@ -64,9 +64,9 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
 
 
 def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float = 0.0,
-               high_noise_t_min: float = 0.9) -> jax.Array:
-    """Diffusion times [B]: a low-discrepancy sequence over [0, 1) (lower loss variance than iid draws), except
-    the first round(high_noise_fraction * B), a low-discrepancy sequence over [high_noise_t_min, 1).
+               high_noise_t_min: float = 0.9, t_max: float = 1.0) -> jax.Array:
+    """Diffusion times [B]: a low-discrepancy sequence over [0, t_max) (lower loss variance than iid draws),
+    except the first round(high_noise_fraction * B), a low-discrepancy sequence over [high_noise_t_min, 1).
 
     Only at the highest noise levels does the caption alone decide the layout and the motion of a clip: below
     logSNR -6 (t > 0.97 at shift 1), 3% of uniform draws. docs/motion.md measures that a micro shapes world
@@ -79,9 +79,9 @@ def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float = 0.0
         return jnp.mod(u + jnp.arange(n) / n, 1.0)
 
     if n_high == 0:
-        return stratified(batch_size)
+        return t_max * stratified(batch_size)
     high = high_noise_t_min + (1.0 - high_noise_t_min) * stratified(n_high)
-    return high if n_high == batch_size else jnp.concatenate([high, stratified(batch_size - n_high)])
+    return high if n_high == batch_size else jnp.concatenate([high, t_max * stratified(batch_size - n_high)])
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
@@ -104,7 +104,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         text = jnp.where(drop[:, None, None], null_text, text)
         text_mask = jnp.where(drop[:, None], null_mask, text_mask)
         # 2. Times (a share of them at the highest noise levels only), and noise.
-        t = draw_times(k_t, b, config.diffusion.high_noise_fraction, config.diffusion.high_noise_t_min)
+        t = draw_times(k_t, b, config.diffusion.high_noise_fraction, config.diffusion.high_noise_t_min,
+                       config.diffusion.t_max)
         eps = jax.random.normal(k_eps, x.shape, x.dtype)
         alpha, sigma = schedule.alpha_sigma(t)
         # 3. z_t = alpha_t x + sigma_t eps; target v = alpha_t eps - sigma_t x.

@@ -34,6 +34,7 @@ CASES = [
      "text_dropout=1.5 must be in [0, 1)"),
     ("high_noise_fraction_out_of_range", [SMOKE, "--workdir={tmp}", "--config.diffusion.high_noise_fraction=2.0"],
      "diffusion.high_noise_fraction=2.0 must be in [0, 1]"),
+    ("t_max_zero", [SMOKE, "--workdir={tmp}", "--config.diffusion.t_max=0"], "diffusion.t_max=0.0 must be in (0, 1]"),
     ("decay_start_past_decay_end", [SMOKE, "--workdir={tmp}", "--config.optim.decay_start=500",
                                     "--config.optim.decay_steps=100"], "optim.decay_start=500 must lie in"),
     ("bad_thresholding", [SMOKE, "--workdir={tmp}", "--config.sample.thresholding=soft"],

@@ -146,6 +146,11 @@ def test_draw_times_puts_the_asked_share_at_high_noise():
     t = np.asarray(train.draw_times(key, 8, 0.3, 0.9))  # round(2.4) = 2 at high noise, 6 over [0, 1)
     assert t.shape == (8,) and np.all(t[:2] >= 0.9)
     np.testing.assert_allclose(np.diff(np.sort(t[2:])), 1 / 6, atol=1e-6)
+    # t_max < 1 (a style tune of the low-noise steps): the same sequence scaled into [0, t_max).
+    low = np.asarray(train.draw_times(key, 8, t_max=0.5))
+    np.testing.assert_allclose(low, 0.5 * plain, atol=1e-7)
+    t = np.asarray(train.draw_times(key, 8, 0.5, 0.9, t_max=0.5))
+    assert np.all(t[:4] >= 0.9) and np.all(t[4:] < 0.5)
 
 
 def test_decay_start_holds_the_peak_then_decays_to_decay_steps(data_dir):
