@@ -161,9 +161,10 @@ def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_shift
     assert sampling.LONG_VIDEO_NOISE == "repeat"
     # The CLI's flag defaults are literals (main.py imports jax only after its flags): keep them in step. Read
     # from the source, as importing main here would define its absl flags in the test process.
-    defaults = {}
+    wanted, defaults = ("window_weights", "shift_windows", "window_noise"), {}
     for node in ast.walk(ast.parse(open(os.path.join(ROOT, "lumiere_jax", "main.py")).read())):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("DEFINE"):
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("DEFINE")
+                and isinstance(node.args[0], ast.Constant) and node.args[0].value in wanted):
             defaults[node.args[0].value] = ast.literal_eval(node.args[1])
     assert defaults["window_weights"] == sampling.LONG_VIDEO_WEIGHTS
     assert defaults["shift_windows"] is sampling.LONG_VIDEO_SHIFT
