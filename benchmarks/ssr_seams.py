@@ -14,13 +14,15 @@ multidiffusion.seam_ratio: the mean |frame difference| across window borders ove
   multidiffusion_o6_triangle  overlap 6 (stride 2), each window's frames weighted by a triangle ramp
   multidiffusion_o4_triangle_shift  overlap 4, triangle, the grid moved by a pseudo-random offset every step
   multidiffusion_o4_triangle_shift_repeat  the same from repeated window noise (multidiffusion.repeated_noise)
-Names are `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2), `_triangle`,
-`_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does not keep)
-and `_repeat` (every window starts from the first window's noise frames, shuffled; FreeNoise).
-The seam ratio is taken at each scheme's own borders, so schemes with more windows are judged at more
+  whole_repeat     no windows: the model on all frames at once (--long_video=whole), from repeated noise
+Names are `whole[_repeat]`, or `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2),
+`_triangle`, `_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does
+not keep) and `_repeat` (every window starts from the first window's noise frames, shuffled; FreeNoise).
+The seam ratio is taken at each scheme's own borders (the whole clip's at the overlap-2 layout's), so schemes with more windows are judged at more
 frame pairs; `jumps` does not depend on the windows: frame pairs per clip where the shapes checker's object
 centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps; the world's fastest objects
-move ~2.6 px a frame at 32 px).
+move ~2.6 px a frame at 32 px); `clean` is the share of clips with no jump, and colour / shape / motion the
+checker's accuracy on the whole clip against its prompt.
 A reference row measures both on clips rendered by the shapes world itself.
 Writes benchmarks/results/ssr_seams_<platform>.json.
 """
@@ -43,7 +45,7 @@ from flax import nnx  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from configs import t2v as t2v_configs  # noqa: E402
-from lumiere_jax import evaluate, ssr, video_io  # noqa: E402
+from lumiere_jax import evaluate, sampling, ssr, video_io  # noqa: E402
 from lumiere_jax.data import shapes  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
 from lumiere_jax.diffusion import samplers  # noqa: E402
@@ -52,9 +54,15 @@ from lumiere_jax import host_memory  # noqa: E402
 
 
 def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int, guidance: float,
-                seed: int, shift: bool = False, noise: str = "independent") -> np.ndarray:
-    """Clips [B, frames, H, W, 3] in [-1, 1] with MultiDiffusion under the given per-window weights."""
+                seed: int, shift: bool = False, noise: str = "independent", whole: bool = False) -> np.ndarray:
+    """Clips [B, frames, H, W, 3] in [-1, 1] with MultiDiffusion under the given per-window weights, or with the
+    model on the whole clip (whole: the library's sampling.generate(whole_clip=True))."""
     window = t2v.shape[0]
+    if whole:
+        return np.asarray(sampling.generate(
+            t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(seed),
+            shape=(frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=steps, guidance=guidance, sampler="ddim",
+            window=window, window_noise=noise, whole_clip=True))
 
     @jax.jit
     def run(params, text, mask, rng):
@@ -79,9 +87,14 @@ def jumps(video: np.ndarray) -> list[int]:
     return [shapes_checker.count_jumps(clip) for clip in video_io.to_uint8(video)]
 
 
-def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray, bool, str]:
-    """`multidiffusion|independent[_o<overlap>][_triangle][_shift][_repeat]` -> (overlap, weights, shift, noise)."""
+def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.ndarray, bool, str, bool]:
+    """`whole[_repeat]` or `multidiffusion|independent[_o<overlap>][_triangle][_shift][_repeat]`
+    -> (overlap, weights, shift, noise, whole)."""
     kind, *mods = name.split("_")
+    if kind == "whole":
+        if mods not in ([], ["repeat"]):
+            raise ValueError(f"--schemes: {name!r}: the whole clip takes only the _repeat suffix.")
+        return 0, "uniform", False, "repeat" if mods else "independent", True
     overlap, weights, shift, noise = 2, "uniform", False, "independent"
     for m in mods:
         if m.startswith("o") and m[1:].isdigit():
@@ -95,19 +108,23 @@ def parse_scheme(name: str, frames: int, window: int) -> tuple[int, str | np.nda
         else:
             kind = None
     if kind not in ("multidiffusion", "independent") or (kind == "independent" and (weights != "uniform" or shift)):
-        raise ValueError(f"--schemes: {name!r} is not multidiffusion|independent[_o<overlap>][_triangle][_shift]"
-                         f"[_repeat] (triangle and shift only with multidiffusion).")
+        raise ValueError(f"--schemes: {name!r} is not whole[_repeat] or multidiffusion|independent[_o<overlap>]"
+                         f"[_triangle][_shift][_repeat] (triangle and shift only with multidiffusion).")
     if kind == "independent":
         weights = md.first_window_weights(frames, window, overlap)
-    return overlap, weights, shift, noise
+    return overlap, weights, shift, noise, False
 
 
-def ratios(video: np.ndarray, starts, window: int) -> dict[str, float]:
+def ratios(video: np.ndarray, starts, window: int, expected: list[dict]) -> dict[str, float]:
     per_clip = [md.seam_ratio(v[None], starts, window) for v in video]
     per_clip_jumps = jumps(video)
+    found = [shapes_checker.analyze_clip(clip) for clip in video_io.to_uint8(video)]
+    accuracy = {k: float(np.mean([f[k] == e[k] for f, e in zip(found, expected)])) for k in ("color", "shape",
+                                                                                             "motion")}
     return {"pooled": md.seam_ratio(video, starts, window), "clip_median": float(np.median(per_clip)),
             "clip_min": float(np.min(per_clip)), "clip_max": float(np.max(per_clip)),
-            "jumps_per_clip": float(np.mean(per_clip_jumps)), "jumps": per_clip_jumps}
+            "jumps_per_clip": float(np.mean(per_clip_jumps)), "jumps": per_clip_jumps,
+            "clean": float(np.mean([j == 0 for j in per_clip_jumps])), "accuracy": accuracy}
 
 
 def main() -> None:
@@ -134,33 +151,39 @@ def main() -> None:
     names = args.schemes.split(",")
     schemes = {name: parse_scheme(name, args.frames, window) for name in names}
     results, clips = {}, {}
-    for name, (overlap, weights, shift, noise) in schemes.items():
+    for name, (overlap, weights, shift, noise, whole) in schemes.items():
         t0 = time.perf_counter()
         video = sample_long(t2v, text, mask, args.frames, overlap, weights, args.steps, args.guidance, args.seed,
-                            shift, noise)
+                            shift, noise, whole)
         clips[name] = video
-        starts = md.window_starts(args.frames, window, overlap)
-        results[name] = {"overlap": overlap, "shift": shift, "noise": noise, "starts": starts,
+        # The whole clip has no borders of its own: its seam ratio is taken at the overlap-2 layout's.
+        starts = md.window_starts(args.frames, window, overlap or 2)
+        results[name] = {"overlap": overlap, "shift": shift, "noise": noise, "whole": whole, "starts": starts,
                          "seconds": time.perf_counter() - t0,
-                         **ratios(video, starts, window)}
+                         **ratios(video, starts, window, expected)}
         print(f"  sampled {name} in {results[name]['seconds']:.0f} s", flush=True)
     # Reference: clips the world itself renders (smooth motion), under the overlap-2 borders.
     rendered = np.stack([shapes.render_clip(shapes.spec_from_attributes(e["color"], e["shape"], e["motion"]),
                                             args.frames, t2v.shape[1]) for e in expected]).astype(np.float32)
     results["rendered_reference"] = {"overlap": 2, "starts": md.window_starts(args.frames, window, 2),
                                      **ratios(rendered / 127.5 - 1.0, md.window_starts(args.frames, window, 2),
-                                              window)}
+                                              window, expected)}
 
-    print(f"{'scheme':<28} {'overlap':>7} {'seam ratio':>10} {'per-clip median [min, max]':>28} {'jumps/clip':>10}")
+    print(f"{'scheme':<28} {'overlap':>7} {'seam ratio':>10} {'per-clip median [min, max]':>28} {'jumps/clip':>10} "
+          f"{'clean':>6} {'colour':>6} {'shape':>6} {'motion':>6}")
     for name, r in results.items():
+        a = r["accuracy"]
         print(f"{name:<28} {r['overlap']:>7} {r['pooled']:>10.3f} {r['clip_median']:>12.3f} "
-              f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}] {r['jumps_per_clip']:>10.2f}")
+              f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}] {r['jumps_per_clip']:>10.2f} {r['clean']:>6.2f} "
+              f"{a['color']:>6.2f} {a['shape']:>6.2f} {a['motion']:>6.2f}")
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
     suffix = "" if args.schemes == DEFAULT_SCHEMES else "_" + "_".join(names)
     if (args.clips, args.seed) != (8, 0):  # other prompts and noise: keep the default run's file
         suffix += f"_{args.clips}clips_seed{args.seed}"
     if args.steps != 25:
         suffix += f"_{args.steps}steps"
+    if args.frames != 32:
+        suffix += f"_{args.frames}frames"
     path = os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,

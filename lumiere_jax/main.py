@@ -34,7 +34,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: config.s
 _SAMPLER = flags.DEFINE_enum("sampler", None, ["ddim", "ancestral"], "Sampler (default: config.sample.sampler).")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show libraries' INFO logs (orbax, jax).")
 _FRAMES = flags.DEFINE_integer("frames", None, "Clip length for --mode=sample; longer than the training length "
-                                "runs temporal MultiDiffusion over windows of the training length.")
+                                "runs the model on the whole clip or on windows of the training length "
+                                "(--long_video).")
 _PROMPT_AT = flags.DEFINE_multi_string("prompt_at", [], "Story mode: FRAME:TEXT starts a new prompt at FRAME "
                                        "(repeatable); --prompt holds from frame 0.")
 _OVERLAP = flags.DEFINE_integer("overlap", None, "Frames shared by neighbouring MultiDiffusion windows of a long "
@@ -49,6 +50,11 @@ _WINDOW_NOISE = flags.DEFINE_enum("window_noise", "repeat", ["independent", "rep
                                   "Initial noise of a long clip: repeat (every window starts from the first "
                                   "window's noise frames, shuffled; fewer jumps, docs/ssr.md) or independent "
                                   "per frame.")
+_LONG_VIDEO = flags.DEFINE_enum("long_video", "auto", ["auto", "whole", "windows"],
+                                "How a clip longer than the training length is sampled: whole (the model on all "
+                                "frames at once; one prompt), windows (temporal MultiDiffusion; the --overlap, "
+                                "--window_weights and --shift_windows flags), or auto: whole for one prompt, "
+                                "windows for --prompt_at stories (docs/ssr.md).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
                                   "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
@@ -113,7 +119,7 @@ def _sample(config, workdir: str) -> None:
     window = config.data.num_frames
     if frames < window:
         raise UsageError(f"--frames={frames} is shorter than the model's training length {window}: use "
-                         f"--frames >= {window} (longer clips are stitched by MultiDiffusion).")
+                         f"--frames >= {window} (longer clips: --long_video).")
     overlap = sampling.long_video_overlap(window) if _OVERLAP.value is None else _OVERLAP.value
     if not 0 <= overlap < window:
         raise UsageError(f"--overlap={overlap} must be in [0, {window}) frames (the training length); the default "
@@ -121,6 +127,12 @@ def _sample(config, workdir: str) -> None:
     for start, _ in spans[1:]:
         if not 0 < start < frames:
             raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
+    from lumiere_jax.state import model_config
+    try:
+        method = sampling.long_video_method(_LONG_VIDEO.value, len(spans), frames,
+                                            2 ** model_config(config).num_temporal_downsamples)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     request = applications.plan(config, image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
                                 strength=_STRENGTH.value, style_weights=_STYLE_WEIGHTS.value,
                                 style_alpha=_STYLE_ALPHA.value, style_start=_STYLE_START.value,
@@ -141,7 +153,7 @@ def _sample(config, workdir: str) -> None:
         clip = t2v([prompt], **kwargs)[0]
     else:
         clip = t2v.long_video(spans, frames, overlap=overlap, window_weights=_WINDOW_WEIGHTS.value,
-                              shift=_SHIFT_WINDOWS.value, noise=_WINDOW_NOISE.value, **kwargs)
+                              shift=_SHIFT_WINDOWS.value, noise=_WINDOW_NOISE.value, method=method, **kwargs)
     if _SSR_WORKDIR.value is not None:
         upsampler, ssr_step = ssr.SuperResolution.from_workdir(_SSR_WORKDIR.value, ssr_config, t2v.encoder, config)
         clip = upsampler(clip[None], spans=spans, seed=_SEED.value, steps=_STEPS.value, sampler=_SAMPLER.value)[0]

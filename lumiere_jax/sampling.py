@@ -17,7 +17,7 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
                                              "window", "overlap", "window_weights", "window_batch",
-                                             "thresholding", "window_shift", "window_noise"))
+                                             "thresholding", "window_shift", "window_noise", "whole_clip"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
@@ -26,7 +26,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
              window_batch: int | None = None, thresholding: str = "static",
              window_weights: str = "uniform", window_shift: bool = False,
              window_noise: str = "independent", late_params: nnx.State | None = None,
-             late_from: float | jax.Array = 1.0) -> jax.Array:
+             late_from: float | jax.Array = 1.0, whole_clip: bool = False) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
@@ -40,13 +40,20 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     [T, B, L, D], one prompt per frame, instead of one per window.
     window_noise: the initial noise of a windowed clip: "independent" per frame, or "repeat"
     (multidiffusion.repeated_noise: every window starts from the first window's noise frames, shuffled).
+    whole_clip: run the model on all T frames at once even when T > window (one prompt, text [B, L, D]); the
+    STUNet is convolutional in time and its temporal attention takes sinusoidal frame positions, so it runs past
+    its training length. `window` (the training length) then only sets the period of repeated noise.
     thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
     late_params: other weights of the same model for the steps at times t <= late_from (the others use
     params); stylized generation lets the base weights lay out the clip at high noise and the style weights
     paint the rest (applications.apply_style). One of the two models runs per step (lax.cond).
     """
     num_frames = shape[0]
-    windowed = window is not None and window < num_frames
+    long_clip = window is not None and window < num_frames
+    windowed = long_clip and not whole_clip
+    if long_clip and whole_clip and text.ndim != 3:
+        raise ValueError(f"whole_clip samples with one prompt for the whole clip: text {text.shape} must be "
+                         f"[B, L, D]; prompts that change over time need windows (whole_clip=False).")
 
     def denoiser(model: nnx.Module) -> samplers.Denoiser:
         def conditioned(z, t, text, text_mask):
@@ -77,7 +84,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     if window_noise not in multidiffusion.NOISES:
         raise ValueError(f"window_noise={window_noise!r} is not one of {multidiffusion.NOISES}.")
     k_noise, k_sampler = jax.random.split(rng)
-    if x_init is None and windowed and window_noise == "repeat":
+    if x_init is None and long_clip and window_noise == "repeat":
         z = multidiffusion.repeated_noise(k_noise, (text.shape[-3],) + shape, window)
     elif x_init is None:
         z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
@@ -94,6 +101,33 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
 LONG_VIDEO_WEIGHTS = "triangle"
 LONG_VIDEO_SHIFT = True
 LONG_VIDEO_NOISE = "repeat"
+# With one prompt, the model run on the whole long clip at once (Lumiere's own way, past its training length)
+# beats any window layout: fewer jumps, more of the prompted motion, half the time (docs/ssr.md). Windows stay
+# for prompts that change over time, which one model call cannot take, and for lengths the U-Net cannot halve.
+LONG_VIDEO_METHODS = ("auto", "whole", "windows")
+LONG_VIDEO_METHOD = "auto"
+
+
+def long_video_method(method: str, num_spans: int, num_frames: int, frame_multiple: int) -> str:
+    """"whole" or "windows": how a clip of num_frames with num_spans prompts is sampled under `method`.
+
+    auto: the whole clip when there is one prompt and the U-Net can halve num_frames (a multiple of
+    frame_multiple, 2 ** its temporal downsamples), windows otherwise. Raises ValueError when "whole" cannot run.
+    """
+    if method not in LONG_VIDEO_METHODS:
+        raise ValueError(f"--long_video={method!r} is not one of {LONG_VIDEO_METHODS}.")
+    fits = num_frames % frame_multiple == 0
+    if method == "whole" and num_spans > 1:
+        raise ValueError("--long_video=whole samples one prompt over the whole clip; prompts that change over time "
+                         "(--prompt_at) need --long_video=windows (or auto, which picks windows for them).")
+    if method == "whole" and not fits:
+        lower = max(frame_multiple, num_frames // frame_multiple * frame_multiple)
+        raise ValueError(f"--frames={num_frames}: this U-Net halves the clip's frames, so the whole clip must be a "
+                         f"multiple of {frame_multiple} frames (e.g. {lower} or {lower + frame_multiple}); or "
+                         f"--long_video=windows.")
+    if method == "windows" or num_spans > 1 or not fits:
+        return "windows"
+    return "whole"
 
 
 def long_video_overlap(window: int) -> int:
@@ -133,6 +167,9 @@ class TextToVideo:
         # Weights for the low-noise steps t <= late_from (None: params at every step); see `generate`.
         self.late_params: nnx.State | None = None
         self.late_from = 1.0
+        # Clip lengths the model takes at once are multiples of this (2 ** its temporal downsamples).
+        cfg = getattr(nnx.merge(graphdef, params), "cfg", None)
+        self.frame_multiple = 2 ** cfg.num_temporal_downsamples if cfg is not None else 1
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
 
@@ -161,11 +198,13 @@ class TextToVideo:
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
                    window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
-                   noise: str = LONG_VIDEO_NOISE) -> np.ndarray:
+                   noise: str = LONG_VIDEO_NOISE, method: str = LONG_VIDEO_METHOD) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
-        spans: (start_frame, prompt) pairs; the model runs on windows of its training length, reconciled by
-        temporal MultiDiffusion at every step, so neighbouring windows (and prompts) blend without seams.
+        spans: (start_frame, prompt) pairs. method (long_video_method): "whole" runs the model on all frames at
+        once (one prompt); "windows" on windows of its training length, reconciled by temporal MultiDiffusion
+        at every step, so neighbouring windows (and prompts) blend without seams; "auto" (default) the whole
+        clip for one prompt, windows for several. The window options below apply to windows only.
         overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
         model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
         shift (default) moves the window grid at every step, so no frame pair is a border at every step;
@@ -177,6 +216,15 @@ class TextToVideo:
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
+        if long_video_method(method, len(spans), num_frames, self.frame_multiple) == "whole":
+            prompt = prompts_per_frame(spans, num_frames)[0]
+            text, mask = self.encoder.encode([prompt])
+            clip = generate(self.graphdef, self.params, jnp.asarray(text), jnp.asarray(mask), self.null_text,
+                            self.null_mask, jax.random.key(seed), shape=(num_frames,) + self.shape[1:],
+                            schedule=self.schedule, steps=steps, guidance=float(guidance), sampler=sampler,
+                            window=window, window_noise=noise, whole_clip=True, thresholding=self.thresholding,
+                            late_params=self.late_params, late_from=self.late_from)
+            return np.asarray(clip)[0]
         overlap = long_video_overlap(window) if overlap is None else overlap
         if shift:
             per_frame = prompts_per_frame(spans, num_frames)

@@ -113,6 +113,50 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
                           window_shift=True, window_noise="same")
 
 
+def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
+    graphdef, params = nnx.split(_FrameMixer())
+    B, T, L, D = 2, 12, 3, 4
+    text = jax.random.normal(jax.random.key(0), (B, L, D))
+    mask = jnp.ones((B, L), bool)
+    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
+    schedule, rng = CosineSchedule(), jax.random.key(1)
+
+    def run(noise, **kwargs):
+        return np.asarray(sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng,
+                                            shape=(T, 2, 2, 3), schedule=schedule, steps=4, guidance=2.0,
+                                            sampler="ddim", window=4, window_noise=noise, **kwargs))
+
+    # By hand: one guided model call over all 12 frames per step, from noise repeated with the window's period.
+    whole = samplers.classifier_free_guidance(nnx.merge(graphdef, params), text, mask, null_text, null_mask, 2.0)
+    k_noise, k_sampler = jax.random.split(rng)
+    for noise, z in (("repeat", md.repeated_noise(k_noise, (B, T, 2, 2, 3), 4)),
+                     ("independent", jax.random.normal(k_noise, (B, T, 2, 2, 3), jnp.float32))):
+        np.testing.assert_allclose(run(noise, whole_clip=True),
+                                   samplers.sample(whole, z, k_sampler, schedule, num_steps=4, sampler="ddim"),
+                                   atol=1e-5)
+    # The frame-mixing model makes windows and the whole clip disagree.
+    assert np.abs(run("repeat", whole_clip=True) - run("repeat", overlap=2)).max() > 1e-3
+    with pytest.raises(ValueError, match="one prompt for the whole clip"):
+        sampling.generate(graphdef, params, jnp.stack([text] * 3), jnp.stack([mask] * 3), null_text, null_mask,
+                          rng, shape=(T, 2, 2, 3), schedule=schedule, steps=4, guidance=2.0, sampler="ddim",
+                          window=4, whole_clip=True)  # one prompt per window
+
+
+def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_stories():
+    method = sampling.long_video_method
+    assert method("auto", 1, 32, 4) == "whole"
+    assert method("auto", 3, 32, 4) == "windows"  # prompts that change over time
+    assert method("auto", 1, 30, 4) == "windows"  # a length the U-Net cannot halve twice
+    assert method("whole", 1, 32, 4) == "whole"
+    assert method("windows", 1, 32, 4) == "windows"
+    with pytest.raises(ValueError, match="need --long_video=windows"):
+        method("whole", 2, 32, 4)
+    with pytest.raises(ValueError, match="multiple of 4 frames \\(e.g. 28 or 32\\)"):
+        method("whole", 1, 30, 4)
+    with pytest.raises(ValueError, match="--long_video='both' is not one of"):
+        method("both", 1, 32, 4)
+
+
 def test_late_params_run_the_low_noise_steps_only():
     # Stylized generation's schedule: steps at t > late_from use params, the rest late_params.
     graphdef, params = nnx.split(_FrameMixer())
@@ -161,7 +205,8 @@ def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_shift
     assert sampling.LONG_VIDEO_NOISE == "repeat"
     # The CLI's flag defaults are literals (main.py imports jax only after its flags): keep them in step. Read
     # from the source, as importing main here would define its absl flags in the test process.
-    wanted, defaults = ("window_weights", "shift_windows", "window_noise"), {}
+    assert sampling.LONG_VIDEO_METHOD in sampling.LONG_VIDEO_METHODS
+    wanted, defaults = ("window_weights", "shift_windows", "window_noise", "long_video"), {}
     for node in ast.walk(ast.parse(open(os.path.join(ROOT, "lumiere_jax", "main.py")).read())):
         if (isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("DEFINE")
                 and isinstance(node.args[0], ast.Constant) and node.args[0].value in wanted):
@@ -169,3 +214,4 @@ def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_shift
     assert defaults["window_weights"] == sampling.LONG_VIDEO_WEIGHTS
     assert defaults["shift_windows"] is sampling.LONG_VIDEO_SHIFT
     assert defaults["window_noise"] == sampling.LONG_VIDEO_NOISE
+    assert defaults["long_video"] == sampling.LONG_VIDEO_METHOD

@@ -102,6 +102,36 @@ def test_sampling_from_the_trained_run(trained_workdir):
     single = t2v(["a red circle"], seed=0, steps=3, guidance=2.0, batch_size=2)
     np.testing.assert_allclose(single[0], clips[0], atol=1e-5)
 
+    # Past the 4-frame training length: one prompt runs the STUNet on all 8 frames at once (its temporal
+    # attention takes any length the U-Net can halve); a story, or 7 frames, on MultiDiffusion windows. Four
+    # training steps leave the zero-initialized output and temporal layers near zero, so that frames barely
+    # interact and windows give the whole clip's result: every weight is moved to tell the two apart.
+    def moved(x):
+        return x + 0.3 * jnp.sin(jnp.arange(x.size, dtype=x.dtype) * 1.7).reshape(x.shape)
+
+    t2v = sampling.TextToVideo(graphdef, jax.tree.map(moved, state.ema), Encoder(), schedule_from(config),
+                               num_frames=4, resolution=16)
+    assert t2v.frame_multiple == 2  # the smoke U-Net halves its frames once
+    kwargs = dict(seed=0, steps=2, guidance=2.0)
+    long_clip = t2v.long_video([(0, "a red circle")], 8, **kwargs)
+    text, mask = Encoder().encode(["a red circle"])
+    by_hand = sampling.generate(t2v.graphdef, t2v.params, jnp.asarray(text), jnp.asarray(mask), t2v.null_text,
+                                t2v.null_mask, jax.random.key(0), shape=(8, 16, 16, 3), schedule=t2v.schedule,
+                                steps=2, guidance=2.0, sampler="ddim", window=4, window_noise="repeat",
+                                whole_clip=True)
+    assert long_clip.shape == (8, 16, 16, 3) and np.isfinite(long_clip).all()
+    np.testing.assert_allclose(long_clip, np.asarray(by_hand)[0], atol=1e-5)
+    windows = t2v.long_video([(0, "a red circle")], 8, method="windows", **kwargs)
+    assert np.abs(windows - long_clip).max() > 1e-3
+    story = t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8, **kwargs)
+    np.testing.assert_allclose(story, t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8,
+                                                     method="windows", **kwargs), atol=1e-6)
+    odd = t2v.long_video([(0, "a red circle")], 7, **kwargs)
+    np.testing.assert_allclose(odd, t2v.long_video([(0, "a red circle")], 7, method="windows", **kwargs),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of 2 frames"):
+        t2v.long_video([(0, "a red circle")], 7, method="whole", **kwargs)
+
 
 def test_non_finite_loss_aborts_and_keeps_the_checkpoint(data_dir, tmp_path, monkeypatch):
     workdir = str(tmp_path / "nan")
