@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
+    parser.add_argument("--gif", default=None, help="also write the first 6 clips of each scheme, a row per scheme")
     args = parser.parse_args()
 
     config = t2v_configs.get_config(f"size={args.config_size}")
@@ -176,6 +177,10 @@ def main() -> None:
         print(f"{name:<28} {r['overlap']:>7} {r['pooled']:>10.3f} {r['clip_median']:>12.3f} "
               f"[{r['clip_min']:.3f}, {r['clip_max']:.3f}] {r['jumps_per_clip']:>10.2f} {r['clean']:>6.2f} "
               f"{a['color']:>6.2f} {a['shape']:>6.2f} {a['motion']:>6.2f}")
+    if args.gif:
+        shown = np.concatenate([video_io.to_uint8(clips[name][:6]) for name in names])
+        video_io.write_video(args.gif, video_io.grid(shown, columns=min(6, args.clips)), config.sample.fps)
+        print(f"Wrote {args.gif}: rows {', '.join(names)}")
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
     suffix = "" if args.schemes == DEFAULT_SCHEMES else "_" + "_".join(names)
     if (args.clips, args.seed) != (8, 0):  # other prompts and noise: keep the default run's file

@@ -40,6 +40,7 @@ _STYLE_START = flags.DEFINE_float("style_start", applications.STYLE_START,
 _STYLE_PROMPT = flags.DEFINE_string("style_prompt", "on a striped background",
                                     "Words naming the style, appended to each style prompt (as in the tuning caption).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the runs.")
+_ALPHAS = flags.DEFINE_list("alphas", ["0", "0.5", "1"], "Style weights a to sample with --style_weights.")
 _NUM = flags.DEFINE_integer("num", 12, "Clips per measurement.")
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", 3.0, "Classifier-free guidance.")
@@ -162,7 +163,7 @@ def t2v_rows(workdir: str, style_weights: str | None, kw: dict) -> dict:
         base = t2v.params
         prompts = [f'{shapes.prompt_for(c["color"], c["shape"], c["motion"], "large")} {_STYLE_PROMPT.value}'
                    for c in cases]
-        for alpha in (0.0, 0.5, 1.0):
+        for alpha in (float(a) for a in _ALPHAS.value):
             t2v.params = base
             applications.apply_style(t2v, applications.Request("t2v", style_weights=style_weights, style_alpha=alpha,
                                                                style_start=_STYLE_START.value))
