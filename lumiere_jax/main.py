@@ -75,7 +75,8 @@ _STYLE_IMAGE = flags.DEFINE_string("style_image", None, "--mode=style_tune: the 
 _STYLE_WEIGHTS = flags.DEFINE_string("style_weights", None, "Spatial style weights (.safetensors): written by "
                                      "--mode=style_tune, interpolated into the model by --mode=sample.")
 _STYLE_ALPHA = flags.DEFINE_float("style_alpha", None, "Style weight a in [0, 1]: W = a*W_style + (1-a)*W "
-                                  "for spatial weights (default 0.7).")
+                                  "for spatial weights (default 1; the style grows convexly in a, "
+                                  "docs/applications.md).")
 _STYLE_START = flags.DEFINE_float("style_start", None, "Diffusion time in (0, 1] from which the style weights "
                                   "apply: the base weights run the noisier steps and lay out the motion "
                                   "(default 0.5; 1: every step).")

@@ -254,6 +254,10 @@ def test_style_interpolation_touches_only_spatial_weights(data_dir, tmp_path):
             assert t2v.late_params is None
         else:
             assert t2v.late_from == 0.5 and all(np.array_equal(v, b[k]) for k, v in flat(t2v.params).items())
+    # The flags left out give what a Request built in code gives: a = 1 (the style is convex in a), t = 0.5.
+    planned = applications.plan(smoke_config(data_dir), style_weights=path)
+    default = applications.Request("t2v", style_weights=path)
+    assert (planned.style_alpha, planned.style_start) == (default.style_alpha, default.style_start) == (1.0, 0.5)
     del style[next(iter(style))]
     with pytest.raises(applications.InputError, match="do not fit this model: missing"):
         applications.interpolate_spatial(base, style, 0.5)
