@@ -18,10 +18,10 @@ multidiffusion.seam_ratio: the mean |frame difference| across window borders ove
 Names are `whole[_repeat]`, or `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2),
 `_triangle`, `_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does
 not keep) and `_repeat` (every window starts from the first window's noise frames, shuffled; FreeNoise).
-The seam ratio is taken at each scheme's own borders (the whole clip's at the overlap-2 layout's), so schemes with more windows are judged at more
-frame pairs; `jumps` does not depend on the windows: frame pairs per clip where the shapes checker's object
-centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps; the world's fastest objects
-move ~2.6 px a frame at 32 px); `clean` is the share of clips with no jump, and colour / shape / motion the
+The seam ratio is taken at each scheme's own borders (the whole clip's at the overlap-2 layout's), so schemes
+with more windows are judged at more frame pairs; `jumps` does not depend on the windows: frame pairs per clip
+where the shapes checker's object centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps;
+the world's fastest objects move ~2.6 px a frame at 32 px); `clean` is the share of clips with no jump, and colour / shape / motion the
 checker's accuracy on the whole clip against its prompt.
 A reference row measures both on clips rendered by the shapes world itself.
 Writes benchmarks/results/ssr_seams_<platform>.json.
