@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     # a share; a tiny T2V run at 0.5 still did not in 3,000 steps.
     c.diffusion.high_noise_fraction = 0.0
     c.diffusion.high_noise_t_min = 0.9
-    # The other times are drawn from [0, t_max]: below 1 a run trains only the lower noise levels (a style
+    # The other times are drawn from [0, t_max): below 1 a run trains only the lower noise levels (a style
     # tune for weights that sample only the steps at t <= --style_start, docs/applications.md).
     c.diffusion.t_max = 1.0
 

@@ -131,7 +131,7 @@ def _sample(config, workdir: str) -> None:
     from lumiere_jax.state import model_config
     try:
         method = sampling.long_video_method(_LONG_VIDEO.value, len(spans), frames,
-                                            2 ** model_config(config).num_temporal_downsamples)
+                                            model_config(config).frame_multiple)
     except ValueError as e:
         raise UsageError(str(e)) from None
     request = applications.plan(config, image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,

@@ -169,7 +169,7 @@ class TextToVideo:
         self.late_from = 1.0
         # Clip lengths the model takes at once are multiples of this (2 ** its temporal downsamples).
         cfg = getattr(nnx.merge(graphdef, params), "cfg", None)
-        self.frame_multiple = 2 ** cfg.num_temporal_downsamples if cfg is not None else 1
+        self.frame_multiple = cfg.frame_multiple if cfg is not None else 1
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
 
@@ -216,30 +216,26 @@ class TextToVideo:
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
-        if long_video_method(method, len(spans), num_frames, self.frame_multiple) == "whole":
-            prompt = prompts_per_frame(spans, num_frames)[0]
-            text, mask = self.encoder.encode([prompt])
-            clip = generate(self.graphdef, self.params, jnp.asarray(text), jnp.asarray(mask), self.null_text,
-                            self.null_mask, jax.random.key(seed), shape=(num_frames,) + self.shape[1:],
-                            schedule=self.schedule, steps=steps, guidance=float(guidance), sampler=sampler,
-                            window=window, window_noise=noise, whole_clip=True, thresholding=self.thresholding,
-                            late_params=self.late_params, late_from=self.late_from)
-            return np.asarray(clip)[0]
+        whole = long_video_method(method, len(spans), num_frames, self.frame_multiple) == "whole"
         overlap = long_video_overlap(window) if overlap is None else overlap
-        if shift:
+        if whole:  # one prompt over the whole clip: text [B=1, L, D]
+            text, mask = self.encoder.encode(prompts_per_frame(spans, num_frames)[:1])
+        elif shift:
             per_frame = prompts_per_frame(spans, num_frames)
             unique = sorted(set(per_frame), key=per_frame.index)
             text, mask = self.encoder.encode(unique)  # [P, L, D], [P, L]
             index = np.asarray([unique.index(p) for p in per_frame])
-            text, mask = text[index], mask[index]  # [T, L, D], [T, L]
+            text, mask = text[index, None], mask[index, None]  # [T, B=1, L, D], [T, 1, L]
         else:
-            text, mask = self.encoder.encode(prompts_per_window(spans, num_frames, window, overlap))  # [N, L, D]
-        clip = generate(self.graphdef, self.params, jnp.asarray(text)[:, None], jnp.asarray(mask)[:, None],
+            text, mask = self.encoder.encode(prompts_per_window(spans, num_frames, window, overlap))
+            text, mask = text[:, None], mask[:, None]  # [N, B=1, L, D], [N, 1, L]
+        clip = generate(self.graphdef, self.params, jnp.asarray(text), jnp.asarray(mask),
                         self.null_text, self.null_mask, jax.random.key(seed),
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
                         window_weights=window_weights, window_shift=bool(shift), window_noise=noise,
-                        thresholding=self.thresholding, late_params=self.late_params, late_from=self.late_from)
+                        whole_clip=whole, thresholding=self.thresholding, late_params=self.late_params,
+                        late_from=self.late_from)
         return np.asarray(clip)[0]
 
 

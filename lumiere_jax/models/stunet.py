@@ -79,10 +79,15 @@ class STUNetConfig:
     def num_temporal_downsamples(self) -> int:
         return len(self.channel_mult) - 1 if self.temporal else 0
 
+    @property
+    def frame_multiple(self) -> int:
+        """Clip lengths the U-Net takes are multiples of this: 2 ** its temporal downsamples."""
+        return 2 ** self.num_temporal_downsamples
+
 
 def check_frames(num_frames: int, cfg: STUNetConfig) -> None:
     """Raises a clear error if the U-Net cannot halve `num_frames` as often as it needs to."""
-    factor = 2 ** cfg.num_temporal_downsamples
+    factor = cfg.frame_multiple
     if num_frames < 1 or num_frames % factor:
         lower = max(factor, num_frames // factor * factor)
         raise ValueError(
