@@ -342,17 +342,46 @@ def apply_style(t2v: Any, request: Request) -> None:
              request.style_alpha, request.style_start)
 
 
+def read_style_images(path: str, caption: str | None, resolution: int) -> tuple[np.ndarray, list[str]]:
+    """The style tune's images [N, H, W, 3] in [-1, 1] and one caption per image.
+
+    `path` is one image, captioned `caption`, or a folder of images (.png/.jpg, sorted by name), each
+    captioned by the text file of the same name (`a.png` + `a.txt`, the usual layout of fine-tuning folders)
+    or else by `caption`: the reference plus the images a feedback round kept (tools/style_feedback.py).
+    """
+    folder = os.path.isdir(path)
+    if folder:
+        names = sorted(n for n in os.listdir(path) if os.path.splitext(n)[1].lower() in (".png", ".jpg", ".jpeg"))
+        if not names:
+            raise InputError(f"--style_image={path} is a folder without .png/.jpg images: put the style image(s) "
+                             f"in it, each with an optional caption file of the same name (.txt).")
+    else:
+        names, path = [path], ""
+    images, captions = [], []
+    for name in names:
+        file = os.path.join(path, name)
+        text = os.path.splitext(file)[0] + ".txt"
+        words = open(text).read().strip() if folder and os.path.isfile(text) else (caption or "")
+        if not words.replace("|", "").strip():
+            raise InputError(f"--style_image={file} has no caption: give --prompt naming the style, e.g. "
+                             f'"a red circle in outline style", or write it to {text}.')
+        images.append(read_image(file, resolution, "--style_image"))
+        captions.append(words.strip())
+    return np.stack(images), captions
+
+
 def check_style_tune(config: ml_collections.ConfigDict, image: str | None, caption: str | None,
-                     out: str | None) -> np.ndarray:
-    """Checks --mode=style_tune's inputs; returns the style image [H, W, 3] in [-1, 1]."""
+                     out: str | None) -> tuple[np.ndarray, list[str]]:
+    """Checks --mode=style_tune's inputs; returns the style images [N, H, W, 3] in [-1, 1] and their captions."""
     if "style" not in config:
         raise InputError("--mode=style_tune reads config.style: use --config=configs/style_gen.py.")
     if config.model.cond_channels or not config.model.temporal:
         raise InputError("--mode=style_tune tunes a text-to-video run (configs/style_gen.py over a "
                          "configs/t2v.py run).")
     if not image:
-        raise InputError("--mode=style_tune needs --style_image=style.png (the style reference).")
-    if not caption or not caption.replace("|", "").strip():
+        raise InputError("--mode=style_tune needs --style_image=style.png (the style reference, or a folder of "
+                         "captioned images).")
+    if not os.path.isdir(image) and (not caption or not caption.replace("|", "").strip()):
         raise InputError('--mode=style_tune needs --prompt naming the style, e.g. "a red circle in outline style".')
     if not out or not out.endswith(".safetensors"):
         raise InputError(f"--style_weights={out!r}: give the output file, ending in .safetensors.")
@@ -373,7 +402,7 @@ def check_style_tune(config: ml_collections.ConfigDict, image: str | None, capti
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"--style_weights={out}: folder {folder} does not exist or is not writable.")
-    return read_image(image, config.data.resolution, "--style_image")
+    return read_style_images(image, caption, config.data.resolution)
 
 
 def _style_layers(pattern: str, spatial: Sequence[str]) -> re.Pattern | None:
@@ -415,13 +444,16 @@ def style_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder: Any, image: np.ndarray,
-               caption: str, out: str, *, source: str = "",
+               caption: str | Sequence[str], out: str, *, source: str = "",
                schedule: CosineSchedule | None = None) -> dict[str, np.ndarray]:
-    """Fine-tunes the spatial layers on one style image (StyleDrop-like); saves and returns their weights.
+    """Fine-tunes the spatial layers on style images (StyleDrop-like); saves and returns their weights.
 
     The T2V model's spatial layers are exactly a T2I U-Net (inflation), so they train as one on the image,
     with random shifts and flips, captioned `caption`: one caption, or several separated by "|" (phrasings
     of the same image, e.g. with the motion words that video prompts will carry; each view draws one).
+    `image` may also be several images [N, H, W, 3] with a caption per image (StyleDrop's second round: the
+    reference plus generated images in its style with other content, tools/style_feedback.py); each view
+    draws an image uniformly.
     With config.style.frames == 1 temporal layers are not part of the program at all; with frames > 1 the
     image is a still clip of that many frames through the whole STUNet, temporal layers frozen
     (`style_config`), and the prior images are the T2V model's own clips.
@@ -449,6 +481,10 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
     nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, [jnp.asarray(base[k]) for k, _ in flat]))
     schedule = schedule or schedule_from(t2i)
     null_text, null_mask = (jnp.asarray(a) for a in encoder.encode([""]))
+    images = image[None] if image.ndim == 3 else image  # [N, H, W, 3]
+    per_image = [caption] * len(images) if isinstance(caption, str) else list(caption)
+    if len(per_image) != len(images):
+        raise InputError(f"{len(images)} style images with {len(per_image)} captions: give one caption per image.")
     num_prior = int(round(s.batch_size * s.prior_fraction)) if s.prior_prompts else 0
     if num_prior >= s.batch_size:
         raise InputError(f"config.style.prior_fraction={s.prior_fraction} leaves no room for the style image in a "
@@ -458,7 +494,7 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
         t0 = time.time()
         prior = np.asarray(sampling.generate(
             graphdef, params, jnp.asarray(prior_text), jnp.asarray(prior_mask), null_text, null_mask,
-            jax.random.key(config.seed), shape=(frames,) + image.shape, schedule=schedule, steps=s.prior_steps,
+            jax.random.key(config.seed), shape=(frames,) + images.shape[1:], schedule=schedule, steps=s.prior_steps,
             guidance=config.sample.guidance, sampler="ddim",
             thresholding=config.sample.thresholding))  # [P, frames, H, W, 3]
         log.info("Prior preservation: %d base-model images for %d prompts in %.1fs; %d of %d images per step.",
@@ -470,17 +506,21 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
             lambda path, _: "train" if layers.search("/".join(str(getattr(k, "key", k)) for k in path)) else "freeze"))
     state = init_state(params, tx)
     step_fn = train.jit_train_step(graphdef, tx, schedule, t2i, donate_argnums=(0,))
-    captions = [c.strip() for c in caption.split("|") if c.strip()]
-    style_text, style_mask = encoder.encode(captions)
+    phrasings = [[c.strip() for c in words.split("|") if c.strip()] for words in per_image]
+    if not all(phrasings):
+        raise InputError(f"Style captions {per_image}: every image needs a caption naming the style.")
+    first = np.cumsum([0] + [len(p) for p in phrasings])  # image i's phrasings: rows first[i]:first[i + 1]
+    style_text, style_mask = encoder.encode([c for p in phrasings for c in p])
     rng = np.random.default_rng(config.seed)
-    res = image.shape[0]
-    still = np.broadcast_to(image, (frames,) + image.shape)  # the style image as a still clip
+    res = images.shape[1]
+    stills = np.broadcast_to(images[:, None], (len(images), frames) + images.shape[1:])  # still clips
     shift = int(round(s.max_shift * res))
     t0 = time.time()
     for step in range(1, s.steps + 1):
         picks = rng.integers(len(s.prior_prompts), size=num_prior) if num_prior else np.zeros(0, int)
-        phrasing = rng.integers(len(captions), size=s.batch_size - num_prior)
-        sources = [still] * (s.batch_size - num_prior) + [prior[i] for i in picks]  # [frames, H, W, 3] each
+        shown = rng.integers(len(images), size=s.batch_size - num_prior)
+        phrasing = first[shown] + rng.integers(first[shown + 1] - first[shown])
+        sources = [stills[i] for i in shown] + [prior[i] for i in picks]  # [frames, H, W, 3] each
         views = []
         for src in sources:  # one shift and flip per clip
             view = np.roll(src, tuple(rng.integers(-shift, shift + 1, 2)), axis=(1, 2))
@@ -495,7 +535,8 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
             log.info("style step %d/%d  loss %.4f  %.2f steps/s  ETA %ds", step, s.steps, float(metrics["loss"]),
                      rate, int((s.steps - step) / rate))
     weights = spatial_weights(state.ema)
-    save_style_weights(out, weights, {"caption": caption, "steps": str(s.steps), "source": source,
+    save_style_weights(out, weights, {"caption": " || ".join(per_image), "images": str(len(images)),
+                                      "steps": str(s.steps), "source": source,
                                       "frames": str(frames),
                                       "prior_fraction": str(s.prior_fraction if num_prior else 0.0),
                                       "format": "lumiere_jax spatial weights"})

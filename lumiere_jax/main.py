@@ -71,7 +71,8 @@ _MASK = flags.DEFINE_string("mask", None, "Black/white mask (.png for every fram
                             "is filled (inpainting) or animated (cinemagraph).")
 _STRENGTH = flags.DEFINE_float("strength", None, "SDEdit noise level t0 in [0, 1]: 0 keeps --video, 1 ignores it "
                                "(default: config.sdedit.strength or 0.6).")
-_STYLE_IMAGE = flags.DEFINE_string("style_image", None, "--mode=style_tune: the style reference image (.png).")
+_STYLE_IMAGE = flags.DEFINE_string("style_image", None, "--mode=style_tune: the style reference image (.png), or a "
+                                   "folder of images with captions (a.png + a.txt; tools/style_feedback.py).")
 _STYLE_WEIGHTS = flags.DEFINE_string("style_weights", None, "Spatial style weights (.safetensors): written by "
                                      "--mode=style_tune, interpolated into the model by --mode=sample.")
 _STYLE_ALPHA = flags.DEFINE_float("style_alpha", None, "Style weight a in [0, 1]: W = a*W_style + (1-a)*W "
@@ -166,13 +167,14 @@ def _sample(config, workdir: str) -> None:
 def _style_tune(config, workdir: str) -> None:
     from lumiere_jax import applications
 
-    image = applications.check_style_tune(config, _STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value)
+    images, captions = applications.check_style_tune(config, _STYLE_IMAGE.value, _PROMPT.value,
+                                                      _STYLE_WEIGHTS.value)
     t2v, step = _load_for_sampling(config, workdir)
-    applications.style_tune(config, t2v.params, t2v.encoder, image, _PROMPT.value.strip(), _STYLE_WEIGHTS.value,
+    applications.style_tune(config, t2v.params, t2v.encoder, images, captions, _STYLE_WEIGHTS.value,
                             source=f"{os.path.abspath(workdir)} step {step}", schedule=t2v.schedule)
     print(f"Wrote {_STYLE_WEIGHTS.value} (spatial weights after {config.style.steps} steps on "
-          f"{_STYLE_IMAGE.value}); sample with --style_weights={_STYLE_WEIGHTS.value} --style_alpha=1.0 "
-          f"(lower keeps more of the base model).")
+          f"{_STYLE_IMAGE.value}, {len(images)} image(s)); sample with --style_weights={_STYLE_WEIGHTS.value} "
+          f"--style_alpha=1.0 (lower keeps more of the base model).")
 
 
 def _parse_prompt_at(value: str) -> tuple[int, str]:

@@ -73,6 +73,9 @@ CASES = [
     ("style_tune_prior_fraction", [STYLE, "--workdir={tmp}/run", "--mode=style_tune", "--style_image={in}/first.png",
                                    "--prompt=outline style", "--style_weights={tmp}/s.safetensors",
                                    "--config.style.prior_fraction=1.0"], "prior_fraction=1.0 must be in [0, 1)"),
+    ("style_tune_empty_folder", [STYLE, "--workdir={tmp}/run", "--mode=style_tune", "--style_image={tmp}",
+                                 "--prompt=outline style", "--style_weights={tmp}/s.safetensors"],
+     "is a folder without .png/.jpg images"),
 ]
 
 

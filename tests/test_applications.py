@@ -368,3 +368,68 @@ def test_style_tune_prior_preservation_and_phrasings(trained_workdir, data_dir, 
     config.style.prior_fraction = 1.0
     with pytest.raises(applications.InputError, match="prior_fraction=1.0 leaves no room"):
         applications.style_tune(config, t2v.params, t2v.encoder, image, caption, str(tmp_path / "x.safetensors"))
+
+
+def test_style_tune_on_a_folder_pairs_each_image_with_its_caption(trained_workdir, data_dir, tmp_path,
+                                                                   monkeypatch):
+    config = style_gen.get_config("size=smoke")
+    config.data.data_dir = data_dir
+    config.style.steps = 2
+    t2v = _sampler(config, trained_workdir)
+    red, blue = (shapes.render_clip(shapes.spec_from_attributes(c, s, "still"), 1, H, background="stripes")[0]
+                 for c, s in (("red", "circle"), ("blue", "square")))
+    captions = ["a red circle, striped", "a blue square, striped | a blue square moving up, striped"]
+    folder = tmp_path / "style"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", red)
+    iio.imwrite(folder / "b.png", blue)
+    (folder / "b.txt").write_text(captions[1] + "\n")
+    (folder / "notes.md").write_text("not an image")
+    # a.png has no caption file, so it takes --prompt; b.png its own.
+    images, read = applications.read_style_images(str(folder), captions[0], H)
+    assert read == captions and images.shape == (2, H, H, 3)
+    np.testing.assert_array_equal(images[1], blue.astype(np.float32) / 127.5 - 1.0)
+    with pytest.raises(applications.InputError, match="a.png has no caption: give --prompt"):
+        applications.read_style_images(str(folder), None, H)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(applications.InputError, match="is a folder without .png/.jpg images"):
+        applications.read_style_images(str(tmp_path / "empty"), "a caption", H)
+    with pytest.raises(applications.InputError, match="2 style images with 1 captions"):
+        applications.style_tune(config, t2v.params, t2v.encoder, images, captions[:1], str(tmp_path / "x.safetensors"))
+
+    # A folder of one captioned image is the one-image tune, to the bit.
+    one = tmp_path / "one"
+    one.mkdir()
+    iio.imwrite(one / "ref.png", red)
+    (one / "ref.txt").write_text(captions[0])
+    image, caption = applications.read_style_images(str(one), "not this caption", H)
+    assert caption == captions[0:1]
+    from_folder = applications.style_tune(config, t2v.params, t2v.encoder, image, caption,
+                                          str(tmp_path / "folder.safetensors"))
+    from_file = applications.style_tune(config, t2v.params, t2v.encoder, image[0], captions[0],
+                                        str(tmp_path / "file.safetensors"))
+    assert all(np.array_equal(from_folder[k], from_file[k]) for k in from_file)
+
+    # Every view of a style image is captioned with that image's caption (one of its phrasings).
+    batches = []
+
+    def recording_step(graphdef, tx, schedule, cfg, donate_argnums=()):
+        def step(state, batch, null_text, null_mask):
+            batches.append({k: np.asarray(v) for k, v in batch.items()})
+            return state, {"loss": jnp.zeros(())}
+        return step
+
+    monkeypatch.setattr(train, "jit_train_step", recording_step)
+    config.style.steps, config.style.batch_size, config.style.prior_fraction = 6, 8, 0.0
+    applications.style_tune(config, t2v.params, t2v.encoder, images, captions, str(tmp_path / "two.safetensors"))
+    texts = [[t2v.encoder.encode([p.strip()])[0][0] for p in c.split("|")] for c in captions]
+    colour = images.mean((1, 2))  # [2, 3]: shifts and flips keep each image's mean colour
+    shown = []
+    for batch in batches:
+        for video, text in zip(batch["video"], batch["text"]):
+            i = int(np.argmin(np.abs(video.mean((0, 1, 2)) - colour).sum(-1)))
+            np.testing.assert_allclose(video.mean((0, 1, 2)), colour[i], atol=1e-5)
+            matches = [j for j, t in enumerate(texts[i]) if np.allclose(text, t)]
+            assert matches, f"a view of image {i} captioned with another image's text"
+            shown.append((i, matches[0]))
+    assert set(shown) == {(0, 0), (1, 0), (1, 1)}  # both images, each phrasing of the second
