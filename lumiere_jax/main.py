@@ -75,9 +75,9 @@ _STYLE_IMAGE = flags.DEFINE_string("style_image", None, "--mode=style_tune: the 
                                    "folder of images with captions (a.png + a.txt; tools/style_feedback.py).")
 _STYLE_WEIGHTS = flags.DEFINE_string("style_weights", None, "Spatial style weights (.safetensors): written by "
                                      "--mode=style_tune, interpolated into the model by --mode=sample.")
-_STYLE_ALPHA = flags.DEFINE_float("style_alpha", None, "Style weight a in [0, 1]: W = a*W_style + (1-a)*W "
-                                  "for spatial weights (default 1; the style grows convexly in a, "
-                                  "docs/applications.md).")
+_STYLE_ALPHA = flags.DEFINE_float("style_alpha", None, "Style weight a in [0, 2]: W = a*W_style + (1-a)*W "
+                                  "for spatial weights (default 1; the style grows convexly in a, and a > 1 "
+                                  "extrapolates past the tune for a stronger style; docs/applications.md).")
 _STYLE_START = flags.DEFINE_float("style_start", None, "Diffusion time in (0, 1] from which the style weights "
                                   "apply: the base weights run the noisier steps and lay out the motion "
                                   "(default 0.5; 1: every step).")
@@ -174,7 +174,7 @@ def _style_tune(config, workdir: str) -> None:
                             source=f"{os.path.abspath(workdir)} step {step}", schedule=t2v.schedule)
     print(f"Wrote {_STYLE_WEIGHTS.value} (spatial weights after {config.style.steps} steps on "
           f"{_STYLE_IMAGE.value}, {len(images)} image(s)); sample with --style_weights={_STYLE_WEIGHTS.value} "
-          f"--style_alpha=1.0 (lower keeps more of the base model).")
+          f"--style_alpha=1.0 (lower keeps more of the base model, higher strengthens the style).")
 
 
 def _parse_prompt_at(value: str) -> tuple[int, str]:

@@ -231,7 +231,7 @@ def test_style_interpolation_touches_only_spatial_weights(data_dir, tmp_path):
     assert any(is_temporal_path(k.split("/")) for k in names) and set(style) < set(names)
     flat = lambda s: dict(applications._flat(s)[0])  # noqa: E731
     b = flat(base)
-    for alpha in (0.0, 0.5, 1.0):
+    for alpha in (0.0, 0.5, 1.0, 1.5):  # 1.5: past the tune, W_base + 1.5 * (W_style - W_base)
         out = flat(applications.interpolate_spatial(base, style, alpha))
         for k, v in out.items():
             if is_temporal_path(k.split("/")):
@@ -241,7 +241,7 @@ def test_style_interpolation_touches_only_spatial_weights(data_dir, tmp_path):
             elif alpha == 1.0:
                 np.testing.assert_allclose(v, style[k], rtol=0, atol=1e-6)
             else:
-                np.testing.assert_allclose(v, b[k] + 0.5, rtol=0, atol=1e-6)
+                np.testing.assert_allclose(v, b[k] + alpha, rtol=0, atol=1e-5)
     # apply_style: at style_start = 1 the styled weights replace the sampler's; below it they are its
     # late_params for the steps at t <= style_start, and the base weights stay for the noisier ones.
     for start in (1.0, 0.5):

@@ -41,6 +41,7 @@ _STYLE_PROMPT = flags.DEFINE_string("style_prompt", "on a striped background",
                                     "Words naming the style, appended to each style prompt (as in the tuning caption).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the runs.")
 _ALPHAS = flags.DEFINE_list("alphas", ["0", "0.5", "1"], "Style weights a to sample with --style_weights.")
+_GIF_ALPHA = flags.DEFINE_float("gif_alpha", 1.0, "The a of --alphas whose clips make the style GIF.")
 _NUM = flags.DEFINE_integer("num", 12, "Clips per measurement.")
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", 3.0, "Classifier-free guidance.")
@@ -175,7 +176,7 @@ def t2v_rows(workdir: str, style_weights: str | None, kw: dict) -> dict:
                 "color_acc": _acc(found, "color", [c["color"] for c in cases]),
                 "shape_acc": _acc(found, "shape", [c["shape"] for c in cases]),
                 "motion_acc": _acc(found, "motion", [c["motion"] for c in cases])}
-            if alpha == 1.0:
+            if alpha == _GIF_ALPHA.value:
                 _gif("style", out)
         t2v.params, t2v.late_params = base, None
     return rows

@@ -14,7 +14,7 @@ the style's measure (stripe amplitude) are the raters:
       --style_image=/tmp/stripes_round2 --style_weights=/tmp/stripes_round2.safetensors
 
 Every colour x shape is prompted "a large <colour> <shape> <--style_words>" with `--seeds` seeds, sampled with
-the first-round weights (a = 1, from --style_start). A sample is kept when the checker finds the prompted
+the first-round weights (a = --style_alpha, from --style_start). A sample is kept when the checker finds the prompted
 colour and shape and its stripes reach --min_style; kept samples are picked round-robin over the shapes, the
 most striped first, one per colour and shape, up to --keep. The middle frame of each is written as a PNG with
 its prompt as caption (.txt), beside the reference, in the folder layout `--style_image` reads; scores.json
@@ -45,6 +45,8 @@ _SEEDS = flags.DEFINE_integer("seeds", 4, "Samples per colour and shape.")
 _KEEP = flags.DEFINE_integer("keep", 8, "At most this many samples are kept.")
 _MIN_STYLE = flags.DEFINE_float("min_style", 2.0, "Least stripe amplitude of a kept sample (the style image "
                                 "scores ~17, the base model ~0.3).")
+_ALPHA = flags.DEFINE_float("style_alpha", 1.0, "Style weight a of the first round's samples (above 1 "
+                            "extrapolates: a stronger style; docs/applications.md).")
 _STYLE_START = flags.DEFINE_float("style_start", applications.STYLE_START,
                                   "Diffusion time from which the style weights apply (1: every step).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the run.")
@@ -90,7 +92,7 @@ def main(argv) -> None:
     config = t2v_config.get_config(f"size={_SIZE.value}")
     reference = applications.read_image(_REFERENCE.value, config.data.resolution, "--reference")
     t2v = sampling.load_text_to_video(config, _T2V.value)[0]
-    applications.apply_style(t2v, applications.Request("t2v", style_weights=_STYLE.value, style_alpha=1.0,
+    applications.apply_style(t2v, applications.Request("t2v", style_weights=_STYLE.value, style_alpha=_ALPHA.value,
                                                        style_start=_STYLE_START.value))
     content = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES]
     prompts = [f"a large {c} {s} {_STYLE_WORDS.value}" for c, s in content]  # as the reference's caption
