@@ -1,7 +1,8 @@
 r"""A feedback round for stylized generation (StyleDrop's second round), rated by the shapes world's checker.
 
 A style tuned on one image learns the image's content along with its style: on the tiny motion model the
-stripes of the striped style come out strongest for circles, the reference's shape, and weakly for squares.
+prompts with the striped style's words come out as circles, the reference's shape, for most squares and
+triangles.
 StyleDrop's remedy is a second round: sample the first-round model on prompts with other content, keep the
 samples that show the style and the prompted content (rated by people or by CLIP there), and tune again,
 from the base weights, on the reference plus the kept samples. Here the program checker (colour, shape) and
