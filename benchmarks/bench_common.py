@@ -16,6 +16,9 @@ import numpy as np
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # Vendor dense bf16 peaks (no sparsity), FLOP/s, matched on jax's device_kind.
 GPU_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "V100": 125e12}
+# The 1-minute load average when the benchmark started (this module's import): whether other jobs shared the
+# CPU, which the figures of a CPU run depend on.
+_LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def machine() -> str:
@@ -28,7 +31,8 @@ def machine() -> str:
                 model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        return f"{os.cpu_count()}-core {model} (CPU, jax {jax.__version__}; shared with other jobs)"
+        return (f"{os.cpu_count()}-core {model} (CPU, jax {jax.__version__}; 1-min load average "
+                f"{_LOAD_AT_START:.1f} at start)")
     return f"{jax.device_count()}x {dev.device_kind} ({dev.platform}, jax {jax.__version__})"
 
 
