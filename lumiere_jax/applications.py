@@ -552,6 +552,33 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
 
 # The measurable style of the shapes world.
 
+def select_feedback(candidates: list[dict], keep: int, min_style: float) -> list[int]:
+    """A feedback round's kept samples (tools/style_feedback.py), by index: the checker found the prompted colour
+    and shape, style >= min_style, one per colour and shape, round-robin over the shapes with the most styled
+    first, at most `keep`.
+
+    Each candidate is {"color", "shape", "found_color", "found_shape", "style"}.
+    """
+    good = [i for i, c in enumerate(candidates) if c["found_color"] == c["color"]
+            and c["found_shape"] == c["shape"] and c["style"] >= min_style]
+    queues: dict[str, list[int]] = {}
+    for i in sorted(good, key=lambda i: -candidates[i]["style"]):
+        queues.setdefault(candidates[i]["shape"], []).append(i)
+    kept, seen = [], set()
+    while len(kept) < keep and any(queues.values()):
+        for shape in sorted(queues, key=lambda s: -candidates[queues[s][0]]["style"] if queues[s] else 0.0):
+            while queues[shape]:
+                i = queues[shape].pop(0)
+                content = (candidates[i]["color"], candidates[i]["shape"])
+                if content not in seen:
+                    seen.add(content)
+                    kept.append(i)
+                    break
+            if len(kept) == keep:
+                break
+    return kept
+
+
 def fill_fraction(clip: np.ndarray, threshold: float = 60.0) -> float:
     """Mean over frames of (object pixels) / (object pixels with holes filled), for a uint8 clip [T, H, W, 3].
 

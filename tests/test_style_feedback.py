@@ -1,4 +1,8 @@
-"""tools/style_feedback.py: which samples a feedback round keeps, and the folder it writes for --style_image."""
+"""tools/style_feedback.py: which samples a feedback round keeps (applications.select_feedback), and the folder it
+writes for --style_image.
+
+The tool is run as a subprocess: its absl flags would clash with other tools' in the test process.
+"""
 
 import json
 import os
@@ -11,7 +15,6 @@ import numpy as np
 from configs import t2v as t2v_config
 from lumiere_jax import applications
 from lumiere_jax.data import shapes
-from tools import style_feedback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,13 +35,13 @@ def test_select_keeps_styled_samples_of_the_prompted_content_spread_over_shapes(
         _candidate("yellow", "circle", 7.0),
     ]
     # One per shape first (the yellow circle's stripes beat the square's, but squares come before a 2nd circle).
-    assert style_feedback.select(candidates, keep=3, min_style=2.0) == [0, 4, 5]
-    assert style_feedback.select(candidates, keep=4, min_style=2.0) == [0, 4, 5, 6]
-    assert style_feedback.select(candidates, keep=10, min_style=2.0) == [0, 4, 5, 6]
-    assert style_feedback.select(candidates, keep=10, min_style=5.0) == [0, 6]
-    assert style_feedback.select(candidates, keep=10, min_style=0.5) == [0, 4, 5, 6]  # one green triangle
+    assert applications.select_feedback(candidates, keep=3, min_style=2.0) == [0, 4, 5]
+    assert applications.select_feedback(candidates, keep=4, min_style=2.0) == [0, 4, 5, 6]
+    assert applications.select_feedback(candidates, keep=10, min_style=2.0) == [0, 4, 5, 6]
+    assert applications.select_feedback(candidates, keep=10, min_style=5.0) == [0, 6]
+    assert applications.select_feedback(candidates, keep=10, min_style=0.5) == [0, 4, 5, 6]  # one green triangle
     wrong_colour = dict(candidates[0], found_color="blue")
-    assert style_feedback.select([wrong_colour], keep=1, min_style=0.0) == []
+    assert applications.select_feedback([wrong_colour], keep=1, min_style=0.0) == []
 
 
 def test_cli_writes_the_reference_and_kept_samples_as_a_captioned_folder(trained_workdir, tmp_path):
@@ -64,7 +67,7 @@ def test_cli_writes_the_reference_and_kept_samples_as_a_captioned_folder(trained
     scores = json.loads((out / "scores.json").read_text())
     candidates, kept = scores["candidates"], scores["kept"]
     assert len(candidates) == len(shapes.COLORS) * len(shapes.SHAPES)
-    assert kept == style_feedback.select(candidates, keep=30, min_style=0.0)
+    assert kept == applications.select_feedback(candidates, keep=30, min_style=0.0)
     assert not (out / "sample_99.png").exists()
     images, captions = applications.read_style_images(str(out), None, res)
     assert len(images) == 1 + len(kept)

@@ -55,32 +55,6 @@ _STEPS = flags.DEFINE_integer("steps", 25, "DDIM steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", 2.0, "Classifier-free guidance.")
 
 
-def select(candidates: list[dict], keep: int, min_style: float) -> list[int]:
-    """Indices of the kept candidates: prompted colour and shape found, style >= min_style, one per colour and
-    shape, picked round-robin over the shapes with the most styled first, at most `keep`.
-
-    Each candidate is {"color", "shape", "found_color", "found_shape", "style"}.
-    """
-    good = [i for i, c in enumerate(candidates) if c["found_color"] == c["color"]
-            and c["found_shape"] == c["shape"] and c["style"] >= min_style]
-    queues: dict[str, list[int]] = {}
-    for i in sorted(good, key=lambda i: -candidates[i]["style"]):
-        queues.setdefault(candidates[i]["shape"], []).append(i)
-    kept, seen = [], set()
-    while len(kept) < keep and any(queues.values()):
-        for shape in sorted(queues, key=lambda s: -candidates[queues[s][0]]["style"] if queues[s] else 0.0):
-            while queues[shape]:
-                i = queues[shape].pop(0)
-                content = (candidates[i]["color"], candidates[i]["shape"])
-                if content not in seen:
-                    seen.add(content)
-                    kept.append(i)
-                    break
-            if len(kept) == keep:
-                break
-    return kept
-
-
 def main(argv) -> None:
     del argv
     from configs import t2v as t2v_config
@@ -109,7 +83,7 @@ def main(argv) -> None:
             candidates.append({"prompt": prompt, "color": color, "shape": shape, "seed": seed,
                                "found_color": found["color"], "found_shape": found["shape"],
                                "style": applications.stripe_amplitude(frame[None])})
-    kept = select(candidates, _KEEP.value, _MIN_STYLE.value)
+    kept = applications.select_feedback(candidates, _KEEP.value, _MIN_STYLE.value)
     os.makedirs(_OUT.value, exist_ok=True)
     for name in os.listdir(_OUT.value):  # an earlier round's samples must not join this one
         if name.startswith(("sample_", "reference.")):
