@@ -75,3 +75,10 @@ def test_cli_writes_the_reference_and_kept_samples_as_a_captioned_folder(trained
     assert all(c["prompt"] == f"a large {c['color']} {c['shape']} on a striped background" for c in candidates)
     np.testing.assert_array_equal(images[0], applications.read_image(str(tmp_path / "style.png"), res))
     assert f"Tune the next round with --style_image={out}" in result.stdout
+    # A folder with images of the user's is refused before anything samples: they would join the tune.
+    iio.imwrite(out / "mine.png", reference)
+    result = subprocess.run([sys.executable, "-m", "tools.style_feedback", f"--t2v={trained_workdir}", "--size=smoke",
+                             f"--style_weights={style}", f"--reference={tmp_path}/style.png", f"--caption={caption}",
+                             f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "holds other images (mine.png)" in result.stderr, result.stderr[-2000:]
+    assert (out / "reference.png").exists()

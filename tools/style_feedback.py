@@ -1,8 +1,7 @@
 r"""A feedback round for stylized generation (StyleDrop's second round), rated by the shapes world's checker.
 
-A style tuned on one image learns the image's content along with its style: on the tiny motion model the
-prompts with the striped style's words come out as circles, the reference's shape, for most squares and
-triangles.
+A style tuned on one image learns the image's content along with its style: on the tiny motion model most
+squares and triangles prompted with the striped style's words come out as circles, the reference's shape.
 StyleDrop's remedy is a second round: sample the first-round model on prompts with other content, keep the
 samples that show the style and the prompted content (rated by people or by CLIP there), and tune again,
 from the base weights, on the reference plus the kept samples. Here the program checker (colour, shape) and
@@ -14,12 +13,13 @@ the style's measure (stripe amplitude) are the raters:
   python -m lumiere_jax.main --config=configs/style_gen.py --workdir=/tmp/t2v_p2 --mode=style_tune \
       --style_image=/tmp/stripes_round2 --style_weights=/tmp/stripes_round2.safetensors
 
-Every colour x shape is prompted "a large <colour> <shape> <--style_words>" with `--seeds` seeds, sampled with
-the first-round weights (a = --style_alpha, from --style_start). A sample is kept when the checker finds the prompted
-colour and shape and its stripes reach --min_style; kept samples are picked round-robin over the shapes, the
-most striped first, one per colour and shape, up to --keep. The middle frame of each is written as a PNG with
-its prompt as caption (.txt), beside the reference, in the folder layout `--style_image` reads; scores.json
-holds every candidate's scores.
+Every colour x shape is prompted "a large <colour> <shape> <--style_words>" with `--seeds` seeds, sampled
+with the first-round weights (a = --style_alpha, from --style_start). A sample is kept when the checker finds
+the prompted colour and shape and its stripes reach --min_style; kept samples are picked round-robin over the
+shapes, the most striped first, one per colour and shape, up to --keep. The middle frame of each is written as
+a PNG with its prompt as caption (.txt), beside the reference, in the folder layout `--style_image` reads;
+scores.json holds every candidate's scores. --out must not hold other images (they would join the tune); an
+earlier round's reference and samples there are replaced.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ def main(argv) -> None:
                        ("--caption", _CAPTION), ("--out", _OUT)):
         if not flag.value:
             raise app.UsageError(f"{name} is required.")
+    if _SEEDS.value < 1 or _KEEP.value < 0:
+        raise app.UsageError(f"--seeds={_SEEDS.value} must be at least 1 and --keep={_KEEP.value} at least 0.")
+    if os.path.isdir(_OUT.value):
+        foreign = sorted(n for n in os.listdir(_OUT.value) if os.path.splitext(n)[1].lower() in
+                         (".png", ".jpg", ".jpeg") and not n.startswith(("sample_", "reference.")))
+        if foreign:
+            raise app.UsageError(f"--out={_OUT.value} holds other images ({', '.join(foreign[:3])}), which would "
+                                 f"join the next round's tune: give an empty or new folder.")
     config = t2v_config.get_config(f"size={_SIZE.value}")
     reference = applications.read_image(_REFERENCE.value, config.data.resolution, "--reference")
     t2v = sampling.load_text_to_video(config, _T2V.value)[0]
