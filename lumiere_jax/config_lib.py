@@ -118,6 +118,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Keeping each step's clean-video prediction in [-1, 1]: "static" clips, "dynamic" rescales each sample by
     # its 99.5th-percentile |x| (Imagen; keeps hues under strong guidance), "none".
     c.sample.thresholding = "static"
+    # Long videos on windows (--long_video=windows, stories): windows per model call; 0 runs all at once, k a
+    # lax.scan over groups of k, so the sampler's memory stays flat as the clip grows (the whole clip's grows
+    # linearly; benchmarks/long_video_memory.py).
+    c.sample.window_batch = 0
     c.sample.fps = 8
     c.sample.prompts = ("a red circle moving left", "a blue square moving up", "a green triangle moving right",
                         "a yellow circle that stays still")

@@ -126,6 +126,9 @@ def _sample(config, workdir: str) -> None:
     if not 0 <= overlap < window:
         raise UsageError(f"--overlap={overlap} must be in [0, {window}) frames (the training length); the default "
                          f"is {sampling.long_video_overlap(window)}, the paper's SSR uses 2.")
+    if config.sample.window_batch < 0:
+        raise UsageError(f"--config.sample.window_batch={config.sample.window_batch} must be >= 0 (0: all windows "
+                         f"of a long video in one model call; k: k at a time, for flat memory).")
     for start, _ in spans[1:]:
         if not 0 < start < frames:
             raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
@@ -155,7 +158,8 @@ def _sample(config, workdir: str) -> None:
         clip = t2v([prompt], **kwargs)[0]
     else:
         clip = t2v.long_video(spans, frames, overlap=overlap, window_weights=_WINDOW_WEIGHTS.value,
-                              shift=_SHIFT_WINDOWS.value, noise=_WINDOW_NOISE.value, method=method, **kwargs)
+                              shift=_SHIFT_WINDOWS.value, noise=_WINDOW_NOISE.value, method=method,
+                              window_batch=config.sample.window_batch, **kwargs)
     if _SSR_WORKDIR.value is not None:
         upsampler, ssr_step = ssr.SuperResolution.from_workdir(_SSR_WORKDIR.value, ssr_config, t2v.encoder, config)
         clip = upsampler(clip[None], spans=spans, seed=_SEED.value, steps=_STEPS.value, sampler=_SAMPLER.value)[0]

@@ -198,7 +198,8 @@ class TextToVideo:
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
                    window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
-                   noise: str = LONG_VIDEO_NOISE, method: str = LONG_VIDEO_METHOD) -> np.ndarray:
+                   noise: str = LONG_VIDEO_NOISE, method: str = LONG_VIDEO_METHOD,
+                   window_batch: int | None = None) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs. method (long_video_method): "whole" runs the model on all frames at
@@ -210,7 +211,8 @@ class TextToVideo:
         shift (default) moves the window grid at every step, so no frame pair is a border at every step;
         each window then takes the prompt of its centre frame at that step. noise="repeat" (default) starts every
         window from the first window's noise frames, shuffled (multidiffusion.repeated_noise; docs/ssr.md);
-        "independent" draws every frame's noise on its own.
+        "independent" draws every frame's noise on its own. window_batch: windows per model call (None: all at
+        once; k: k at a time, so memory stays flat as the clip grows).
         """
         window = self.shape[0]
         if num_frames < window:
@@ -234,8 +236,8 @@ class TextToVideo:
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
                         window_weights=window_weights, window_shift=bool(shift), window_noise=noise,
-                        whole_clip=whole, thresholding=self.thresholding, late_params=self.late_params,
-                        late_from=self.late_from)
+                        window_batch=window_batch or None, whole_clip=whole, thresholding=self.thresholding,
+                        late_params=self.late_params, late_from=self.late_from)
         return np.asarray(clip)[0]
 
 

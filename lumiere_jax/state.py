@@ -184,6 +184,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.cpu_fusions not in compile_options.CPU_FUSIONS:
         raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
                          f"'default' (XLA's own choice, less memory).")
+    if config.sample.window_batch < 0:
+        raise ValueError(f"sample.window_batch={config.sample.window_batch} must be >= 0 (0: all windows of a long "
+                         f"video in one model call; k: k at a time, for flat memory).")
     if config.sample.thresholding not in THRESHOLDING:
         raise ValueError(f"sample.thresholding={config.sample.thresholding!r} must be one of {THRESHOLDING}.")
     if config.nan_policy not in ("stop", "skip"):

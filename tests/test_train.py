@@ -126,6 +126,9 @@ def test_sampling_from_the_trained_run(trained_workdir):
     story = t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8, **kwargs)
     np.testing.assert_allclose(story, t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8,
                                                      method="windows", **kwargs), atol=1e-6)
+    # One window per model call (config.sample.window_batch = 1: flat memory) samples the same story.
+    np.testing.assert_allclose(t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8,
+                                              window_batch=1, **kwargs), story, atol=1e-5)
     odd = t2v.long_video([(0, "a red circle")], 7, **kwargs)
     np.testing.assert_allclose(odd, t2v.long_video([(0, "a red circle")], 7, method="windows", **kwargs),
                                atol=1e-6)
