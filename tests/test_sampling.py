@@ -49,13 +49,22 @@ class _FrameMixer(nnx.Module):
         return mixed * scale[:, None, None, None, None]
 
 
-def test_generate_reconciles_windows_with_the_weights_it_is_given():
+B, L, D = 2, 3, 4  # the toy sampler's batch, text tokens and text width
+
+
+def _toy_sampler(text_shape=(B, L, D)):
+    """A _FrameMixer split for generate, random text of text_shape (its mask all ones), empty null text, the
+    schedule and a key."""
     graphdef, params = nnx.split(_FrameMixer())
-    B, T, L, D = 2, 10, 3, 4
-    text = jax.random.normal(jax.random.key(0), (B, L, D))
-    mask = jnp.ones((B, L), bool)
+    text = jax.random.normal(jax.random.key(0), text_shape)
+    mask = jnp.ones(text_shape[:-1], bool)
     null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
-    schedule, rng = CosineSchedule(), jax.random.key(1)
+    return graphdef, params, text, mask, null_text, null_mask, CosineSchedule(), jax.random.key(1)
+
+
+def test_generate_reconciles_windows_with_the_weights_it_is_given():
+    T = 10
+    graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler()
 
     def run(weights):
         return sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
@@ -76,12 +85,8 @@ def test_generate_reconciles_windows_with_the_weights_it_is_given():
 
 
 def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_text():
-    graphdef, params = nnx.split(_FrameMixer())
-    B, T, L, D = 2, 12, 3, 4
-    text = jax.random.normal(jax.random.key(0), (T, B, L, D))  # one prompt per frame
-    mask = jnp.ones((T, B, L), bool)
-    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
-    schedule, rng = CosineSchedule(), jax.random.key(1)
+    T = 12
+    graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler((T, B, L, D))  # per frame
 
     def run(shift, text, mask):
         return sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
@@ -114,12 +119,8 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
 
 
 def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
-    graphdef, params = nnx.split(_FrameMixer())
-    B, T, L, D = 2, 12, 3, 4
-    text = jax.random.normal(jax.random.key(0), (B, L, D))
-    mask = jnp.ones((B, L), bool)
-    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
-    schedule, rng = CosineSchedule(), jax.random.key(1)
+    T = 12
+    graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler()
 
     def run(noise, **kwargs):
         return np.asarray(sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng,
@@ -159,13 +160,9 @@ def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_s
 
 def test_late_params_run_the_low_noise_steps_only():
     # Stylized generation's schedule: steps at t > late_from use params, the rest late_params.
-    graphdef, params = nnx.split(_FrameMixer())
+    T = 8
+    graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler()
     late = jax.tree.map(lambda x: x * jnp.array([0.2, 0.5, 0.3]), params)  # other taps: another denoiser
-    B, T, L, D = 2, 8, 3, 4
-    text = jax.random.normal(jax.random.key(0), (B, L, D))
-    mask = jnp.ones((B, L), bool)
-    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
-    schedule, rng = CosineSchedule(), jax.random.key(1)
 
     def run(params, late_params=None, late_from=1.0, **window):
         return np.asarray(sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng,
