@@ -45,8 +45,17 @@ def random_batch(c, rng):
             "text_mask": jnp.ones((c.batch_size, 6), bool).at[:, 4:].set(False)}
 
 
-def train_step_case(names: list[str]) -> dict:
-    """One train step and one loss gradient, on one device and on each mesh of `names`."""
+def per_frame_text(batch: dict, change_at: int = 3) -> dict:
+    """The batch with a caption per frame: its own caption before `change_at`, another one from there on."""
+    text, mask = batch["text"], batch["text_mask"]
+    frames = batch["video"].shape[1]
+    other = jnp.roll(text, 1, axis=0)  # another clip's caption
+    text = jnp.stack([text if f < change_at else other for f in range(frames)], axis=1)  # [B, T, L, D]
+    return {**batch, "text": text, "text_mask": jnp.broadcast_to(mask[:, None], text.shape[:-1])}
+
+
+def train_step_case(names: list[str], per_frame: bool = False) -> dict:
+    """One train step and one loss gradient, on one device and on each mesh of `names` (per_frame: stories)."""
     c = config_for(MESHES[names[0]])
     graphdef, params = init_model(c, 0)
     # Non-trivial temporal and attention weights: the identity init would hide frame-mixing bugs.
@@ -54,6 +63,7 @@ def train_step_case(names: list[str]) -> dict:
     tx = make_optimizer(c)
     state = init_state(params, tx)
     batch = random_batch(c, jax.random.key(1))
+    batch = per_frame_text(batch) if per_frame else batch
     null_text, null_mask = jnp.zeros((1, 6, c.model.text_dim)), jnp.ones((1, 6), bool)
     step = train.make_train_step(graphdef, tx, schedule_from(c), c)
 
@@ -86,7 +96,7 @@ def train_step_case(names: list[str]) -> dict:
             "grad_norm": float(metrics["grad_norm"]), "ref_grad_norm": float(ref_metrics["grad_norm"]),
             "loss_diff": abs(float(s_loss) - float(ref_loss)), "grads_diff": max_diff(s_grads, ref_grads),
             "grads_scale": max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads)),
-            "video_sharding": str(sbatch["video"].sharding.spec),
+            "video_sharding": str(sbatch["video"].sharding.spec), "text_shape": list(batch["text"].shape),
             "sharded_param_leaves": sum(not x.sharding.is_fully_replicated
                                         for x in jax.tree.leaves(new_state.params)),
             "sharded_opt_leaves": sum(not x.sharding.is_fully_replicated
@@ -180,8 +190,8 @@ def paper_case(_name: str) -> dict:
 if __name__ == "__main__":
     case, mesh_names = sys.argv[1], sys.argv[2].split(",")
     assert jax.device_count() == 8, jax.devices()
-    if case == "train":
-        result = train_step_case(mesh_names)
+    if case in ("train", "train_story"):
+        result = train_step_case(mesh_names, per_frame=case == "train_story")
     else:
         fn = {"sample": sampler_case, "halo": halo_conv_case, "spatial": spatial_case, "paper": paper_case}[case]
         result = {name: fn(name) for name in mesh_names}

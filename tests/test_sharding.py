@@ -106,6 +106,16 @@ def test_sharded_train_step_equals_one_device():
     assert fsdp["sharded_param_leaves"] > 0 and fsdp["sharded_opt_leaves"] > 0
 
 
+def test_sharded_train_step_with_a_caption_per_frame_equals_one_device():
+    """Story batches (text [B, T, L, D], the caption changing at frame 3) on data x frames: same step."""
+    r = run_worker("train_story", "data_frames")["data_frames"]
+    assert r["text_shape"][:3] == [8, 8, 6], r
+    assert abs(r["loss"] - r["ref_loss"]) < 1e-5 and r["loss_diff"] < 1e-5, r
+    assert abs(r["grad_norm"] - r["ref_grad_norm"]) < 1e-5 * max(1.0, r["ref_grad_norm"]), r
+    assert r["grads_diff"] < 1e-5 * max(1.0, r["grads_scale"]), r
+    assert r["collective_permutes"] > 0, r
+
+
 def test_frame_sharded_sampler_equals_one_device():
     r = run_worker("sample", "frames8")["frames8"]
     assert r["retraced"], r  # the unsharded program was not reused under the mesh

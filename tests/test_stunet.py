@@ -143,3 +143,32 @@ def test_attention_pool_starts_at_zero_then_weights_unmasked_words_only():
 def test_unknown_text_pooling_is_rejected():
     with pytest.raises(ValueError, match="text_pooling='max' must be 'mean' or 'attention'"):
         dataclasses.replace(CFG, text_pooling="max")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_per_frame_text_repeating_one_caption_equals_the_clip_caption(pooling):
+    cfg = dataclasses.replace(CFG, text_pooling=pooling, cond_noise_level=True)
+    model = create_model(cfg, seed=4)
+    _randomize(model, seed=5, scale=0.1)
+    x, t, text, mask = _inputs()
+    level = jnp.array([0.1, 0.6])
+    clip = apply(model, x, t, text, mask, None, level)
+    frames = x.shape[1]
+    per_frame_text = jnp.broadcast_to(text[:, None], (2, frames) + text.shape[1:])
+    per_frame_mask = jnp.broadcast_to(mask[:, None], (2, frames) + mask.shape[1:])
+    np.testing.assert_allclose(apply(model, x, t, per_frame_text, per_frame_mask, None, level), clip, atol=2e-5)
+    # Another caption from frame 4 on: every frame changes (temporal layers mix them), the later ones the most.
+    other = jax.random.normal(jax.random.key(9), text.shape)
+    story = per_frame_text.at[:, 4:].set(jnp.broadcast_to(other[:, None], (2, 4) + text.shape[1:]))
+    change = np.abs(np.asarray(apply(model, x, t, story, per_frame_mask, None, level) - clip)).mean((0, 2, 3, 4))
+    assert change.min() > 1e-4 and change[4:].mean() > 2 * change[:4].mean(), change
+
+
+def test_per_frame_text_of_the_wrong_length_is_refused():
+    model = create_model(CFG, seed=0)
+    x, t, text, mask = _inputs()
+    with pytest.raises(ValueError, match=r"\[B, T, L, D\] / \[B, T, L\] with T = 8 frames"):
+        model(x, t, jnp.broadcast_to(text[:, None], (2, 4) + text.shape[1:]),
+              jnp.broadcast_to(mask[:, None], (2, 4) + mask.shape[1:]))
+    with pytest.raises(ValueError, match="must be \\[B, L, D\\] / \\[B, L\\]"):
+        model(x, t, text, mask[:, :3])

@@ -79,6 +79,18 @@ class FrameGroupNorm(nnx.Module):
         return y.astype(jnp.result_type(x, scale, bias))
 
 
+def frame_groups_mean(per_frame: jax.Array, num_frames: int) -> jax.Array:
+    """[B, T0, ...] -> [B, num_frames, ...]: the mean over each run of T0 / num_frames consecutive frames.
+
+    Per-frame conditioning at a U-Net level whose frames were halved: each of its frames stands for that
+    many input frames (a clip whose frames all share one caption gets that caption's vector back).
+    """
+    b, t0 = per_frame.shape[:2]
+    if t0 % num_frames:
+        raise ValueError(f"Per-frame conditioning of {t0} frames cannot be grouped into {num_frames} frames.")
+    return per_frame.reshape((b, num_frames, t0 // num_frames) + per_frame.shape[2:]).mean(2)
+
+
 class ResBlock(nnx.Module):
     """Residual conv block with FiLM conditioning on the timestep/text embedding."""
 
@@ -92,8 +104,11 @@ class ResBlock(nnx.Module):
         self.skip = FrameConv(cin, cout, kernel=1, dtype=dtype, rngs=rngs) if cin != cout else None
 
     def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
+        """x: [B, T, H, W, C]; emb: [B, E] for the clip, or [B, T0, E] per frame (T0 a multiple of T)."""
         h = self.conv1(nnx.silu(self.norm1(x)))
-        scale, shift = jnp.split(self.emb_proj(nnx.silu(emb))[:, None, None, None, :], 2, axis=-1)
+        proj = self.emb_proj(nnx.silu(frame_groups_mean(emb, x.shape[1]) if emb.ndim == 3 else emb))
+        proj = proj[:, :, None, None, :] if emb.ndim == 3 else proj[:, None, None, None, :]
+        scale, shift = jnp.split(proj, 2, axis=-1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(nnx.silu(h))
         skip = x if self.skip is None else self.skip(x)
@@ -131,6 +146,9 @@ class SpatialAttention(nnx.Module):
         return x.reshape(x.shape[:-1] + (self.num_heads, -1))
 
     def __call__(self, x: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+        """x: [B, T, H, W, C]; text [B, L, D] with mask [B, L] for the clip, or [B, T0, L, D] / [B, T0, L]
+        per frame (T0 a multiple of T: a frame of a level whose frames were halved reads the tokens of all
+        the input frames it stands for)."""
         b, t, h, w, c = x.shape
         # Self-attention: each frame attends within itself.
         frames = (b, t) if sharding.frames_sharded(x) else (b * t,)  # see the module docstring
@@ -138,9 +156,16 @@ class SpatialAttention(nnx.Module):
         q, k, v = jnp.split(self.qkv(y), 3, axis=-1)
         y = attention(self._heads(q), self._heads(k), self._heads(v)).reshape(frames + (h * w, c))
         x = x + self.out(y).reshape(x.shape)
-        # Cross-attention: queries from every pixel of every frame, keys from the clip's text.
-        y = self.cross_norm(x).reshape(b, t * h * w, c)
-        k, v = jnp.split(self.cross_kv(text.astype(y.dtype)), 2, axis=-1)  # [B, L, C] each
+        if text.ndim == 4:  # per-frame captions: each frame's pixels attend to their own frames' tokens
+            t0, length = text.shape[1:3]
+            if t0 % t:
+                raise ValueError(f"Per-frame text of {t0} frames does not group into this level's {t} frames.")
+            text = text.reshape((b, t, (t0 // t) * length, text.shape[-1]))  # [B, t, s*L, D]
+            text_mask = text_mask.reshape((b, t, (t0 // t) * length))
+            y = self.cross_norm(x).reshape(b, t, h * w, c)
+        else:  # queries from every pixel of every frame, keys from the clip's text
+            y = self.cross_norm(x).reshape(b, t * h * w, c)
+        k, v = jnp.split(self.cross_kv(text.astype(y.dtype)), 2, axis=-1)  # [B, (t,) L', C] each
         y = attention(self._heads(self.cross_q(y)), self._heads(k), self._heads(v), text_mask)
         return x + self.cross_out(y.reshape(b, t * h * w, c)).reshape(x.shape)
 

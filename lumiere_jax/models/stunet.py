@@ -243,6 +243,10 @@ class STUNet(nnx.Module):
                  cond: jax.Array | None = None, cond_level: jax.Array | None = None) -> jax.Array:
         """x: [B, T, H, W, Cin]; t: [B] in [0, 1]; text: [B, L, Dt]; text_mask: [B, L] -> [B, T, H, W, Cout].
 
+        Captions that change over time: text [B, T, L, Dt] and text_mask [B, T, L], one caption per frame. Each
+        frame's conditioning vector then pools its own caption, and its spatial cross-attention reads its own
+        tokens (at a level whose frames were halved, those of every input frame it stands for); a clip whose
+        frames all share one caption gives the clip-level result.
         cond: [B, T, H, W, cond_channels], concatenated to x on channels (when cfg.cond_channels > 0);
         cond_level: [B] in [0, 1], the noise level of augmented conditioning (when cfg.cond_noise_level).
         """
@@ -258,18 +262,27 @@ class STUNet(nnx.Module):
             if cond.shape[:-1] != x.shape[:-1] or cond.shape[-1] != cfg.cond_channels:
                 raise ValueError(f"cond has shape {cond.shape}; expected {x.shape[:-1] + (cfg.cond_channels,)}.")
             x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
+        per_frame = text.ndim == 4
+        if text.ndim not in (3, 4) or text_mask.shape != text.shape[:-1] or (per_frame and
+                                                                             text.shape[1] != x.shape[1]):
+            raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [B, L, D] / [B, L] (one "
+                             f"caption per clip) or [B, T, L, D] / [B, T, L] with T = {x.shape[1]} frames.")
         dtype = _DTYPES[cfg.dtype]
         text = text.astype(dtype)
         # Conditioning vector: time, plus the mask-weighted mean of the text tokens (as Imagen adds pooled text).
         m = text_mask.astype(dtype)[..., None]
-        pooled = (text * m).sum(1) / jnp.maximum(m.sum(1), 1.0)  # [B, Dt]
+        pooled = (text * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)  # [B, (T,) Dt]
         emb = self.time_out(nnx.silu(self.time_in(timestep_embedding(t, cfg.channels).astype(dtype))))
-        emb = emb + self.text_pool(pooled)  # [B, E]
+        emb = (emb[:, None] if per_frame else emb) + self.text_pool(pooled)  # [B, (T,) E]; ResBlocks take either
         if self.text_attn_pool is not None:
-            emb = emb + self.text_attn_pool(text, text_mask, pooled)
+            flat = text.shape[:-2]  # the attention pool reads one caption at a time
+            emb = emb + self.text_attn_pool(
+                text.reshape((-1,) + text.shape[-2:]), text_mask.reshape((-1, text.shape[-2])),
+                pooled.reshape((-1, pooled.shape[-1]))).reshape(flat + (-1,))
         if cond_level is not None:
             level = timestep_embedding(cond_level, cfg.channels).astype(dtype)
-            emb = emb + self.cond_level_out(nnx.silu(self.cond_level_in(level)))
+            level = self.cond_level_out(nnx.silu(self.cond_level_in(level)))
+            emb = emb + (level[:, None] if per_frame else level)
 
         h = sharding.constrain(self.conv_in(sharding.constrain(x.astype(dtype))))  # [B, T, H, W, C0]
         hs = [h]
