@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_test = 256
     c.data.seed = 0
     c.data.text_dropout = 0.1  # caption replaced by "" this often, for classifier-free guidance
+    # Share of training clips replaced by stories: one object that changes its motion mid-clip, a caption per
+    # frame (data/stories.py). A model trained with them takes a story on the whole clip (docs/ssr.md).
+    c.data.story_fraction = 0.0
     c.data.num_threads = 2
     c.data.prefetch = 4
 

@@ -204,6 +204,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"(set decay_steps to the step where it should end, or decay_start=0).")
     if not 0.0 <= config.data.text_dropout < 1.0:
         raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
+    story = config.data.story_fraction
+    if not 0.0 <= story <= 1.0:
+        raise ValueError(f"data.story_fraction={story} must be in [0, 1]: the share of training clips whose "
+                         f"caption changes mid-clip.")
+    if story and (config.task not in tasks.UNCONDITIONAL or config.data.num_frames < 4):
+        raise ValueError(f"data.story_fraction={story} trains text-to-video on clips whose caption changes "
+                         f"mid-clip: it needs an unconditional task {tasks.UNCONDITIONAL} (task={config.task!r}) "
+                         f"and data.num_frames >= 4 (num_frames={config.data.num_frames}); or story_fraction=0.")
     if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
         raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
                          f"and channel_mult entries positive.")

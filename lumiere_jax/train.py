@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from lumiere_jax import checkpointing, compile_options, inflate, sampling, sharding, tasks, video_io
-from lumiere_jax.data import pipeline, shapes_tfds
+from lumiere_jax.data import pipeline, shapes_tfds, stories
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, check_resumed_schedule, init_model, \
     init_state, make_optimizer, resolve_trainable, schedule_from, validate_config
@@ -56,6 +56,9 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
     cache_dir = os.path.join(data_dir, "text_cache", shapes_tfds.shapes_world_config(
         d.num_frames, d.resolution, d.num_train, d.num_test, d.seed).name)
+    if d.story_fraction:  # a share of the training clips becomes stories, with a caption per frame
+        sources["train"] = stories.StorySource(sources["train"], d.story_fraction, seed=d.seed,
+                                               num_frames=d.num_frames, resolution=d.resolution)
     cache = pipeline.build_text_cache(encoder, cache_dir, [sources["train"]], extra=extra_captions)
     if jax.process_count() > 1 and jax.process_index() == 0:
         from jax.experimental import multihost_utils
@@ -97,12 +100,13 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         # The step's randomness is a function of the step alone: resumed runs repeat it exactly.
         step_rng = jax.random.fold_in(base_rng, state.step)
         k_drop, k_t, k_eps = jax.random.split(step_rng, 3)
-        x, text, text_mask = batch["video"], batch["text"], batch["text_mask"]  # [B, T, H, W, C], [B, L, D], [B, L]
+        # [B, T, H, W, C], text [B, (T,) L, D] (per frame: data.story_fraction), mask [B, (T,) L]
+        x, text, text_mask = batch["video"], batch["text"], batch["text_mask"]
         b = x.shape[0]
-        # 1. Classifier-free guidance: replace some captions by the null caption.
+        # 1. Classifier-free guidance: replace some captions (all of a clip's frames at once) by the null caption.
         drop = jax.random.bernoulli(k_drop, p_drop, (b,))
-        text = jnp.where(drop[:, None, None], null_text, text)
-        text_mask = jnp.where(drop[:, None], null_mask, text_mask)
+        text = jnp.where(drop.reshape((b,) + (1,) * (text.ndim - 1)), null_text, text)
+        text_mask = jnp.where(drop.reshape((b,) + (1,) * (text_mask.ndim - 1)), null_mask, text_mask)
         # 2. Times (a share of them at the highest noise levels only), and noise.
         t = draw_times(k_t, b, config.diffusion.high_noise_fraction, config.diffusion.high_noise_t_min,
                        config.diffusion.t_max)

@@ -67,3 +67,28 @@ def test_text_features_are_the_cached_encoding_of_the_caption(world):
     np.testing.assert_allclose(mapped["text"], feats[0], atol=1e-3)  # stored as float16
     np.testing.assert_array_equal(mapped["text_mask"], mask[0])
     assert pipeline.NULL_CAPTION in cache
+
+
+def test_story_source_mixes_stories_with_per_frame_captions_into_the_batches(world):
+    from lumiere_jax.data import stories
+    sources, _ = world
+    train = sources["train"]
+    none = stories.StorySource(train, 0.0, seed=0, num_frames=4, resolution=16)
+    assert not none.is_story.any()
+    np.testing.assert_array_equal(none[5]["video"], train[5]["video"])
+    assert none[5]["frame_captions"] == [train[5]["caption"]] * 4
+    half = stories.StorySource(train, 0.5, seed=0, num_frames=4, resolution=16)
+    assert 0 < half.is_story.sum() < len(train)
+    i = int(np.argmax(half.is_story))
+    story = half[i]
+    assert len(set(story["frame_captions"])) == 2 and story["video"].shape == (4, 16, 16, 3)
+    assert set(half.captions()) >= {c for j in range(len(half)) for c in half[j]["frame_captions"]}
+    cache = pipeline.build_text_cache(_HashEncoder(), world[1].path.rsplit("/", 1)[0], [half])
+    mapped = pipeline.ToModelInputs(cache).map(story)
+    assert mapped["text"].shape == (4, 3, 4) and mapped["text_mask"].shape == (4, 3)
+    feats, _ = _HashEncoder().encode(story["frame_captions"])
+    np.testing.assert_allclose(mapped["text"], feats, atol=1e-3)
+    batch = pipeline.train_dataset(half, cache, global_batch_size=4, seed=0)[0]
+    assert batch["text"].shape == (4, 4, 3, 4) and batch["text_mask"].shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="story_fraction=1.5 must be in \\[0, 1\\]"):
+        stories.StorySource(train, 1.5, seed=0, num_frames=4, resolution=16)

@@ -190,3 +190,40 @@ def test_tfds_round_trip(tmp_path):
     other = shapes_tfds.load_shapes_world(str(tmp_path), **{**args, "resolution": 8})
     assert other["train"][0]["video"].shape == (4, 8, 8, 3)
     assert len(list(tmp_path.rglob("*train.array_record*"))) == 2
+
+
+def test_story_clips_turn_once_stay_in_frame_and_caption_each_segment():
+    turns = set()
+    for index in range(40):
+        ex = shapes.make_story_example(index, seed=0, num_frames=16, resolution=32)
+        video, k = ex["video"], int(ex["turn_frame"])
+        assert 4 <= k <= 12 and len(ex["frame_captions"]) == 16, k  # the middle half of the clip
+        turns.add(k)
+        first, second = ex["frame_captions"][0], ex["frame_captions"][k]
+        assert ex["frame_captions"] == [first] * k + [second] * (16 - k) and ex["caption"] == first
+        assert shapes.story_frame_captions(index, 0, 16) == ex["frame_captions"]  # no render needed
+        border = np.concatenate([video[:, 0], video[:, -1], video[:, :, 0], video[:, :, -1]], 1)
+        assert np.all(border == shapes.BACKGROUND), index
+        # Up to the turn: the straight-line clip of the first segment; from it on: that of the second.
+        obj = shapes._story_spec_and_captions(index, 0, 16, "train")[0].objects[0]
+        straight = [shapes.render_clip(shapes.ClipSpec((obj.segment(i),)), 16, 32) for i in (0, 1)]
+        assert np.abs(video[:k + 1].astype(int) - straight[0][:k + 1]).max() <= 1
+        assert np.abs(video[k:].astype(int) - straight[1][:16 - k]).max() <= 1
+        assert obj.motions[0] != obj.motions[1]
+        # Each caption names its own segment's motion.
+        for caption, i in ((first, 0), (second, 1)):
+            words = _MOTION_WORDS[obj.motions[i]]
+            assert obj.color in caption and obj.shape in caption and any(w in caption for w in words), caption
+        # The object moves each segment's way: centroid displacement from its first to its last frame.
+        for i, (a, b) in enumerate(((0, k), (k, 15))):
+            moved = _centroid(video[b]) - _centroid(video[a])
+            direction = np.asarray(shapes.MOTION_DIRECTION[obj.motions[i]])
+            if obj.motions[i] == "still":
+                assert np.abs(moved).max() < 0.2, (index, i, moved)
+            else:
+                assert moved @ direction > 0.9 * np.linalg.norm(moved) > 0.5, (index, i, moved)
+    assert len(turns) >= 5
+    a, b = (shapes.make_story_example(3, seed=s, num_frames=8, resolution=32) for s in (0, 0))
+    np.testing.assert_array_equal(a["video"], b["video"])
+    with pytest.raises(ValueError, match="num_frames >= 4"):
+        shapes.make_story_example(0, seed=0, num_frames=2, resolution=32)

@@ -25,16 +25,21 @@ class ToModelInputs(grain.transforms.Map):
         self._cache = cache
 
     def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
-        index = self._cache.index_of([example["caption"]])[0]
+        # A caption per frame (data/stories.py) gives text [T, L, D]; one per clip gives [L, D].
+        per_frame = "frame_captions" in example
+        index = self._cache.index_of(list(example["frame_captions"]) if per_frame else [example["caption"]])
+        index = index if per_frame else index[0]
         return {
             "video": example["video"].astype(np.float32) / 127.5 - 1.0,  # [T, H, W, 3]
-            "text": self._cache.features[index].astype(np.float32),  # [L, D]
-            "text_mask": self._cache.masks[index],  # [L]
+            "text": self._cache.features[index].astype(np.float32),  # [(T,) L, D]
+            "text_mask": self._cache.masks[index],  # [(T,) L]
         }
 
 
 def unique_captions(source: Any) -> list[str]:
-    """Every distinct caption of a data source, in first-seen order."""
+    """Every distinct caption of a data source, in first-seen order (`source.captions()` where it has one)."""
+    if hasattr(source, "captions"):
+        return list(source.captions())
     seen: dict[str, None] = {}
     for i in range(len(source)):
         seen.setdefault(source[i]["caption"], None)

@@ -333,6 +333,88 @@ def make_example(index: int, seed: int, num_frames: int, resolution: int,
             "caption": caption(spec, rng), **attribute_ids(spec)}
 
 
+# Stories: clips whose caption changes over time. One object changes its motion once, at a frame drawn from
+# the middle half of the clip, and the frames before and from that frame each carry their own caption.
+_STORY_STREAM = 7  # extra seed word: story draws never share a random stream with make_example
+
+
+@dataclasses.dataclass(frozen=True)
+class TurningObjectSpec:
+    """One shape that moves one way until time `turn` (clip time units), then another way from there."""
+
+    color: str
+    shape: str
+    size: str
+    motions: tuple[str, str]
+    speeds: tuple[str | None, str | None]  # None iff that motion is "still"
+    turn: float
+    x0: float
+    y0: float
+
+    def segment(self, i: int) -> ObjectSpec:
+        """The straight-line object of segment i (0: before the turn, 1: from it) as if it started at time 0."""
+        x, y = self.center(np.asarray([self.turn if i else 0.0]))
+        return ObjectSpec(self.color, self.shape, self.motions[i], self.size, self.speeds[i], float(x[0]),
+                          float(y[0]))
+
+    def center(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray(t, np.float64)
+        before, after = np.minimum(t, self.turn), np.maximum(t - self.turn, 0.0)
+        out = []
+        for axis, start in ((0, self.x0), (1, self.y0)):
+            pos = start
+            for motion, speed, dt in zip(self.motions, self.speeds, (before, after)):
+                pos = pos + (SPEED_DISPLACEMENT[speed] if speed else 0.0) * MOTION_DIRECTION[motion][axis] * dt
+            out.append(pos)
+        return out[0], out[1]
+
+
+def _story_spec_and_captions(index: int, seed: int, num_frames: int,
+                             split: str) -> tuple[ClipSpec, int, list[str]]:
+    """(spec with one TurningObjectSpec, first frame of the second segment, one caption per frame)."""
+    if split not in _SPLIT_STREAMS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {tuple(_SPLIT_STREAMS)}.")
+    if num_frames < 4:
+        raise ValueError(f"A story clip changes its motion mid-clip: it needs num_frames >= 4, got {num_frames}.")
+    rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index, _STORY_STREAM])
+    color, shape = COLORS[rng.integers(len(COLORS))], SHAPES[rng.integers(len(SHAPES))]
+    size = SIZES[rng.integers(len(SIZES))]
+    first = MOTIONS[rng.integers(len(MOTIONS))]
+    second = [m for m in MOTIONS if m != first][rng.integers(len(MOTIONS) - 1)]
+    speeds = tuple(SPEEDS[rng.integers(len(SPEEDS))] if m != "still" else None for m in (first, second))
+    quarter = max(1, num_frames // 4)
+    turn_frame = int(rng.integers(quarter, num_frames - quarter + 1))  # the middle half of the clip
+    turn = turn_frame / num_frames
+    # Start centres that keep the whole bent path inside the frame: its extremes are at t = 0, turn and 1.
+    half = SIZE_FRACTION[size] / 2
+    starts = []
+    for axis in (0, 1):
+        a = (SPEED_DISPLACEMENT[speeds[0]] if speeds[0] else 0.0) * MOTION_DIRECTION[first][axis] * turn
+        b = (SPEED_DISPLACEMENT[speeds[1]] if speeds[1] else 0.0) * MOTION_DIRECTION[second][axis] * (1 - turn)
+        lo, hi = _MARGIN + half - min(0.0, a, a + b), 1.0 - _MARGIN - half - max(0.0, a, a + b)
+        starts.append(float(rng.uniform(lo, hi)))
+    obj = TurningObjectSpec(color, shape, size, (first, second), speeds, turn, starts[0], starts[1])
+    captions = [caption(ClipSpec((obj.segment(i),)), rng) for i in (0, 1)]
+    return ClipSpec((obj,)), turn_frame, [captions[int(k >= turn_frame)] for k in range(num_frames)]
+
+
+def story_frame_captions(index: int, seed: int, num_frames: int, split: str = "train") -> list[str]:
+    """The per-frame captions of story example `index`, without rendering it (what the text cache needs)."""
+    return _story_spec_and_captions(index, seed, num_frames, split)[2]
+
+
+def make_story_example(index: int, seed: int, num_frames: int, resolution: int,
+                       split: str = "train") -> dict[str, Any]:
+    """Story example `index`: one object that changes its motion once, with a caption per frame.
+
+    Returns video uint8 [T, H, W, 3], frame_captions (T str: the first segment's caption before turn_frame,
+    the second's from it), caption (frame 0's) and turn_frame; deterministic from (seed, split, index).
+    """
+    spec, turn_frame, captions = _story_spec_and_captions(index, seed, num_frames, split)
+    return {"video": render_clip(spec, num_frames, resolution), "caption": captions[0],
+            "frame_captions": captions, "turn_frame": np.int32(turn_frame)}
+
+
 def _check_ranges() -> None:
     # Every attribute combination must fit in the frame; fail at import, not mid-build.
     for motion in MOTIONS:
