@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
+    parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/ssr_seams_<platform>"
+                                                    "<schemes, clips, seed, steps, frames>.json)")
     parser.add_argument("--gif", default=None, help="also write the first 6 clips of each scheme, a row per scheme")
     args = parser.parse_args()
 
@@ -189,7 +191,7 @@ def main() -> None:
         suffix += f"_{args.steps}steps"
     if args.frames != 32:
         suffix += f"_{args.frames}frames"
-    path = os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
+    path = args.out or os.path.join(bc.RESULTS_DIR, f"ssr_seams_{jax.devices()[0].platform}{suffix}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
                    "window": window, "clips": args.clips, "steps": args.steps, "guidance": args.guidance,

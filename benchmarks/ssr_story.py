@@ -3,8 +3,9 @@ r"""Story mode: one clip 4x the training length, a prompt per time span, each sp
   python benchmarks/ssr_story.py --workdir=/work/runs/tiny1 --gif=docs/story_tiny.gif
   python benchmarks/ssr_story.py --workdir=DIR --config_size=smoke --frames=16 --seeds=1 --steps=2
 
-The base model (configs/t2v.py tiny, 8 frames) runs on 8-frame windows with overlap 4 and triangle weights,
-the grid moved by a pseudo-random offset at every step (--mode=sample's defaults; --overlap=2 --weights=uniform
+The base model (configs/t2v.py tiny, 8 frames) runs on the whole clip with a prompt per frame when it was trained
+on stories (data.story_fraction > 0; --long_video=whole asks for it on any model), else on 8-frame windows
+with overlap 4 and triangle weights, the grid moved by a pseudo-random offset at every step (--mode=sample's defaults; --overlap=2 --weights=uniform
 --no-shift is the paper's MultiDiffusion) reconciled by temporal MultiDiffusion (sampling.generate), each window
 prompted by the span that holds its centre frame (sampling.prompts_per_window / prompts_per_frame).
 Then lumiere_jax/eval/shapes_checker.analyze_clip names the
@@ -60,6 +61,9 @@ def main() -> None:
     parser.add_argument("--window_noise", default=sampling.LONG_VIDEO_NOISE, choices=md.NOISES,
                         help="repeat: later windows start from shuffles of the first window's noise (FreeNoise); "
                              "independent: every frame's own noise")
+    parser.add_argument("--long_video", default=sampling.LONG_VIDEO_METHOD, choices=sampling.LONG_VIDEO_METHODS,
+                        help="whole: the model on all frames, a prompt per frame; windows: MultiDiffusion; auto "
+                             "(as --mode=sample): whole when the run trained on stories, else windows")
     parser.add_argument("--gif", default="docs/story_tiny.gif")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/ssr_story_<platform>)")
     args = parser.parse_args()
@@ -71,26 +75,32 @@ def main() -> None:
     span = args.frames // len(STORY)
     spans = [(i * span, f"a {c} {s} moving {m}") for i, (c, s, m) in enumerate(STORY)]
     window_prompts = sampling.prompts_per_window(spans, args.frames, window, overlap)
+    whole = sampling.long_video_method(args.long_video, len(spans), args.frames, t2v.frame_multiple,
+                                       t2v.story_trained) == "whole"
     machine = bc.machine()
+    layout = (f"the whole clip, a prompt per frame ({'trained on' if t2v.story_trained else 'not trained on'} "
+              f"stories)" if whole else
+              f"windows at {md.window_starts(args.frames, window, overlap)} ({args.weights} weights"
+              f"{', shifted every step' if args.shift else ''})")
     print(f"Story mode: {args.workdir} (step {step}), {args.frames} frames = {args.frames // window}x the "
-          f"{window}-frame training length, windows at {md.window_starts(args.frames, window, overlap)} "
-          f"({args.weights} weights{', shifted every step' if args.shift else ''}, {args.window_noise} noise), "
+          f"{window}-frame training length, {layout}, {args.window_noise} noise, "
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
-    if not args.shift:  # shifted windows take their centre frame's prompt at each step instead
+    if not args.shift and not whole:  # shifted windows take their centre frame's prompt at each step instead
         print(f"  window prompts: {window_prompts}")
 
-    prompts = sampling.prompts_per_frame(spans, args.frames) if args.shift else window_prompts
-    text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame when shifted, else per window
-    text = jnp.broadcast_to(jnp.asarray(text)[:, None], (len(prompts), args.seeds) + text.shape[1:])
-    mask = jnp.broadcast_to(jnp.asarray(mask)[:, None], (len(prompts), args.seeds) + mask.shape[1:])
+    prompts = sampling.prompts_per_frame(spans, args.frames) if args.shift or whole else window_prompts
+    text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame when shifted or whole, else per window
+    axis, lead = (0, (args.seeds, len(prompts))) if whole else (1, (len(prompts), args.seeds))
+    text = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(text), axis), lead + text.shape[1:])  # whole: [B, T, L, D]
+    mask = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(mask), axis), lead + mask.shape[1:])  # else [T or N, B, ...]
     t0 = time.perf_counter()
     clips = np.asarray(sampling.generate(
         t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
         shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=args.steps,
         guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights,
-        window_shift=args.shift, window_noise=args.window_noise))
+        window_shift=args.shift, window_noise=args.window_noise, whole_clip=whole))
     seconds = time.perf_counter() - t0
     frames_u8 = video_io.to_uint8(clips)  # [S, T, H, W, 3]
 
@@ -127,6 +137,7 @@ def main() -> None:
     path = args.out or os.path.join(bc.RESULTS_DIR, f"ssr_story_{jax.devices()[0].platform}.json")
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
+                   "long_video": "whole" if whole else "windows", "story_trained": t2v.story_trained,
                    "window": window, "overlap": overlap, "weights": args.weights, "shift": args.shift,
                    "window_noise": args.window_noise, "spans": spans,
                    "window_prompts": None if args.shift else window_prompts, "seeds": args.seeds, "steps": args.steps,

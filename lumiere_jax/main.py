@@ -52,9 +52,10 @@ _WINDOW_NOISE = flags.DEFINE_enum("window_noise", "repeat", ["independent", "rep
                                   "per frame.")
 _LONG_VIDEO = flags.DEFINE_enum("long_video", "auto", ["auto", "whole", "windows"],
                                 "How a clip longer than the training length is sampled: whole (the model on all "
-                                "frames at once; one prompt), windows (temporal MultiDiffusion; the --overlap, "
-                                "--window_weights and --shift_windows flags), or auto: whole for one prompt, "
-                                "windows for --prompt_at stories (docs/ssr.md).")
+                                "frames at once; with --prompt_at, each frame its span's prompt), windows "
+                                "(temporal MultiDiffusion; the --overlap, --window_weights and --shift_windows "
+                                "flags), or auto: whole for one prompt, and for --prompt_at stories when the run "
+                                "trained on stories (data.story_fraction > 0), windows otherwise (docs/ssr.md).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
                                   "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
@@ -135,7 +136,7 @@ def _sample(config, workdir: str) -> None:
     from lumiere_jax.state import model_config
     try:
         method = sampling.long_video_method(_LONG_VIDEO.value, len(spans), frames,
-                                            model_config(config).frame_multiple)
+                                            model_config(config).frame_multiple, sampling.trained_on_stories(workdir))
     except ValueError as e:
         raise UsageError(str(e)) from None
     request = applications.plan(config, image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
@@ -165,7 +166,12 @@ def _sample(config, workdir: str) -> None:
         clip = upsampler(clip[None], spans=spans, seed=_SEED.value, steps=_STEPS.value, sampler=_SAMPLER.value)[0]
         step = f"{step}, SSR checkpoint step {ssr_step}"
     video_io.write_video(out, video_io.to_uint8(clip), config.sample.fps)
-    print(f"Wrote {out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}, checkpoint step {step}).")
+    layout = ""
+    if request.kind == "t2v" and (frames > window or len(spans) > 1):
+        whole = frames == window or method == "whole"
+        layout = (", the whole clip" if whole else ", MultiDiffusion windows") + (
+            " with a prompt per frame" if whole and len(spans) > 1 else "")
+    print(f"Wrote {out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}{layout}, checkpoint step {step}).")
 
 
 def _style_tune(config, workdir: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 from typing import Any, Sequence
 
 import jax
@@ -29,8 +31,10 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
              late_from: float | jax.Array = 1.0, whole_clip: bool = False) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
-    text is [B, L, D]. With `window` shorter than the clip (T = shape[0]) the model runs on overlapping
-    windows reconciled by temporal MultiDiffusion, and text may be [N, B, L, D]: one prompt per window.
+    text is [B, L, D], or [B, T, L, D] for a prompt per frame (prompts that change over time) in one model
+    call (`models/stunet.py`; a model trained on stories, data.story_fraction, follows them). With `window`
+    shorter than the clip (T = shape[0]) the model runs on overlapping windows reconciled by temporal
+    MultiDiffusion, and text may be [N, B, L, D]: one prompt per window.
     cond [B, T, H, W, Cc] / cond_level [B]: the conditioning inputs of a conditional STUNet (SSR, masked
     video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
     starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
@@ -40,7 +44,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     [T, B, L, D], one prompt per frame, instead of one per window.
     window_noise: the initial noise of a windowed clip: "independent" per frame, or "repeat"
     (multidiffusion.repeated_noise: every window starts from the first window's noise frames, shuffled).
-    whole_clip: run the model on all T frames at once even when T > window (one prompt, text [B, L, D]); the
+    whole_clip: run the model on all T frames at once even when T > window (text [B, L, D] or [B, T, L, D]); the
     STUNet is convolutional in time and its temporal attention takes sinusoidal frame positions, so it runs past
     its training length. `window` (the training length) then only sets the period of repeated noise.
     thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
@@ -51,9 +55,10 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     num_frames = shape[0]
     long_clip = window is not None and window < num_frames
     windowed = long_clip and not whole_clip
-    if long_clip and whole_clip and text.ndim != 3:
-        raise ValueError(f"whole_clip samples with one prompt for the whole clip: text {text.shape} must be "
-                         f"[B, L, D]; prompts that change over time need windows (whole_clip=False).")
+    per_frame = text.ndim == 4 and not windowed  # [B, T, L, D]: a prompt per frame, in one model call
+    if per_frame and text.shape[1] != num_frames:
+        raise ValueError(f"Per-frame text {text.shape} must be [B, T, L, D] with T = {num_frames} frames.")
+    batch = text.shape[0] if per_frame else text.shape[-3]
 
     def denoiser(model: nnx.Module) -> samplers.Denoiser:
         def conditioned(z, t, text, text_mask):
@@ -85,9 +90,9 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
         raise ValueError(f"window_noise={window_noise!r} is not one of {multidiffusion.NOISES}.")
     k_noise, k_sampler = jax.random.split(rng)
     if x_init is None and long_clip and window_noise == "repeat":
-        z = multidiffusion.repeated_noise(k_noise, (text.shape[-3],) + shape, window)
+        z = multidiffusion.repeated_noise(k_noise, (batch,) + shape, window)
     elif x_init is None:
-        z = jax.random.normal(k_noise, (text.shape[-3],) + shape, jnp.float32)
+        z = jax.random.normal(k_noise, (batch,) + shape, jnp.float32)
     else:
         z = samplers.noise_to(x_init.astype(jnp.float32), k_noise, schedule, t_start)
     return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler, t_start=t_start,
@@ -102,32 +107,42 @@ LONG_VIDEO_WEIGHTS = "triangle"
 LONG_VIDEO_SHIFT = True
 LONG_VIDEO_NOISE = "repeat"
 # With one prompt, the model run on the whole long clip at once (Lumiere's own way, past its training length)
-# beats any window layout: fewer jumps, more of the prompted motion, half the time (docs/ssr.md). Windows stay
-# for prompts that change over time, which one model call cannot take, and for lengths the U-Net cannot halve.
+# beats any window layout: fewer jumps, more of the prompted motion, half the time (docs/ssr.md). Prompts that
+# change over time go to the whole clip too (a prompt per frame) when the model was trained on stories
+# (data.story_fraction > 0); a model trained on one caption per clip follows them better on windows.
 LONG_VIDEO_METHODS = ("auto", "whole", "windows")
 LONG_VIDEO_METHOD = "auto"
 
 
-def long_video_method(method: str, num_spans: int, num_frames: int, frame_multiple: int) -> str:
+def long_video_method(method: str, num_spans: int, num_frames: int, frame_multiple: int,
+                      story_trained: bool = False) -> str:
     """"whole" or "windows": how a clip of num_frames with num_spans prompts is sampled under `method`.
 
-    auto: the whole clip when there is one prompt and the U-Net can halve num_frames (a multiple of
-    frame_multiple, 2 ** its temporal downsamples), windows otherwise. Raises ValueError when "whole" cannot run.
+    auto: the whole clip when the U-Net can halve num_frames (a multiple of frame_multiple, 2 ** its temporal
+    downsamples) and there is one prompt, or several and the model was trained on stories (story_trained);
+    windows otherwise. "whole" with several prompts gives each frame its span's prompt. Raises ValueError when
+    "whole" cannot run.
     """
     if method not in LONG_VIDEO_METHODS:
         raise ValueError(f"--long_video={method!r} is not one of {LONG_VIDEO_METHODS}.")
     fits = num_frames % frame_multiple == 0
-    if method == "whole" and num_spans > 1:
-        raise ValueError("--long_video=whole samples one prompt over the whole clip; prompts that change over time "
-                         "(--prompt_at) need --long_video=windows (or auto, which picks windows for them).")
     if method == "whole" and not fits:
         lower = max(frame_multiple, num_frames // frame_multiple * frame_multiple)
         raise ValueError(f"--frames={num_frames}: this U-Net halves the clip's frames, so the whole clip must be a "
                          f"multiple of {frame_multiple} frames (e.g. {lower} or {lower + frame_multiple}); or "
                          f"--long_video=windows.")
-    if method == "windows" or num_spans > 1 or not fits:
+    if method == "windows" or not fits or (num_spans > 1 and method == "auto" and not story_trained):
         return "windows"
     return "whole"
+
+
+def trained_on_stories(workdir: str) -> bool:
+    """Whether the run in workdir trained on clips whose caption changes mid-clip (its data.story_fraction)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return float(json.load(f).get("data", {}).get("story_fraction", 0.0)) > 0
 
 
 def long_video_overlap(window: int) -> int:
@@ -170,6 +185,9 @@ class TextToVideo:
         # Clip lengths the model takes at once are multiples of this (2 ** its temporal downsamples).
         cfg = getattr(nnx.merge(graphdef, params), "cfg", None)
         self.frame_multiple = cfg.frame_multiple if cfg is not None else 1
+        # Trained on clips whose caption changes mid-clip (data.story_fraction): stories then run on the whole
+        # clip with a prompt per frame under --long_video=auto (long_video_method).
+        self.story_trained = False
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
 
@@ -195,6 +213,14 @@ class TextToVideo:
             out.append(np.asarray(clips)[:n])
         return np.concatenate(out)
 
+    def _encode_per_frame(self, spans: Sequence[tuple[int, str]], num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each frame's prompt encoded, [T, L, D] and [T, L] (each distinct prompt encoded once)."""
+        per_frame = prompts_per_frame(spans, num_frames)
+        unique = sorted(set(per_frame), key=per_frame.index)
+        text, mask = self.encoder.encode(unique)  # [P, L, D], [P, L]
+        index = np.asarray([unique.index(p) for p in per_frame])
+        return text[index], mask[index]
+
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
                    window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
@@ -203,9 +229,10 @@ class TextToVideo:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs. method (long_video_method): "whole" runs the model on all frames at
-        once (one prompt); "windows" on windows of its training length, reconciled by temporal MultiDiffusion
-        at every step, so neighbouring windows (and prompts) blend without seams; "auto" (default) the whole
-        clip for one prompt, windows for several. The window options below apply to windows only.
+        once (several prompts: each frame its span's); "windows" on windows of its training length, reconciled
+        by temporal MultiDiffusion at every step, so neighbouring windows (and prompts) blend without seams;
+        "auto" (default) the whole clip for one prompt, and for several when the model was trained on stories
+        (story_trained), windows otherwise. The window options below apply to windows only.
         overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
         model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
         shift (default) moves the window grid at every step, so no frame pair is a border at every step;
@@ -218,16 +245,18 @@ class TextToVideo:
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
-        whole = long_video_method(method, len(spans), num_frames, self.frame_multiple) == "whole"
+        # A clip of the training length is one window: the whole clip.
+        whole = num_frames == window or long_video_method(method, len(spans), num_frames, self.frame_multiple,
+                                                          self.story_trained) == "whole"
         overlap = long_video_overlap(window) if overlap is None else overlap
-        if whole:  # one prompt over the whole clip: text [B=1, L, D]
+        if whole and len(spans) == 1:  # one prompt over the whole clip: text [B=1, L, D]
             text, mask = self.encoder.encode(prompts_per_frame(spans, num_frames)[:1])
+        elif whole:  # a prompt per frame, in one model call: text [B=1, T, L, D]
+            text, mask = self._encode_per_frame(spans, num_frames)
+            text, mask = text[None], mask[None]
         elif shift:
-            per_frame = prompts_per_frame(spans, num_frames)
-            unique = sorted(set(per_frame), key=per_frame.index)
-            text, mask = self.encoder.encode(unique)  # [P, L, D], [P, L]
-            index = np.asarray([unique.index(p) for p in per_frame])
-            text, mask = text[index, None], mask[index, None]  # [T, B=1, L, D], [T, 1, L]
+            text, mask = self._encode_per_frame(spans, num_frames)
+            text, mask = text[:, None], mask[:, None]  # [T, B=1, L, D], [T, 1, L]
         else:
             text, mask = self.encoder.encode(prompts_per_window(spans, num_frames, window, overlap))
             text, mask = text[:, None], mask[:, None]  # [N, B=1, L, D], [N, 1, L]
@@ -255,4 +284,5 @@ def load_text_to_video(config: Any, workdir: str, step: int | None = None) -> tu
     t2v = TextToVideo(graphdef, state.ema, encoder, schedule_from(config, workdir), num_frames=config.data.num_frames,
                       resolution=config.data.resolution, channels=config.model.out_channels,
                       thresholding=config.sample.thresholding)
+    t2v.story_trained = trained_on_stories(workdir)
     return t2v, int(state.step)

@@ -239,9 +239,11 @@ def load_text_to_video(config: ml_collections.ConfigDict, workdir: str) -> tuple
     graphdef, params, step = restore_ema(config, workdir)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
     schedule = schedule_from(config, workdir)
-    return sampling.TextToVideo(graphdef, params, encoder, schedule, num_frames=config.data.num_frames,
-                                resolution=config.data.resolution, channels=config.model.out_channels,
-                                thresholding=config.sample.thresholding), step
+    t2v = sampling.TextToVideo(graphdef, params, encoder, schedule, num_frames=config.data.num_frames,
+                               resolution=config.data.resolution, channels=config.model.out_channels,
+                               thresholding=config.sample.thresholding)
+    t2v.story_trained = sampling.trained_on_stories(workdir)
+    return t2v, step
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

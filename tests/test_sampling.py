@@ -45,8 +45,9 @@ class _FrameMixer(nnx.Module):
     def __call__(self, z, t, text, text_mask, cond=None, cond_level=None):
         w = self.taps.value
         mixed = w[0] * z + w[1] * jnp.roll(z, 1, axis=1) + w[2] * jnp.roll(z, -1, axis=1)
-        scale = 1.0 + (text * text_mask[..., None]).mean(axis=(1, 2)) - 0.5 * t
-        return mixed * scale[:, None, None, None, None]
+        # Text [B, L, D] scales the clip; per-frame text [B, T, L, D] each frame by its own prompt.
+        scale = 1.0 + (text * text_mask[..., None]).mean(axis=(-2, -1)) - 0.5 * (t[:, None] if text.ndim == 4 else t)
+        return mixed * scale.reshape(scale.shape + (1,) * (mixed.ndim - scale.ndim))
 
 
 B, L, D = 2, 3, 4  # the toy sampler's batch, text tokens and text width
@@ -137,7 +138,14 @@ def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
                                    atol=1e-5)
     # The frame-mixing model makes windows and the whole clip disagree.
     assert np.abs(run("repeat", whole_clip=True) - run("repeat", overlap=2)).max() > 1e-3
-    with pytest.raises(ValueError, match="one prompt for the whole clip"):
+    # A prompt per frame ([B, T, L, D]) repeating the clip's prompt is the same sampler.
+    per_frame_text = jnp.broadcast_to(text[:, None], (B, T) + text.shape[1:])
+    per_frame_mask = jnp.broadcast_to(mask[:, None], (B, T) + mask.shape[1:])
+    np.testing.assert_allclose(np.asarray(sampling.generate(
+        graphdef, params, per_frame_text, per_frame_mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
+        schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, window_noise="repeat",
+        whole_clip=True)), run("repeat", whole_clip=True), atol=1e-5)
+    with pytest.raises(ValueError, match="must be \[B, T, L, D\] with T = 12 frames"):
         sampling.generate(graphdef, params, jnp.stack([text] * 3), jnp.stack([mask] * 3), null_text, null_mask,
                           rng, shape=(T, 2, 2, 3), schedule=schedule, steps=4, guidance=2.0, sampler="ddim",
                           window=4, whole_clip=True)  # one prompt per window
@@ -146,12 +154,14 @@ def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
 def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_stories():
     method = sampling.long_video_method
     assert method("auto", 1, 32, 4) == "whole"
-    assert method("auto", 3, 32, 4) == "windows"  # prompts that change over time
+    assert method("auto", 3, 32, 4) == "windows"  # prompts that change over time, on a model trained without
+    assert method("auto", 3, 32, 4, story_trained=True) == "whole"  # ... and on one trained on stories
+    assert method("auto", 3, 30, 4, story_trained=True) == "windows"
     assert method("auto", 1, 30, 4) == "windows"  # a length the U-Net cannot halve twice
     assert method("whole", 1, 32, 4) == "whole"
+    assert method("whole", 2, 32, 4) == "whole"  # a prompt per frame
     assert method("windows", 1, 32, 4) == "windows"
-    with pytest.raises(ValueError, match="need --long_video=windows"):
-        method("whole", 2, 32, 4)
+    assert method("windows", 2, 32, 4, story_trained=True) == "windows"
     with pytest.raises(ValueError, match="multiple of 4 frames \\(e.g. 28 or 32\\)"):
         method("whole", 1, 30, 4)
     with pytest.raises(ValueError, match="--long_video='both' is not one of"):

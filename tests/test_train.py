@@ -129,11 +129,43 @@ def test_sampling_from_the_trained_run(trained_workdir):
     # One window per model call (config.sample.window_batch = 1: flat memory) samples the same story.
     np.testing.assert_allclose(t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8,
                                               window_batch=1, **kwargs), story, atol=1e-5)
+    # A story on the whole clip: each frame its span's prompt, in one model call per step ([1, T, L, D] text).
+    spans = [(0, "a red circle"), (4, "a blue square moving up")]
+    text, mask = Encoder().encode([p for _, p in spans])
+    per_frame = np.repeat(np.arange(2), 4)
+    by_hand = sampling.generate(t2v.graphdef, t2v.params, jnp.asarray(text[per_frame][None]),
+                                jnp.asarray(mask[per_frame][None]), t2v.null_text, t2v.null_mask, jax.random.key(0),
+                                shape=(8, 16, 16, 3), schedule=t2v.schedule, steps=2, guidance=2.0, sampler="ddim",
+                                window=4, window_noise="repeat", whole_clip=True)
+    whole_story = t2v.long_video(spans, 8, method="whole", **kwargs)
+    np.testing.assert_allclose(whole_story, np.asarray(by_hand)[0], atol=1e-5)
+    assert np.abs(whole_story - story).max() > 1e-3
+    t2v.story_trained = True  # a model trained on stories takes them on the whole clip by default
+    np.testing.assert_allclose(t2v.long_video(spans, 8, **kwargs), whole_story, atol=1e-6)
+    # A story within the training length is one window: the whole clip, a prompt per frame.
+    short = t2v.long_video([(0, "a red circle"), (2, "a blue square moving up")], 4, **kwargs)
+    t2v.story_trained = False
+    np.testing.assert_allclose(t2v.long_video([(0, "a red circle"), (2, "a blue square moving up")], 4, **kwargs),
+                               short, atol=1e-6)
+    assert short.shape == (4, 16, 16, 3) and np.isfinite(short).all()
     odd = t2v.long_video([(0, "a red circle")], 7, **kwargs)
     np.testing.assert_allclose(odd, t2v.long_video([(0, "a red circle")], 7, method="windows", **kwargs),
                                atol=1e-6)
     with pytest.raises(ValueError, match="multiple of 2 frames"):
         t2v.long_video([(0, "a red circle")], 7, method="whole", **kwargs)
+
+
+def test_story_training_reads_a_caption_per_frame(data_dir, tmp_path):
+    workdir = str(tmp_path / "story")
+    config = smoke_config(data_dir, total_steps=2, data__story_fraction=0.5)
+    sources, _, cache = train.load_data(config)
+    assert sources["train"].is_story.any()  # data/stories.py: a share of the clips turns mid-clip
+    assert all(c in cache for i in range(len(sources["train"])) for c in sources["train"][i]["frame_captions"])
+    state = train.train_and_evaluate(config, workdir)
+    assert int(state.step) == 2 and all(np.isfinite(v) for v in _losses(workdir).values())
+    assert sampling.trained_on_stories(workdir) and not sampling.trained_on_stories(str(tmp_path))
+    t2v, _ = sampling.load_text_to_video(smoke_config(data_dir), workdir)
+    assert t2v.story_trained  # read from the run's config.json, whatever the command line's config says
 
 
 def test_non_finite_loss_aborts_and_keeps_the_checkpoint(data_dir, tmp_path, monkeypatch):
