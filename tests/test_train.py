@@ -4,6 +4,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -166,6 +168,14 @@ def test_story_training_reads_a_caption_per_frame(data_dir, tmp_path):
     assert sampling.trained_on_stories(workdir) and not sampling.trained_on_stories(str(tmp_path))
     t2v, _ = sampling.load_text_to_video(smoke_config(data_dir), workdir)
     assert t2v.story_trained  # read from the run's config.json, whatever the command line's config says
+    # The command line samples a story from it on the whole clip, a prompt per frame (--long_video=auto).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "lumiere_jax.main", "--config=configs/t2v.py:size=smoke",
+                           f"--workdir={workdir}", "--mode=sample", "--prompt=a red circle moving left",
+                           "--frames=8", "--prompt_at=4:a red circle moving up", "--steps=2",
+                           f"--out={tmp_path / 'story.gif'}"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8 frames at 16x16, the whole clip with a prompt per frame" in proc.stdout, proc.stdout
 
 
 def test_non_finite_loss_aborts_and_keeps_the_checkpoint(data_dir, tmp_path, monkeypatch):
