@@ -139,10 +139,11 @@ def long_video_method(method: str, num_spans: int, num_frames: int, frame_multip
 def trained_on_stories(workdir: str) -> bool:
     """Whether the run in workdir trained on clips whose caption changes mid-clip (its data.story_fraction)."""
     path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    try:
+        with open(path) as f:
+            return float(json.load(f).get("data", {}).get("story_fraction", 0.0)) > 0
+    except (OSError, ValueError, AttributeError):  # no run there, or not ours: loading the run reports it
         return False
-    with open(path) as f:
-        return float(json.load(f).get("data", {}).get("story_fraction", 0.0)) > 0
 
 
 def long_video_overlap(window: int) -> int:
