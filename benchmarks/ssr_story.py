@@ -5,10 +5,10 @@ r"""Story mode: one clip 4x the training length, a prompt per time span, each sp
 
 The base model (configs/t2v.py tiny, 8 frames) runs on the whole clip with a prompt per frame when it was trained
 on stories (data.story_fraction > 0; --long_video=whole asks for it on any model), else on 8-frame windows
-with overlap 4 and triangle weights, the grid moved by a pseudo-random offset at every step (--mode=sample's defaults; --overlap=2 --weights=uniform
---no-shift is the paper's MultiDiffusion) reconciled by temporal MultiDiffusion (sampling.generate), each window
-prompted by the span that holds its centre frame (sampling.prompts_per_window / prompts_per_frame).
-Then lumiere_jax/eval/shapes_checker.analyze_clip names the
+with overlap 4 and triangle weights, the grid moved by a pseudo-random offset at every step (--mode=sample's
+defaults; --overlap=2 --weights=uniform --no-shift is the paper's MultiDiffusion) reconciled by temporal
+MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre frame
+(sampling.prompts_per_window / prompts_per_frame). Then lumiere_jax/eval/shapes_checker.analyze_clip names the
 colour, shape and motion it finds in each span's frames, for `--seeds` clips of the same story.
 The same thing from the command line (one clip):
 
