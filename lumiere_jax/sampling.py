@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Any, Sequence
 
 import jax
@@ -115,9 +113,10 @@ LONG_VIDEO_METHOD = "auto"
 
 
 def long_video_method(method: str, num_spans: int, num_frames: int, frame_multiple: int,
-                      story_trained: bool = False) -> str:
+                      story_trained: bool = False, window: int | None = None) -> str:
     """"whole" or "windows": how a clip of num_frames with num_spans prompts is sampled under `method`.
 
+    A clip no longer than the training length (`window`) is one window: the whole clip, whatever `method`.
     auto: the whole clip when the U-Net can halve num_frames (a multiple of frame_multiple, 2 ** its temporal
     downsamples) and there is one prompt, or several and the model was trained on stories (story_trained);
     windows otherwise. "whole" with several prompts gives each frame its span's prompt. Raises ValueError when
@@ -125,6 +124,8 @@ def long_video_method(method: str, num_spans: int, num_frames: int, frame_multip
     """
     if method not in LONG_VIDEO_METHODS:
         raise ValueError(f"--long_video={method!r} is not one of {LONG_VIDEO_METHODS}.")
+    if window is not None and num_frames <= window:
+        return "whole"
     fits = num_frames % frame_multiple == 0
     if method == "whole" and not fits:
         lower = max(frame_multiple, num_frames // frame_multiple * frame_multiple)
@@ -134,16 +135,6 @@ def long_video_method(method: str, num_spans: int, num_frames: int, frame_multip
     if method == "windows" or not fits or (num_spans > 1 and method == "auto" and not story_trained):
         return "windows"
     return "whole"
-
-
-def trained_on_stories(workdir: str) -> bool:
-    """Whether the run in workdir trained on clips whose caption changes mid-clip (its data.story_fraction)."""
-    path = os.path.join(workdir, "config.json")
-    try:
-        with open(path) as f:
-            return float(json.load(f).get("data", {}).get("story_fraction", 0.0)) > 0
-    except (OSError, ValueError, AttributeError):  # no run there, or not ours: loading the run reports it
-        return False
 
 
 def long_video_overlap(window: int) -> int:
@@ -246,9 +237,8 @@ class TextToVideo:
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
-        # A clip of the training length is one window: the whole clip.
-        whole = num_frames == window or long_video_method(method, len(spans), num_frames, self.frame_multiple,
-                                                          self.story_trained) == "whole"
+        whole = long_video_method(method, len(spans), num_frames, self.frame_multiple, self.story_trained,
+                                  window) == "whole"
         overlap = long_video_overlap(window) if overlap is None else overlap
         if whole and len(spans) == 1:  # one prompt over the whole clip: text [B=1, L, D]
             text, mask = self.encoder.encode(prompts_per_frame(spans, num_frames)[:1])
@@ -274,7 +264,7 @@ class TextToVideo:
 def load_text_to_video(config: Any, workdir: str, step: int | None = None) -> tuple[TextToVideo, int]:
     """The sampler of a run's checkpoint (newest by default): its EMA weights on one device, and the step."""
     from lumiere_jax import checkpointing
-    from lumiere_jax.state import abstract_graphdef_and_state, schedule_from
+    from lumiere_jax.state import abstract_graphdef_and_state, schedule_from, trained_on_stories
     from lumiere_jax.text.encoders import load_text_encoder
 
     graphdef, abstract = abstract_graphdef_and_state(config, workdir)

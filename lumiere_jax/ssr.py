@@ -233,7 +233,7 @@ def restore_ema(config: ml_collections.ConfigDict, workdir: str,
 
 def load_text_to_video(config: ml_collections.ConfigDict, workdir: str) -> tuple[sampling.TextToVideo, int]:
     """The base model of a cascade (a configs/t2v.py run) as a TextToVideo sampler, and its step."""
-    from lumiere_jax.state import schedule_from
+    from lumiere_jax.state import schedule_from, trained_on_stories
     from lumiere_jax.text.encoders import load_text_encoder
 
     graphdef, params, step = restore_ema(config, workdir)
@@ -242,7 +242,7 @@ def load_text_to_video(config: ml_collections.ConfigDict, workdir: str) -> tuple
     t2v = sampling.TextToVideo(graphdef, params, encoder, schedule, num_frames=config.data.num_frames,
                                resolution=config.data.resolution, channels=config.model.out_channels,
                                thresholding=config.sample.thresholding)
-    t2v.story_trained = sampling.trained_on_stories(workdir)
+    t2v.story_trained = trained_on_stories(workdir)
     return t2v, step
 
 

@@ -115,12 +115,20 @@ def with_run_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collec
     return config
 
 
+def trained_on_stories(workdir: str) -> bool:
+    """Whether the run in workdir trained on clips whose caption changes mid-clip (its data.story_fraction > 0);
+    False where there is no readable config.json (loading the run reports that)."""
+    data = _saved_config(workdir).get("data")
+    return isinstance(data, dict) and float(data.get("story_fraction", 0.0)) > 0
+
+
 def _saved_config(workdir: str) -> dict:
     try:
         with open(os.path.join(os.path.expanduser(workdir), "config.json")) as f:
-            return json.load(f)
+            saved = json.load(f)
     except (OSError, ValueError):
         return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = None) -> str:

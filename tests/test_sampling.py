@@ -162,6 +162,8 @@ def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_s
     assert method("whole", 2, 32, 4) == "whole"  # a prompt per frame
     assert method("windows", 1, 32, 4) == "windows"
     assert method("windows", 2, 32, 4, story_trained=True) == "windows"
+    assert method("windows", 2, 8, 4, window=8) == "whole"  # within the training length: one window, the clip
+    assert method("auto", 2, 16, 4, window=8) == "windows"
     with pytest.raises(ValueError, match="multiple of 4 frames \\(e.g. 28 or 32\\)"):
         method("whole", 1, 30, 4)
     with pytest.raises(ValueError, match="--long_video='both' is not one of"):

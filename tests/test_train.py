@@ -15,7 +15,7 @@ import pytest
 from conftest import smoke_config
 from lumiere_jax import checkpointing, sampling, train
 from lumiere_jax.data import pipeline
-from lumiere_jax.state import abstract_graphdef_and_state, schedule_from, with_run_model
+from lumiere_jax.state import abstract_graphdef_and_state, schedule_from, trained_on_stories, with_run_model
 
 
 def _losses(workdir):
@@ -165,7 +165,7 @@ def test_story_training_reads_a_caption_per_frame(data_dir, tmp_path):
     assert all(c in cache for i in range(len(sources["train"])) for c in sources["train"][i]["frame_captions"])
     state = train.train_and_evaluate(config, workdir)
     assert int(state.step) == 2 and all(np.isfinite(v) for v in _losses(workdir).values())
-    assert sampling.trained_on_stories(workdir) and not sampling.trained_on_stories(str(tmp_path))
+    assert trained_on_stories(workdir) and not trained_on_stories(str(tmp_path))
     t2v, _ = sampling.load_text_to_video(smoke_config(data_dir), workdir)
     assert t2v.story_trained  # read from the run's config.json, whatever the command line's config says
     # The command line samples a story from it on the whole clip, a prompt per frame (--long_video=auto).
