@@ -8,8 +8,10 @@ on stories (data.story_fraction > 0; --long_video=whole asks for it on any model
 with overlap 4 and triangle weights, the grid moved by a pseudo-random offset at every step (--mode=sample's
 defaults; --overlap=2 --weights=uniform --no-shift is the paper's MultiDiffusion) reconciled by temporal
 MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre frame
-(sampling.prompts_per_window / prompts_per_frame). Then lumiere_jax/eval/shapes_checker.analyze_clip names the
-colour, shape and motion it finds in each span's frames, for `--seeds` clips of the same story.
+(sampling.prompts_per_window / prompts_per_frame), or, on a model trained on stories, by its own frames' prompts
+(--frame_text). Then lumiere_jax/eval/shapes_checker.analyze_clip names the colour, shape and motion it finds in
+each span's frames, for `--seeds` clips of the same story. --story=objects changes the object (its colour, then
+its motion, then its shape) instead of only its motion.
 The same thing from the command line (one clip):
 
   python -m lumiere_jax.main --config=configs/t2v.py --workdir=/work/runs/tiny1 --mode=sample --frames=32 \
@@ -41,7 +43,14 @@ from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
 from lumiere_jax.eval import shapes_checker  # noqa: E402
 from lumiere_jax import host_memory  # noqa: E402
 
-STORY = [("red", "circle", "left"), ("red", "circle", "up"), ("red", "circle", "right"), ("red", "circle", "down")]
+# Each story: four spans of (colour, shape, motion). "motion" turns the same object four ways; "objects" changes
+# one attribute at each span border: its colour, then its motion, then its shape.
+STORIES = {
+    "motion": [("red", "circle", "left"), ("red", "circle", "up"), ("red", "circle", "right"),
+               ("red", "circle", "down")],
+    "objects": [("red", "circle", "left"), ("blue", "circle", "left"), ("blue", "circle", "right"),
+                ("blue", "square", "right")],
+}
 
 
 def main() -> None:
@@ -64,6 +73,12 @@ def main() -> None:
     parser.add_argument("--long_video", default=sampling.LONG_VIDEO_METHOD, choices=sampling.LONG_VIDEO_METHODS,
                         help="whole: the model on all frames, a prompt per frame; windows: MultiDiffusion; auto "
                              "(as --mode=sample): whole when the run trained on stories, else windows")
+    parser.add_argument("--frame_text", action=argparse.BooleanOptionalAction, default=None,
+                        help="windows: every window reads its own frames' prompts (default when the run trained on "
+                             "stories, as --mode=sample) instead of its centre frame's")
+    parser.add_argument("--story", default="motion", choices=sorted(STORIES),
+                        help="motion: one red circle turning left, up, right, down; objects: a colour change, "
+                             "a turn, a shape change")
     parser.add_argument("--gif", default="docs/story_tiny.gif")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/ssr_story_<platform>)")
     args = parser.parse_args()
@@ -72,45 +87,50 @@ def main() -> None:
     t2v, step = ssr.load_text_to_video(config, args.workdir)
     window = t2v.shape[0]
     overlap = sampling.long_video_overlap(window) if args.overlap is None else args.overlap
-    span = args.frames // len(STORY)
-    spans = [(i * span, f"a {c} {s} moving {m}") for i, (c, s, m) in enumerate(STORY)]
+    story = STORIES[args.story]
+    span = args.frames // len(story)
+    spans = [(i * span, f"a {c} {s} moving {m}") for i, (c, s, m) in enumerate(story)]
     window_prompts = sampling.prompts_per_window(spans, args.frames, window, overlap)
     whole = sampling.long_video_method(args.long_video, len(spans), args.frames, t2v.frame_multiple,
                                        t2v.story_trained) == "whole"
+    frame_text = not whole and (t2v.story_trained if args.frame_text is None else args.frame_text)
     machine = bc.machine()
     layout = (f"the whole clip, a prompt per frame ({'trained on' if t2v.story_trained else 'not trained on'} "
               f"stories)" if whole else
               f"windows at {md.window_starts(args.frames, window, overlap)} ({args.weights} weights"
-              f"{', shifted every step' if args.shift else ''})")
+              f"{', shifted every step' if args.shift else ''}"
+              f"{', each reading its own frames prompts' if frame_text else ''})")
     print(f"Story mode: {args.workdir} (step {step}), {args.frames} frames = {args.frames // window}x the "
           f"{window}-frame training length, {layout}, {args.window_noise} noise, "
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
-    if not args.shift and not whole:  # shifted windows take their centre frame's prompt at each step instead
+    if not (args.shift or whole or frame_text):  # else windows read their centre frame's or their frames' prompts
         print(f"  window prompts: {window_prompts}")
 
-    prompts = sampling.prompts_per_frame(spans, args.frames) if args.shift or whole else window_prompts
-    text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame when shifted or whole, else per window
-    axis, lead = (0, (args.seeds, len(prompts))) if whole else (1, (len(prompts), args.seeds))
-    text = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(text), axis), lead + text.shape[1:])  # whole: [B, T, L, D]
-    mask = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(mask), axis), lead + mask.shape[1:])  # else [T or N, B, ...]
+    per_frame = args.shift or whole or frame_text
+    prompts = sampling.prompts_per_frame(spans, args.frames) if per_frame else window_prompts
+    text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame unless fixed windows with one prompt each
+    batch_first = whole or frame_text  # [B, T, L, D]; shifted windows' centre prompts and fixed windows' [T|N, B, ...]
+    axis, lead = (0, (args.seeds, len(prompts))) if batch_first else (1, (len(prompts), args.seeds))
+    text = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(text), axis), lead + text.shape[1:])
+    mask = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(mask), axis), lead + mask.shape[1:])
     t0 = time.perf_counter()
     clips = np.asarray(sampling.generate(
         t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
         shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=args.steps,
         guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights,
-        window_shift=args.shift, window_noise=args.window_noise, whole_clip=whole))
+        window_shift=args.shift, window_noise=args.window_noise, whole_clip=whole, frame_text=frame_text))
     seconds = time.perf_counter() - t0
     frames_u8 = video_io.to_uint8(clips)  # [S, T, H, W, 3]
 
-    rows, hits = [], {k: [0] * len(STORY) for k in ("color", "shape", "motion", "all")}
+    rows, hits = [], {k: [0] * len(story) for k in ("color", "shape", "motion", "all")}
     print(f"{'seed':>4} " + " ".join(f"{f'frames {s}-{s + span - 1}':>24}" for s, _ in spans))
     for seed, clip in enumerate(frames_u8):
         found = []
         for i, (start, _) in enumerate(spans):
             f = shapes_checker.analyze_clip(clip[start:start + span])
-            c, s, m = STORY[i]
+            c, s, m = story[i]
             ok = {"color": f["color"] == c, "shape": f["shape"] == s, "motion": f["motion"] == m}
             ok["all"] = all(ok.values())
             for k, v in ok.items():
@@ -122,7 +142,7 @@ def main() -> None:
     print(f"{'per-span accuracy over ' + str(args.seeds) + ' seeds':<30}")
     for k, v in hits.items():
         print(f"  {k:<7} " + " ".join(f"{x / args.seeds:>6.2f}" for x in v)
-              + f"   mean {sum(v) / (args.seeds * len(STORY)):.2f}")
+              + f"   mean {sum(v) / (args.seeds * len(story)):.2f}")
     seam = md.seam_ratio(clips, md.window_starts(args.frames, window, overlap), window)
     jumps = [shapes_checker.count_jumps(clip) for clip in frames_u8]
     print(f"seam ratio (borders of the fixed layout / inside): {seam:.3f}; "
@@ -138,9 +158,10 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump({"machine": machine, "workdir": args.workdir, "step": step, "frames": args.frames,
                    "long_video": "whole" if whole else "windows", "story_trained": t2v.story_trained,
+                   "story": args.story, "frame_text": frame_text,
                    "window": window, "overlap": overlap, "weights": args.weights, "shift": args.shift,
                    "window_noise": args.window_noise, "spans": spans,
-                   "window_prompts": None if args.shift else window_prompts, "seeds": args.seeds, "steps": args.steps,
+                   "window_prompts": None if per_frame else window_prompts, "seeds": args.seeds, "steps": args.steps,
                    "guidance": args.guidance, "seam_ratio": seam, "jumps": jumps, "seconds": seconds,
                    "accuracy": {k: [x / args.seeds for x in v] for k, v in hits.items()}, "clips": rows},
                   f, indent=2)

@@ -134,9 +134,10 @@ def _sample(config, workdir: str) -> None:
         if not 0 < start < frames:
             raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
     from lumiere_jax.state import model_config, trained_on_stories
+    story_trained = trained_on_stories(workdir)
     try:
         method = sampling.long_video_method(_LONG_VIDEO.value, len(spans), frames, model_config(config).frame_multiple,
-                                            trained_on_stories(workdir), window)
+                                            story_trained, window)
     except ValueError as e:
         raise UsageError(str(e)) from None
     request = applications.plan(config, image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
@@ -170,7 +171,7 @@ def _sample(config, workdir: str) -> None:
     if request.kind == "t2v" and (frames > window or len(spans) > 1):
         whole = method == "whole"
         layout = (", the whole clip" if whole else ", MultiDiffusion windows") + (
-            " with a prompt per frame" if whole and len(spans) > 1 else "")
+            " with a prompt per frame" if (whole or story_trained) and len(spans) > 1 else "")
     print(f"Wrote {out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}{layout}, checkpoint step {step}).")
 
 

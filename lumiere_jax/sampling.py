@@ -17,7 +17,8 @@ from lumiere_jax.diffusion.schedule import CosineSchedule
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
                                              "window", "overlap", "window_weights", "window_batch",
-                                             "thresholding", "window_shift", "window_noise", "whole_clip"))
+                                             "thresholding", "window_shift", "window_noise", "whole_clip",
+                                             "frame_text"))
 def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
              null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
              schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
@@ -26,13 +27,14 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
              window_batch: int | None = None, thresholding: str = "static",
              window_weights: str = "uniform", window_shift: bool = False,
              window_noise: str = "independent", late_params: nnx.State | None = None,
-             late_from: float | jax.Array = 1.0, whole_clip: bool = False) -> jax.Array:
+             late_from: float | jax.Array = 1.0, whole_clip: bool = False, frame_text: bool = False) -> jax.Array:
     """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
 
     text is [B, L, D], or [B, T, L, D] for a prompt per frame (prompts that change over time) in one model
     call (`models/stunet.py`; a model trained on stories, data.story_fraction, follows them). With `window`
     shorter than the clip (T = shape[0]) the model runs on overlapping windows reconciled by temporal
-    MultiDiffusion, and text may be [N, B, L, D]: one prompt per window.
+    MultiDiffusion, and text may be [N, B, L, D]: one prompt per window; or, with frame_text, [B, T, L, D]: a
+    prompt per frame that every window takes for its own frames (multidiffusion_text).
     cond [B, T, H, W, Cc] / cond_level [B]: the conditioning inputs of a conditional STUNet (SSR, masked
     video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
     starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
@@ -53,7 +55,9 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
     num_frames = shape[0]
     long_clip = window is not None and window < num_frames
     windowed = long_clip and not whole_clip
-    per_frame = text.ndim == 4 and not windowed  # [B, T, L, D]: a prompt per frame, in one model call
+    per_frame = text.ndim == 4 and (frame_text or not windowed)  # [B, T, L, D]: a prompt per frame
+    if frame_text and text.ndim != 4:
+        raise ValueError(f"frame_text=True takes text [B, T, L, D], a prompt per frame; got {text.shape}.")
     if per_frame and text.shape[1] != num_frames:
         raise ValueError(f"Per-frame text {text.shape} must be [B, T, L, D] with T = {num_frames} frames.")
     batch = text.shape[0] if per_frame else text.shape[-3]
@@ -76,7 +80,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
                                                   num_frames=num_frames, window=window, overlap=overlap,
                                                   weights=window_weights, window_batch=window_batch,
                                                   frame_inputs=frame_inputs, batch_inputs=batch_inputs,
-                                                  shift=window_shift)
+                                                  shift=window_shift, frame_text=frame_text)
 
     denoise = denoiser(nnx.merge(graphdef, params))
     if late_params is not None:
@@ -217,7 +221,7 @@ class TextToVideo:
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
                    window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
                    noise: str = LONG_VIDEO_NOISE, method: str = LONG_VIDEO_METHOD,
-                   window_batch: int | None = None) -> np.ndarray:
+                   window_batch: int | None = None, frame_text: bool | None = None) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
         spans: (start_frame, prompt) pairs. method (long_video_method): "whole" runs the model on all frames at
@@ -232,6 +236,9 @@ class TextToVideo:
         window from the first window's noise frames, shuffled (multidiffusion.repeated_noise; docs/ssr.md);
         "independent" draws every frame's noise on its own. window_batch: windows per model call (None: all at
         once; k: k at a time, so memory stays flat as the clip grows).
+        frame_text: with several prompts on windows, every window takes its own frames' prompts (a window across a
+        change of prompt sees it where it happens) instead of one prompt per window (its centre frame's). None
+        (default): when the model was trained on stories, as those are the captions it learnt from.
         """
         window = self.shape[0]
         if num_frames < window:
@@ -240,9 +247,11 @@ class TextToVideo:
         whole = long_video_method(method, len(spans), num_frames, self.frame_multiple, self.story_trained,
                                   window) == "whole"
         overlap = long_video_overlap(window) if overlap is None else overlap
+        frame_text = self.story_trained if frame_text is None else frame_text
+        frame_text = frame_text and not whole and len(spans) > 1
         if whole and len(spans) == 1:  # one prompt over the whole clip: text [B=1, L, D]
             text, mask = self.encoder.encode(prompts_per_frame(spans, num_frames)[:1])
-        elif whole:  # a prompt per frame, in one model call: text [B=1, T, L, D]
+        elif whole or frame_text:  # a prompt per frame: text [B=1, T, L, D] (one model call, or cut by windows)
             text, mask = self._encode_per_frame(spans, num_frames)
             text, mask = text[None], mask[None]
         elif shift:
@@ -256,7 +265,8 @@ class TextToVideo:
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
                         window_weights=window_weights, window_shift=bool(shift), window_noise=noise,
-                        window_batch=window_batch or None, whole_clip=whole, thresholding=self.thresholding,
+                        window_batch=window_batch or None, whole_clip=whole, frame_text=frame_text,
+                        thresholding=self.thresholding,
                         late_params=self.late_params, late_from=self.late_from)
         return np.asarray(clip)[0]
 

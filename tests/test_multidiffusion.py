@@ -347,6 +347,46 @@ def test_shifted_windows_take_the_text_of_their_centre_frame(window_batch):
     np.testing.assert_allclose(denoise(z, tt), expected / norm[None, :, None, None, None], atol=1e-5)
 
 
+@pytest.mark.parametrize("shift, window_batch", [(False, None), (False, 2), (True, None), (True, 3)])
+def test_windows_cut_a_prompt_per_frame_like_the_clip(shift, window_batch):
+    L, D = 3, 2
+    null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
+    per_frame = np.zeros((B, T, L, D), np.float32)
+    per_frame[:, :, 0, 0] = np.arange(1.0, T + 1) * 10 + np.arange(B)[:, None]  # frame f of example b: 10(f+1)+b
+    text, mask = jnp.asarray(per_frame), jnp.ones((B, T, L), bool)
+
+    def frame_value(z, t, text, text_mask):  # each output frame reads only its own row's text: [rows, window]
+        value = (text * text_mask[..., None]).sum(axis=(2, 3))
+        return jnp.broadcast_to(value[:, :, None, None, None], z.shape)
+
+    kwargs = dict(num_frames=T, window=4, overlap=2, weights="triangle", window_batch=window_batch, shift=shift)
+    denoise = jax.jit(md.multidiffusion_text(frame_value, text, mask, null_text, null_mask, 2.0, frame_text=True,
+                                             **kwargs))
+    # Every window reads each frame's own prompt, so all windows agree and the clip is the prompts, doubled by
+    # guidance 2 against a null text of value 0; a window cut from the wrong frames would read other values.
+    for t in (0.2, 0.55, 0.9):
+        np.testing.assert_allclose(_per_frame(denoise(_z(), jnp.full((B,), t))), 2 * per_frame[:, :, 0, 0],
+                                   atol=1e-4)
+
+    def model_fn(z, t, text, text_mask, cond, level):  # frames interact, and the text is read per row
+        value = (text * text_mask[..., None]).sum(axis=(-2, -1))
+        value = value.mean(axis=1) if value.ndim == 2 else value  # [rows]: a window's frames' mean, or its text
+        return _conv_denoiser(z + cond, t) + (value + level)[:, None, None, None, None]
+
+    # The same prompt on every frame is the one-prompt path.
+    extra = dict(frame_inputs={"cond": _z(7)}, batch_inputs={"level": jnp.array([0.1, 0.4])})
+    one = jnp.asarray(per_frame[:, 0])  # [B, L, D]
+    repeated = jnp.broadcast_to(one[:, None], (B, T, L, D))
+    z, tt = _z(), jnp.full((B,), 0.55)
+    same = jax.jit(md.multidiffusion_text(model_fn, repeated, mask, null_text, null_mask, 2.0, frame_text=True,
+                                          **kwargs, **extra))(z, tt)
+    np.testing.assert_allclose(same, jax.jit(md.multidiffusion_text(model_fn, one, mask[:, 0], null_text, null_mask,
+                                                                     2.0, **kwargs, **extra))(z, tt), atol=1e-5)
+    with pytest.raises(ValueError, match=r"must be \[B, T=10, L, D\]"):
+        md.multidiffusion_text(model_fn, text[:, :8], mask[:, :8], null_text, null_mask, 2.0, frame_text=True,
+                               **kwargs)
+
+
 def test_shifted_windows_reject_inputs_they_cannot_follow():
     with pytest.raises(ValueError, match="give per-window inputs as centre_inputs"):
         md.multidiffusion(_conv_denoiser, num_frames=T, window=4, overlap=2, shift=True,

@@ -144,6 +144,17 @@ def test_sampling_from_the_trained_run(trained_workdir):
     assert np.abs(whole_story - story).max() > 1e-3
     t2v.story_trained = True  # a model trained on stories takes them on the whole clip by default
     np.testing.assert_allclose(t2v.long_video(spans, 8, **kwargs), whole_story, atol=1e-6)
+    # ... and on windows, each window reads its own frames' prompts (frame_text) instead of its centre frame's.
+    story_windows = t2v.long_video(spans, 8, method="windows", **kwargs)
+    by_hand = sampling.generate(t2v.graphdef, t2v.params, jnp.asarray(text[per_frame][None]),
+                                jnp.asarray(mask[per_frame][None]), t2v.null_text, t2v.null_mask, jax.random.key(0),
+                                shape=(8, 16, 16, 3), schedule=t2v.schedule, steps=2, guidance=2.0, sampler="ddim",
+                                window=4, overlap=2, window_weights="triangle", window_shift=True,
+                                window_noise="repeat", frame_text=True)
+    np.testing.assert_allclose(story_windows, np.asarray(by_hand)[0], atol=1e-5)
+    assert min(np.abs(story_windows - story).max(), np.abs(story_windows - whole_story).max()) > 1e-3
+    np.testing.assert_allclose(t2v.long_video(spans, 8, method="windows", frame_text=False, **kwargs), story,
+                               atol=1e-6)
     # A story within the training length is one window: the whole clip, a prompt per frame.
     short = t2v.long_video([(0, "a red circle"), (2, "a blue square moving up")], 4, **kwargs)
     t2v.story_trained = False

@@ -302,7 +302,8 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
                         null_text: jax.Array, null_mask: jax.Array, guidance: float, *, num_frames: int,
                         window: int, overlap: int = 2, weights: str | np.ndarray = "uniform",
                         window_batch: int | None = None, frame_inputs: dict[str, jax.Array] | None = None,
-                        batch_inputs: dict[str, jax.Array] | None = None, shift: bool = False) -> Denoiser:
+                        batch_inputs: dict[str, jax.Array] | None = None, shift: bool = False,
+                        frame_text: bool = False) -> Denoiser:
     """Classifier-free-guided MultiDiffusion with one prompt per window ("story mode") or one for all.
 
     model_fn(z, t, text, text_mask, **inputs) -> v as in samplers.classifier_free_guidance. text is
@@ -314,7 +315,20 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
 
     shift: windows move every step (multidiffusion), so text is per frame, [T, B, L, D] / [T, B, L] (a window
     uses its centre frame's), or [B, L, D] / [B, L].
+
+    frame_text: text is [B, T, L, D] / [B, T, L], a prompt per frame, and every window is cut its own frames'
+    prompts like the clip (fixed or shifted grid), so a window that straddles a change of prompt sees the
+    change where it happens: what a model trained on stories (data.story_fraction) takes.
     """
+    guided = _guided(model_fn, null_text, null_mask, guidance)
+    inputs = _repeated_batch_inputs(batch_inputs, num_frames, window, overlap, shift)
+    if frame_text:
+        if text.ndim != 4 or text.shape[1] != num_frames or text_mask.shape != text.shape[:3]:
+            raise ValueError(f"frame_text: text {text.shape} / text_mask {text_mask.shape} must be [B, "
+                             f"T={num_frames}, L, D] / [B, T, L], a prompt per frame.")
+        frame_inputs = {**(frame_inputs or {}), "text": text, "text_mask": text_mask}  # cut like the clip
+        return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
+                              window_batch=window_batch, frame_inputs=frame_inputs, shift=shift, **inputs)
     # One text per frame (shifted windows take their centre frame's) or per window of the fixed grid.
     n = num_frames if shift else len(window_starts(num_frames, window, overlap))
     if text.ndim == 3:
@@ -325,20 +339,24 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
                f"one per window of window_starts({num_frames}, {window}, {overlap})")
         raise ValueError(f"text {text.shape} / text_mask {text_mask.shape} must be [{'T' if shift else 'N'}={n}, B, L, "
                          f"D] / [{'T' if shift else 'N'}, B, L] ({per}) or [B, L, D] / [B, L].")
-    guided = _guided(model_fn, null_text, null_mask, guidance)
     if shift:
-        centre_inputs = {"text": text, "text_mask": text_mask}
-        for name, a in (batch_inputs or {}).items():
-            centre_inputs[name] = jnp.broadcast_to(a, (num_frames,) + a.shape)  # [T, B, ...]
-        return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
-                              window_batch=window_batch, frame_inputs=frame_inputs, shift=True,
-                              centre_inputs=centre_inputs)
-    window_inputs = {"text": text.reshape((-1,) + text.shape[2:]),  # [N * B, L, D], window-major like the z rows
-                     "text_mask": text_mask.reshape((-1,) + text_mask.shape[2:])}
-    for name, a in (batch_inputs or {}).items():
-        window_inputs[name] = jnp.tile(a, (n,) + (1,) * (a.ndim - 1))  # [N * B, ...]
+        inputs["centre_inputs"].update(text=text, text_mask=text_mask)
+    else:  # [N * B, L, D], window-major like the z rows
+        inputs["window_inputs"].update(text=text.reshape((-1,) + text.shape[2:]),
+                                       text_mask=text_mask.reshape((-1,) + text_mask.shape[2:]))
     return multidiffusion(guided, num_frames=num_frames, window=window, overlap=overlap, weights=weights,
-                          window_batch=window_batch, frame_inputs=frame_inputs, window_inputs=window_inputs)
+                          window_batch=window_batch, frame_inputs=frame_inputs, shift=shift, **inputs)
+
+
+def _repeated_batch_inputs(batch_inputs: dict[str, jax.Array] | None, num_frames: int, window: int, overlap: int,
+                           shift: bool) -> dict[str, dict[str, jax.Array]]:
+    """Inputs [B, ...] given to every window: multidiffusion's centre_inputs [T, B, ...] when the grid shifts,
+    else its window_inputs [N * B, ...]."""
+    if shift:
+        return {"centre_inputs": {k: jnp.broadcast_to(a, (num_frames,) + a.shape) for k, a in
+                                  (batch_inputs or {}).items()}}
+    n = len(window_starts(num_frames, window, overlap))
+    return {"window_inputs": {k: jnp.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in (batch_inputs or {}).items()}}
 
 
 def _guided(model_fn: Callable[..., jax.Array], null_text: jax.Array, null_mask: jax.Array,
