@@ -49,9 +49,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_test = 256
     c.data.seed = 0
     c.data.text_dropout = 0.1  # caption replaced by "" this often, for classifier-free guidance
-    # Share of training clips replaced by stories: one object that changes its motion mid-clip, a caption per
-    # frame (data/stories.py). A model trained with them takes a story on the whole clip (docs/ssr.md).
+    # Share of training clips replaced by stories: one object that changes mid-clip, a caption per frame
+    # (data/stories.py). A model trained with them takes a story on the whole clip (docs/ssr.md).
     c.data.story_fraction = 0.0
+    # What a story clip changes, one drawn per clip: comma-separated from motion, color, shape.
+    c.data.story_changes = "motion"
     c.data.num_threads = 2
     c.data.prefetch = 4
 

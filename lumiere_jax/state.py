@@ -220,6 +220,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.story_fraction={story} trains text-to-video on clips whose caption changes "
                          f"mid-clip: it needs an unconditional task {tasks.UNCONDITIONAL} (task={config.task!r}) "
                          f"and data.num_frames >= 4 (num_frames={config.data.num_frames}); or story_fraction=0.")
+    from lumiere_jax.data import stories
+    stories.parse_changes(config.data.story_changes)
     if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
         raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
                          f"and channel_mult entries positive.")

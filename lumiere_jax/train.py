@@ -58,7 +58,8 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
         d.num_frames, d.resolution, d.num_train, d.num_test, d.seed).name)
     if d.story_fraction:  # a share of the training clips becomes stories, with a caption per frame
         sources["train"] = stories.StorySource(sources["train"], d.story_fraction, seed=d.seed,
-                                               num_frames=d.num_frames, resolution=d.resolution)
+                                               num_frames=d.num_frames, resolution=d.resolution,
+                                               changes=stories.parse_changes(d.story_changes))
     cache = pipeline.build_text_cache(encoder, cache_dir, [sources["train"]], extra=extra_captions)
     if jax.process_count() > 1 and jax.process_index() == 0:
         from jax.experimental import multihost_utils

@@ -34,6 +34,8 @@ CASES = [
      "text_dropout=1.5 must be in [0, 1)"),
     ("story_fraction_out_of_range", [SMOKE, "--workdir={tmp}", "--config.data.story_fraction=1.5"],
      "data.story_fraction=1.5 must be in [0, 1]"),
+    ("story_changes_unknown", [SMOKE, "--workdir={tmp}", "--config.data.story_fraction=0.5",
+                               "--config.data.story_changes=motion,colour"], "data.story_changes='motion,colour'"),
     ("story_fraction_for_an_app_model", ["--config=configs/conditional.py:size=smoke", "--workdir={tmp}",
                                          "--config.data.story_fraction=0.5"], "needs an unconditional task"),
     ("high_noise_fraction_out_of_range", [SMOKE, "--workdir={tmp}", "--config.diffusion.high_noise_fraction=2.0"],

@@ -92,3 +92,10 @@ def test_story_source_mixes_stories_with_per_frame_captions_into_the_batches(wor
     assert batch["text"].shape == (4, 4, 3, 4) and batch["text_mask"].shape == (4, 4, 3)
     with pytest.raises(ValueError, match="story_fraction=1.5 must be in \\[0, 1\\]"):
         stories.StorySource(train, 1.5, seed=0, num_frames=4, resolution=16)
+    # Stories that change the object's colour or shape: other clips, captions still all in captions().
+    objects = stories.StorySource(train, 0.5, seed=0, num_frames=4, resolution=16,
+                                  changes=stories.parse_changes("color,shape"))
+    assert not np.array_equal(objects[i]["video"], story["video"])
+    assert set(objects.captions()) >= {c for j in range(len(objects)) for c in objects[j]["frame_captions"]}
+    with pytest.raises(ValueError, match="data.story_changes='motion,size'"):
+        stories.parse_changes("motion,size")

@@ -209,11 +209,11 @@ def test_story_clips_turn_once_stay_in_frame_and_caption_each_segment():
         straight = [shapes.render_clip(shapes.ClipSpec((obj.segment(i),)), 16, 32) for i in (0, 1)]
         assert np.abs(video[:k + 1].astype(int) - straight[0][:k + 1]).max() <= 1
         assert np.abs(video[k:].astype(int) - straight[1][:16 - k]).max() <= 1
-        assert obj.motions[0] != obj.motions[1]
+        assert obj.motions[0] != obj.motions[1] and len(set(obj.colors)) == len(set(obj.shapes)) == 1
         # Each caption names its own segment's motion.
         for caption, i in ((first, 0), (second, 1)):
             words = _MOTION_WORDS[obj.motions[i]]
-            assert obj.color in caption and obj.shape in caption and any(w in caption for w in words), caption
+            assert obj.colors[i] in caption and obj.shapes[i] in caption and any(w in caption for w in words), caption
         # The object moves each segment's way: centroid displacement from its first to its last frame.
         for i, (a, b) in enumerate(((0, k), (k, 15))):
             moved = _centroid(video[b]) - _centroid(video[a])
@@ -227,3 +227,35 @@ def test_story_clips_turn_once_stay_in_frame_and_caption_each_segment():
     np.testing.assert_array_equal(a["video"], b["video"])
     with pytest.raises(ValueError, match="num_frames >= 4"):
         shapes.make_story_example(0, seed=0, num_frames=2, resolution=32)
+
+
+def test_story_clips_can_change_the_objects_colour_or_shape_instead():
+    changed = set()
+    for index in range(30):
+        ex = shapes.make_story_example(index, seed=0, num_frames=16, resolution=32, changes=("color", "shape"))
+        video, k, captions = ex["video"], int(ex["turn_frame"]), ex["frame_captions"]
+        obj = shapes._story_spec_and_captions(index, 0, 16, "train", ("color", "shape"))[0].objects[0]
+        assert obj.motions[0] == obj.motions[1] and obj.speeds[0] == obj.speeds[1]  # it moves on the same way
+        kinds = [kind for kind, pair in (("color", obj.colors), ("shape", obj.shapes)) if pair[0] != pair[1]]
+        assert len(kinds) == 1, obj  # exactly one of the two changes
+        changed.add(kinds[0])
+        assert captions == [captions[0]] * k + [captions[k]] * (16 - k)
+        for i, frames in ((0, video[:k]), (1, video[k:])):
+            assert obj.colors[i] in captions[0 if i == 0 else k] and obj.shapes[i] in captions[0 if i == 0 else k]
+            # Every frame of a segment is drawn in its colour: the pixel farthest from the background (the
+            # object's inside; its anti-aliased rim is a blend of the two).
+            for frame in frames:
+                far = np.abs(frame.astype(int) - shapes.BACKGROUND).sum(-1).argmax()
+                assert tuple(frame.reshape(-1, 3)[far]) == tuple(shapes.COLOR_RGB[obj.colors[i]]), (index, i)
+        border = np.concatenate([video[:, 0], video[:, -1], video[:, :, 0], video[:, :, -1]], 1)
+        assert np.all(border == shapes.BACKGROUND), index
+        if obj.motions[0] != "still":  # one straight path over the turn
+            moved = _centroid(video[15]) - _centroid(video[0])
+            direction = np.asarray(shapes.MOTION_DIRECTION[obj.motions[0]])
+            assert moved @ direction > 0.9 * np.linalg.norm(moved) > 0.5, (index, moved)
+    assert changed == {"color", "shape"}
+    # Motion-only stories (the default) are the same clips whichever other kinds the code offers.
+    np.testing.assert_array_equal(shapes.make_story_example(4, 0, 8, 32)["video"],
+                                  shapes.make_story_example(4, 0, 8, 32, changes=("motion",))["video"])
+    with pytest.raises(ValueError, match=r"must be distinct entries of \('motion', 'color', 'shape'\)"):
+        shapes.make_story_example(0, seed=0, num_frames=8, resolution=32, changes=("colour",))

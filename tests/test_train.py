@@ -170,9 +170,10 @@ def test_sampling_from_the_trained_run(trained_workdir):
 
 def test_story_training_reads_a_caption_per_frame(data_dir, tmp_path):
     workdir = str(tmp_path / "story")
-    config = smoke_config(data_dir, total_steps=2, data__story_fraction=0.5)
+    config = smoke_config(data_dir, total_steps=2, data__story_fraction=0.5, data__story_changes="motion,color,shape")
     sources, _, cache = train.load_data(config)
-    assert sources["train"].is_story.any()  # data/stories.py: a share of the clips turns mid-clip
+    assert sources["train"].is_story.any()  # data/stories.py: a share of the clips changes mid-clip
+    assert sources["train"].changes == ("motion", "color", "shape")
     assert all(c in cache for i in range(len(sources["train"])) for c in sources["train"][i]["frame_captions"])
     state = train.train_and_evaluate(config, workdir)
     assert int(state.step) == 2 and all(np.isfinite(v) for v in _losses(workdir).values())

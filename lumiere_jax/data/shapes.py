@@ -333,17 +333,20 @@ def make_example(index: int, seed: int, num_frames: int, resolution: int,
             "caption": caption(spec, rng), **attribute_ids(spec)}
 
 
-# Stories: clips whose caption changes over time. One object changes its motion once, at a frame drawn from
-# the middle half of the clip, and the frames before and from that frame each carry their own caption.
+# Stories: clips whose caption changes over time. One object changes once, at a frame drawn from the middle half
+# of the clip: its motion (it turns), or its colour or its shape (it moves on the same way); the frames before and
+# from that frame each carry their own caption.
 _STORY_STREAM = 7  # extra seed word: story draws never share a random stream with make_example
+STORY_CHANGES: tuple[str, ...] = ("motion", "color", "shape")
 
 
 @dataclasses.dataclass(frozen=True)
 class TurningObjectSpec:
-    """One shape that moves one way until time `turn` (clip time units), then another way from there."""
+    """One shape that is (colors[0], shapes[0]) and moves motions[0] until time `turn` (clip time units), then is
+    (colors[1], shapes[1]) and moves motions[1] from there."""
 
-    color: str
-    shape: str
+    colors: tuple[str, str]
+    shapes: tuple[str, str]
     size: str
     motions: tuple[str, str]
     speeds: tuple[str | None, str | None]  # None iff that motion is "still"
@@ -354,7 +357,7 @@ class TurningObjectSpec:
     def segment(self, i: int) -> ObjectSpec:
         """The straight-line object of segment i (0: before the turn, 1: from it) as if it started at time 0."""
         x, y = self.center(np.asarray([self.turn if i else 0.0]))
-        return ObjectSpec(self.color, self.shape, self.motions[i], self.size, self.speeds[i], float(x[0]),
+        return ObjectSpec(self.colors[i], self.shapes[i], self.motions[i], self.size, self.speeds[i], float(x[0]),
                           float(y[0]))
 
     def center(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -369,19 +372,42 @@ class TurningObjectSpec:
         return out[0], out[1]
 
 
-def _story_spec_and_captions(index: int, seed: int, num_frames: int,
-                             split: str) -> tuple[ClipSpec, int, list[str]]:
-    """(spec with one TurningObjectSpec, first frame of the second segment, one caption per frame)."""
+def check_story_changes(changes: tuple[str, ...]) -> None:
+    """Raises ValueError unless `changes` is a non-empty set of STORY_CHANGES (what a story clip may change)."""
+    if not changes or len(set(changes)) != len(changes) or not set(changes) <= set(STORY_CHANGES):
+        raise ValueError(f"Story changes {list(changes)} must be distinct entries of {STORY_CHANGES} (what a story "
+                         f"clip changes mid-clip), at least one; e.g. 'motion' or 'motion,color,shape'.")
+
+
+def _other(rng: np.random.Generator, values: tuple[str, ...], value: str) -> str:
+    """One of `values` other than `value`, uniformly."""
+    others = [v for v in values if v != value]
+    return others[rng.integers(len(others))]
+
+
+def _story_spec_and_captions(index: int, seed: int, num_frames: int, split: str,
+                             changes: tuple[str, ...] = ("motion",)) -> tuple[ClipSpec, int, list[str]]:
+    """(spec with one TurningObjectSpec, first frame of the second segment, one caption per frame).
+
+    The story changes one of `changes`, drawn uniformly (with one kind, nothing is drawn for it: motion-only
+    stories are the same draws whatever else the code offers).
+    """
     if split not in _SPLIT_STREAMS:
         raise ValueError(f"Unknown split {split!r}; expected one of {tuple(_SPLIT_STREAMS)}.")
     if num_frames < 4:
-        raise ValueError(f"A story clip changes its motion mid-clip: it needs num_frames >= 4, got {num_frames}.")
+        raise ValueError(f"A story clip changes mid-clip: it needs num_frames >= 4, got {num_frames}.")
+    check_story_changes(changes)
     rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index, _STORY_STREAM])
+    kind = changes[rng.integers(len(changes))] if len(changes) > 1 else changes[0]
     color, shape = COLORS[rng.integers(len(COLORS))], SHAPES[rng.integers(len(SHAPES))]
     size = SIZES[rng.integers(len(SIZES))]
     first = MOTIONS[rng.integers(len(MOTIONS))]
-    second = [m for m in MOTIONS if m != first][rng.integers(len(MOTIONS) - 1)]
+    second = _other(rng, MOTIONS, first) if kind == "motion" else first
     speeds = tuple(SPEEDS[rng.integers(len(SPEEDS))] if m != "still" else None for m in (first, second))
+    if kind != "motion":  # it moves on as it did
+        speeds = (speeds[0], speeds[0])
+    colors = (color, _other(rng, COLORS, color) if kind == "color" else color)
+    shapes = (shape, _other(rng, SHAPES, shape) if kind == "shape" else shape)
     quarter = max(1, num_frames // 4)
     turn_frame = int(rng.integers(quarter, num_frames - quarter + 1))  # the middle half of the clip
     turn = turn_frame / num_frames
@@ -393,26 +419,30 @@ def _story_spec_and_captions(index: int, seed: int, num_frames: int,
         b = (SPEED_DISPLACEMENT[speeds[1]] if speeds[1] else 0.0) * MOTION_DIRECTION[second][axis] * (1 - turn)
         lo, hi = _MARGIN + half - min(0.0, a, a + b), 1.0 - _MARGIN - half - max(0.0, a, a + b)
         starts.append(float(rng.uniform(lo, hi)))
-    obj = TurningObjectSpec(color, shape, size, (first, second), speeds, turn, starts[0], starts[1])
+    obj = TurningObjectSpec(colors, shapes, size, (first, second), speeds, turn, starts[0], starts[1])
     captions = [caption(ClipSpec((obj.segment(i),)), rng) for i in (0, 1)]
     return ClipSpec((obj,)), turn_frame, [captions[int(k >= turn_frame)] for k in range(num_frames)]
 
 
-def story_frame_captions(index: int, seed: int, num_frames: int, split: str = "train") -> list[str]:
+def story_frame_captions(index: int, seed: int, num_frames: int, split: str = "train",
+                         changes: tuple[str, ...] = ("motion",)) -> list[str]:
     """The per-frame captions of story example `index`, without rendering it (what the text cache needs)."""
-    return _story_spec_and_captions(index, seed, num_frames, split)[2]
+    return _story_spec_and_captions(index, seed, num_frames, split, changes)[2]
 
 
-def make_story_example(index: int, seed: int, num_frames: int, resolution: int,
-                       split: str = "train") -> dict[str, Any]:
-    """Story example `index`: one object that changes its motion once, with a caption per frame.
+def make_story_example(index: int, seed: int, num_frames: int, resolution: int, split: str = "train",
+                       changes: tuple[str, ...] = ("motion",)) -> dict[str, Any]:
+    """Story example `index`: one object that changes one of `changes` once, with a caption per frame.
 
-    Returns video uint8 [T, H, W, 3], frame_captions (T str: the first segment's caption before turn_frame,
-    the second's from it), caption (frame 0's) and turn_frame; deterministic from (seed, split, index).
+    Returns video uint8 [T, H, W, 3] (the first segment's straight-line clip up to turn_frame, the second's from
+    it), frame_captions (T str: the first segment's caption before turn_frame, the second's from it), caption
+    (frame 0's) and turn_frame; deterministic from (seed, split, index, changes).
     """
-    spec, turn_frame, captions = _story_spec_and_captions(index, seed, num_frames, split)
-    return {"video": render_clip(spec, num_frames, resolution), "caption": captions[0],
-            "frame_captions": captions, "turn_frame": np.int32(turn_frame)}
+    spec, turn_frame, captions = _story_spec_and_captions(index, seed, num_frames, split, changes)
+    obj = spec.objects[0]
+    before, after = (render_clip(ClipSpec((obj.segment(i),)), num_frames, resolution) for i in (0, 1))
+    video = np.concatenate([before[:turn_frame], after[:num_frames - turn_frame]])
+    return {"video": video, "caption": captions[0], "frame_captions": captions, "turn_frame": np.int32(turn_frame)}
 
 
 def _check_ranges() -> None:
