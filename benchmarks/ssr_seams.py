@@ -45,7 +45,7 @@ from flax import nnx  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from configs import t2v as t2v_configs  # noqa: E402
-from lumiere_jax import evaluate, sampling, ssr, video_io  # noqa: E402
+from lumiere_jax import evaluate, sampling, video_io  # noqa: E402
 from lumiere_jax.data import shapes  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
 from lumiere_jax.diffusion import samplers  # noqa: E402
@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = t2v_configs.get_config(f"size={args.config_size}")
-    t2v, step = ssr.load_text_to_video(config, args.workdir)
+    t2v, step = sampling.load_text_to_video(config, args.workdir)
     window = t2v.shape[0]
     expected = evaluate.eval_prompts(args.clips, seed=args.seed)
     text, mask = (jnp.asarray(a) for a in t2v.encoder.encode([e["prompt"] for e in expected]))

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from configs import t2v as t2v_configs  # noqa: E402
-from lumiere_jax import sampling, ssr, video_io  # noqa: E402
+from lumiere_jax import sampling, video_io  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
 from lumiere_jax.eval import shapes_checker  # noqa: E402
 from lumiere_jax import host_memory  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = t2v_configs.get_config(f"size={args.config_size}")
-    t2v, step = ssr.load_text_to_video(config, args.workdir)
+    t2v, step = sampling.load_text_to_video(config, args.workdir)
     window = t2v.shape[0]
     overlap = sampling.long_video_overlap(window) if args.overlap is None else args.overlap
     story = STORIES[args.story]

@@ -231,21 +231,6 @@ def restore_ema(config: ml_collections.ConfigDict, workdir: str,
     return graphdef, state.ema, int(state.step)
 
 
-def load_text_to_video(config: ml_collections.ConfigDict, workdir: str) -> tuple[sampling.TextToVideo, int]:
-    """The base model of a cascade (a configs/t2v.py run) as a TextToVideo sampler, and its step."""
-    from lumiere_jax.state import schedule_from, trained_on_stories
-    from lumiere_jax.text.encoders import load_text_encoder
-
-    graphdef, params, step = restore_ema(config, workdir)
-    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    schedule = schedule_from(config, workdir)
-    t2v = sampling.TextToVideo(graphdef, params, encoder, schedule, num_frames=config.data.num_frames,
-                               resolution=config.data.resolution, channels=config.model.out_channels,
-                               thresholding=config.sample.thresholding)
-    t2v.story_trained = trained_on_stories(workdir)
-    return t2v, step
-
-
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config an SSR run was trained with (its config.json); one-line errors for anything else."""
     if not workdir:
