@@ -144,7 +144,9 @@ def main() -> None:
         print(f"  {k:<7} " + " ".join(f"{x / args.seeds:>6.2f}" for x in v)
               + f"   mean {sum(v) / (args.seeds * len(story)):.2f}")
     seam = md.seam_ratio(clips, md.window_starts(args.frames, window, overlap), window)
-    jumps = [shapes_checker.count_jumps(clip) for clip in frames_u8]
+    # The object is followed through colour changes: found anew from each span whose colour differs from the last.
+    recolour = [start for i, (start, _) in enumerate(spans) if i and story[i][0] != story[i - 1][0]]
+    jumps = [shapes_checker.count_jumps(clip, segments=recolour) for clip in frames_u8]
     print(f"seam ratio (borders of the fixed layout / inside): {seam:.3f}; "
           f"object jumps per clip {np.mean(jumps):.2f} {jumps}; "
           f"sampling took {seconds:.0f} s")

@@ -141,3 +141,18 @@ def test_count_jumps_finds_teleports_and_losses_but_not_smooth_motion():
         lost = _render(obj, num_frames=16)
         lost[7] = shapes.BACKGROUND
         assert shapes_checker.count_jumps(lost) == 2, obj  # into and out of the empty frame
+
+
+def test_count_jumps_follows_an_object_across_a_colour_change_at_the_given_segments():
+    for index in range(6):
+        story = shapes.make_story_example(index, seed=0, num_frames=16, resolution=32, changes=("color",))
+        video, k = story["video"], int(story["turn_frame"])
+        assert shapes_checker.count_jumps(video) >= min(k, 16 - k)  # the other colour's frames read as lost
+        assert shapes_checker.count_jumps(video, segments=[k]) == 0, index  # one smooth path over the change
+        # A teleport at the colour change is counted across the border.
+        obj = shapes._story_spec_and_captions(index, 0, 16, "train", ("color",))[0].objects[0]
+        moved = dataclasses.replace(obj.segment(1), x0=obj.segment(1).x0 + (0.3 if obj.x0 < 0.5 else -0.3))
+        spliced = np.concatenate([video[:k], shapes.render_clip(shapes.ClipSpec((moved,)), 16, 32)[:16 - k]])
+        assert shapes_checker.count_jumps(spliced, segments=[k]) == 1, index
+    empty = np.broadcast_to(shapes.BACKGROUND, (8, 32, 32, 3)).copy()
+    assert shapes_checker.count_jumps(empty) == shapes_checker.count_jumps(empty, segments=[4]) == 7

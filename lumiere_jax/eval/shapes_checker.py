@@ -21,7 +21,7 @@ How, and why it survives diffusion-model noise and blur:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -248,10 +248,19 @@ def check_clip(video: np.ndarray, expected: dict[str, Any]) -> dict[str, bool]:
     return result
 
 
-def count_jumps(video: np.ndarray, max_step: float = 4.0) -> int:
+def count_jumps(video: np.ndarray, max_step: float = 4.0, segments: Sequence[int] = ()) -> int:
     """Frame pairs of a uint8 [T, H, W, 3] clip where the object's centroid moves more than `max_step` pixels
     or the object is lost: breaks that smooth motion never makes (the world's fastest objects move ~2.6 px a
     frame at 32 px). Independent of how a long clip was stitched, so it compares window schemes fairly.
+
+    segments: frames where the object may change its colour (a story that changes it): the object is found in
+    each segment on its own, and the pairs across a segment border are counted too (its centroid on both sides).
     """
-    steps = np.linalg.norm(np.diff(analyze_clip(video)["centroids"], axis=0), axis=-1)  # [T - 1], NaN if lost
+    bounds = sorted({0, *(int(s) for s in segments if 0 < s < len(video)), len(video)})
+    centroids = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        found = analyze_clip(video[start:end])["centroids"]  # None: no object in the segment, lost throughout
+        centroids.append(np.full((end - start, 2), np.nan) if found is None else found)
+    centroids = np.concatenate(centroids)
+    steps = np.linalg.norm(np.diff(centroids, axis=0), axis=-1)  # [T - 1], NaN if lost
     return int(np.sum(np.nan_to_num(steps, nan=np.inf) > max_step))
