@@ -54,8 +54,9 @@ _LONG_VIDEO = flags.DEFINE_enum("long_video", "auto", ["auto", "whole", "windows
                                 "How a clip longer than the training length is sampled: whole (the model on all "
                                 "frames at once; with --prompt_at, each frame its span's prompt), windows "
                                 "(temporal MultiDiffusion; the --overlap, --window_weights and --shift_windows "
-                                "flags), or auto: whole for one prompt, and for --prompt_at stories when the run "
-                                "trained on stories (data.story_fraction > 0), windows otherwise (docs/ssr.md).")
+                                "flags; on a run trained on stories each window reads its own frames' prompts), "
+                                "or auto: whole for one prompt, and for --prompt_at stories when the run trained "
+                                "on stories (data.story_fraction > 0), windows otherwise (docs/ssr.md).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (it finds "
                                   "the coordinator itself on TPU VMs and under SLURM; elsewhere give the next flags).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
