@@ -199,11 +199,12 @@ class Cascade:
                  overlap: int | None = None, window_weights: str = sampling.LONG_VIDEO_WEIGHTS,
                  shift: bool = sampling.LONG_VIDEO_SHIFT,
                  noise: str = sampling.LONG_VIDEO_NOISE,
-                 method: str = sampling.LONG_VIDEO_METHOD) -> tuple[np.ndarray, np.ndarray]:
+                 method: str = sampling.LONG_VIDEO_METHOD,
+                 window_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(low-res clip [T, h, w, 3], high-res clip [T, H, W, 3]) in [-1, 1] for prompt spans (story mode).
 
-        A long base clip is sampled as TextToVideo.long_video does (method, window options); the SSR always runs
-        on its windows.
+        A long base clip is sampled as TextToVideo.long_video does (method, window options, window_batch: windows
+        per model call); the SSR always runs on its windows (its own window_batch, `SuperResolution.window_batch`).
         """
         num_frames = num_frames or self.base.shape[0]
         if num_frames == self.base.shape[0] and len(spans) == 1:
@@ -211,7 +212,7 @@ class Cascade:
         else:
             low = self.base.long_video(spans, num_frames, seed=seed, steps=base_steps, guidance=guidance,
                                        sampler=sampler, overlap=overlap, window_weights=window_weights,
-                                       shift=shift, noise=noise, method=method)
+                                       shift=shift, noise=noise, method=method, window_batch=window_batch)
         high = self.ssr(low[None], spans=spans, seed=seed, steps=ssr_steps, sampler=sampler)[0]
         return low, high
 

@@ -225,3 +225,25 @@ def test_cascade_cli_errors(trained_workdir, ssr_workdir, tmp_path, case, match)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], proc.stderr[-2000:]
     assert not os.path.exists(tmp_path / "x.gif")
+
+
+def test_cascade_is_the_base_long_video_then_the_ssr(trained_workdir, ssr_workdir, data_dir):
+    from conftest import smoke_config
+    base, _ = sampling.load_text_to_video(smoke_config(data_dir), trained_workdir)
+    upsampler, _ = ssr.SuperResolution.from_workdir(ssr_workdir)
+    cascade = ssr.Cascade(base, upsampler)
+    spans = [(0, "a red circle moving left"), (3, "a red circle moving up")]
+    kwargs = dict(seed=2, guidance=2.0, sampler="ddim")
+    low, high = cascade(spans, 6, base_steps=2, ssr_steps=2, method="windows", **kwargs)
+    assert low.shape == (6, 16, 16, 3) and high.shape == (6, 32, 32, 3)
+    expected_low = base.long_video(spans, 6, steps=2, method="windows", **kwargs)
+    np.testing.assert_allclose(low, expected_low, atol=1e-6)
+    np.testing.assert_allclose(high, upsampler(expected_low[None], spans=spans, seed=2, steps=2)[0], atol=1e-6)
+    # One base window per model call: the same clips.
+    grouped_low, grouped_high = cascade(spans, 6, base_steps=2, ssr_steps=2, method="windows", window_batch=1,
+                                        **kwargs)
+    np.testing.assert_allclose(grouped_low, low, atol=1e-4)
+    np.testing.assert_allclose(grouped_high, high, atol=1e-4)
+    with pytest.raises(ValueError, match="makes 8 px clips but the SSR model upsamples 16 px"):
+        ssr.Cascade(sampling.TextToVideo(base.graphdef, base.params, base.encoder, base.schedule, num_frames=4,
+                                         resolution=8), upsampler)
