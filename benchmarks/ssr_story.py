@@ -33,7 +33,6 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_common as bc  # noqa: E402
@@ -93,7 +92,8 @@ def main() -> None:
     window_prompts = sampling.prompts_per_window(spans, args.frames, window, overlap)
     whole = sampling.long_video_method(args.long_video, len(spans), args.frames, t2v.frame_multiple,
                                        t2v.story_trained) == "whole"
-    frame_text = not whole and (t2v.story_trained if args.frame_text is None else args.frame_text)
+    frame_text = sampling.windows_read_frame_prompts("whole" if whole else "windows", len(spans), t2v.story_trained,
+                                                     args.frame_text)
     machine = bc.machine()
     layout = (f"the whole clip, a prompt per frame ({'trained on' if t2v.story_trained else 'not trained on'} "
               f"stories)" if whole else
@@ -105,16 +105,12 @@ def main() -> None:
           f"{args.seeds} seeds, {args.steps} DDIM steps, guidance {args.guidance}, on {machine}", flush=True)
     for start, prompt in spans:
         print(f"  frames {start}-{start + span - 1}: {prompt!r}")
-    if not (args.shift or whole or frame_text):  # else windows read their centre frame's or their frames' prompts
+    per_window = not (args.shift or whole or frame_text)  # else a prompt per frame (shifted: the centre frame's)
+    if per_window:
         print(f"  window prompts: {window_prompts}")
 
-    per_frame = args.shift or whole or frame_text
-    prompts = sampling.prompts_per_frame(spans, args.frames) if per_frame else window_prompts
-    text, mask = t2v.encoder.encode(prompts)  # [T or N, L, D]: per frame unless fixed windows with one prompt each
-    batch_first = whole or frame_text  # [B, T, L, D]; shifted windows' centre prompts and fixed windows' [T|N, B, ...]
-    axis, lead = (0, (args.seeds, len(prompts))) if batch_first else (1, (len(prompts), args.seeds))
-    text = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(text), axis), lead + text.shape[1:])
-    mask = jnp.broadcast_to(jnp.expand_dims(jnp.asarray(mask), axis), lead + mask.shape[1:])
+    text, mask = t2v.long_video_text(spans, args.frames, whole=whole, frame_text=frame_text, shift=args.shift,
+                                     overlap=overlap, batch=args.seeds)  # as --mode=sample lays them out
     t0 = time.perf_counter()
     clips = np.asarray(sampling.generate(
         t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
@@ -163,7 +159,7 @@ def main() -> None:
                    "story": args.story, "frame_text": frame_text,
                    "window": window, "overlap": overlap, "weights": args.weights, "shift": args.shift,
                    "window_noise": args.window_noise, "spans": spans,
-                   "window_prompts": None if per_frame else window_prompts, "seeds": args.seeds, "steps": args.steps,
+                   "window_prompts": window_prompts if per_window else None, "seeds": args.seeds, "steps": args.steps,
                    "guidance": args.guidance, "seam_ratio": seam, "jumps": jumps, "seconds": seconds,
                    "accuracy": {k: [x / args.seeds for x in v] for k, v in hits.items()}, "clips": rows},
                   f, indent=2)

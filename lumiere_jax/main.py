@@ -170,9 +170,10 @@ def _sample(config, workdir: str) -> None:
     video_io.write_video(out, video_io.to_uint8(clip), config.sample.fps)
     layout = ""
     if request.kind == "t2v" and (frames > window or len(spans) > 1):
-        whole = method == "whole"
-        layout = (", the whole clip" if whole else ", MultiDiffusion windows") + (
-            " with a prompt per frame" if (whole or story_trained) and len(spans) > 1 else "")
+        per_frame = len(spans) > 1 and (method == "whole" or sampling.windows_read_frame_prompts(
+            method, len(spans), story_trained))
+        layout = (", the whole clip" if method == "whole" else ", MultiDiffusion windows") + (
+            " with a prompt per frame" if per_frame else "")
     print(f"Wrote {out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}{layout}, checkpoint step {step}).")
 
 

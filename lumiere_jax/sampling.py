@@ -141,6 +141,15 @@ def long_video_method(method: str, num_spans: int, num_frames: int, frame_multip
     return "whole"
 
 
+def windows_read_frame_prompts(method: str, num_spans: int, story_trained: bool,
+                               frame_text: bool | None = None) -> bool:
+    """Whether the windows of a long clip sampled by `method` ("whole" or "windows") read each frame's prompt
+    (generate's frame_text): for several prompts on windows, when asked (frame_text) or, by default (None), when
+    the model was trained on stories, whose per-frame captions it learnt from."""
+    asked = story_trained if frame_text is None else frame_text
+    return bool(asked) and method == "windows" and num_spans > 1
+
+
 def long_video_overlap(window: int) -> int:
     """The default overlap of the base model's long-video windows: half the window."""
     return window // 2
@@ -217,6 +226,26 @@ class TextToVideo:
         index = np.asarray([unique.index(p) for p in per_frame])
         return text[index], mask[index]
 
+    def long_video_text(self, spans: Sequence[tuple[int, str]], num_frames: int, *, whole: bool, frame_text: bool,
+                        shift: bool, overlap: int, batch: int = 1) -> tuple[jax.Array, jax.Array]:
+        """The prompts of `spans` for `batch` clips of num_frames, in the layout `generate` takes for that layout:
+        one prompt on the whole clip [B, L, D]; a prompt per frame [B, T, L, D] on the whole clip or on windows that
+        read each frame's (frame_text); per frame [T, B, L, D] for shifted windows (their centre frame's); per
+        window [N, B, L, D] on the fixed grid. Masks match without the last axis."""
+        if whole and len(spans) == 1:  # [L, D]
+            text, mask = (a[0] for a in self.encoder.encode(prompts_per_frame(spans, num_frames)[:1]))
+        elif whole or frame_text or shift:  # [T, L, D]
+            text, mask = self._encode_per_frame(spans, num_frames)
+        else:  # [N, L, D]
+            text, mask = self.encoder.encode(prompts_per_window(spans, num_frames, self.shape[0], overlap))
+        axis = 0 if whole or frame_text else 1  # where the clips go: first, or after the frames / windows
+
+        def stack(a: np.ndarray) -> jax.Array:
+            a = jnp.expand_dims(jnp.asarray(a), axis)
+            return jnp.broadcast_to(a, a.shape[:axis] + (batch,) + a.shape[axis + 1:])
+
+        return stack(text), stack(mask)
+
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
                    guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
                    window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
@@ -247,20 +276,11 @@ class TextToVideo:
         whole = long_video_method(method, len(spans), num_frames, self.frame_multiple, self.story_trained,
                                   window) == "whole"
         overlap = long_video_overlap(window) if overlap is None else overlap
-        frame_text = self.story_trained if frame_text is None else frame_text
-        frame_text = frame_text and not whole and len(spans) > 1
-        if whole and len(spans) == 1:  # one prompt over the whole clip: text [B=1, L, D]
-            text, mask = self.encoder.encode(prompts_per_frame(spans, num_frames)[:1])
-        elif whole or frame_text:  # a prompt per frame: text [B=1, T, L, D] (one model call, or cut by windows)
-            text, mask = self._encode_per_frame(spans, num_frames)
-            text, mask = text[None], mask[None]
-        elif shift:
-            text, mask = self._encode_per_frame(spans, num_frames)
-            text, mask = text[:, None], mask[:, None]  # [T, B=1, L, D], [T, 1, L]
-        else:
-            text, mask = self.encoder.encode(prompts_per_window(spans, num_frames, window, overlap))
-            text, mask = text[:, None], mask[:, None]  # [N, B=1, L, D], [N, 1, L]
-        clip = generate(self.graphdef, self.params, jnp.asarray(text), jnp.asarray(mask),
+        frame_text = windows_read_frame_prompts("whole" if whole else "windows", len(spans), self.story_trained,
+                                                frame_text)
+        text, mask = self.long_video_text(spans, num_frames, whole=whole, frame_text=frame_text, shift=bool(shift),
+                                          overlap=overlap)
+        clip = generate(self.graphdef, self.params, text, mask,
                         self.null_text, self.null_mask, jax.random.key(seed),
                         shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
                         guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,

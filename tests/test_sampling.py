@@ -168,6 +168,11 @@ def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_s
         method("whole", 1, 30, 4)
     with pytest.raises(ValueError, match="--long_video='both' is not one of"):
         method("both", 1, 32, 4)
+    # Windows read each frame's prompt for several prompts on a story-trained model, or when asked.
+    reads = sampling.windows_read_frame_prompts
+    assert reads("windows", 2, story_trained=True) and not reads("windows", 2, story_trained=False)
+    assert reads("windows", 2, False, frame_text=True) and not reads("windows", 2, True, frame_text=False)
+    assert not reads("windows", 1, True) and not reads("whole", 2, True, frame_text=True)
 
 
 def test_late_params_run_the_low_noise_steps_only():
