@@ -192,7 +192,7 @@ def plan(config: ml_collections.ConfigDict, *, image: str | None = None, video: 
     kind = ("cinemagraph" if mask else "i2v") if image else ("inpaint" if mask else "sdedit")
     if (frames and frames != num_frames) or prompt_spans > 1:
         raise InputError(f"--image/--video work on one clip of the model's {num_frames} frames: drop --frames "
-                         f"and --prompt_at.")
+                         f"and the later prompts of a story (--prompt_at, or a JSON list in --prompt).")
     if kind == "sdedit":
         if conditional:
             raise InputError("--video without --mask is SDEdit, which runs on a text-to-video run "

@@ -26,7 +26,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, e
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "style_tune"], "What to do.")
-_PROMPT = flags.DEFINE_string("prompt", None, "Text prompt for --mode=sample.")
+_PROMPT = flags.DEFINE_string("prompt", None, "Text prompt for --mode=sample; or a story as a JSON list: of prompts, "
+                              "one per equal time span ('[\"a red circle moving left\", \"a red circle moving "
+                              "up\"]'), or of [frame, prompt] spans.")
 _OUT = flags.DEFINE_string("out", None, "Output clip for --mode=sample: .mp4 or .gif.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: config.sample.guidance).")
@@ -109,21 +111,27 @@ def _sample(config, workdir: str) -> None:
     prompt, out = _PROMPT.value, _OUT.value
     if prompt is None or not prompt.strip():
         raise UsageError('--mode=sample needs a non-empty --prompt="a red circle moving left".')
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise UsageError(f"--prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS} "
-                         f"(the text encoder reads only the first {config.text_max_length} tokens).")
     extensions = (".mp4", ".gif", ".png") if config.data.num_frames == 1 else (".mp4", ".gif")
     if not out or os.path.splitext(out)[1].lower() not in extensions:
         raise UsageError(f"--out={out!r}: give an output file ending in {' or '.join(extensions)}.")
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise UsageError(f"--out={out}: folder {out_dir} does not exist or is not writable.")
-    spans = [(0, prompt)] + [_parse_prompt_at(p) for p in _PROMPT_AT.value]
     frames = _FRAMES.value or config.data.num_frames
     window = config.data.num_frames
     if frames < window:
         raise UsageError(f"--frames={frames} is shorter than the model's training length {window}: use "
                          f"--frames >= {window} (longer clips: --long_video).")
+    try:
+        spans = sampling.story_spans(prompt, _PROMPT_AT.value, frames)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for start, text in spans:
+        if len(text) > MAX_PROMPT_CHARS:
+            which = "--prompt" if len(spans) == 1 else f"The prompt from frame {start}"
+            raise UsageError(f"{which} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS} "
+                             f"(the text encoder reads only the first {config.text_max_length} tokens).")
+    prompt = spans[0][1]
     overlap = sampling.long_video_overlap(window) if _OVERLAP.value is None else _OVERLAP.value
     if not 0 <= overlap < window:
         raise UsageError(f"--overlap={overlap} must be in [0, {window}) frames (the training length); the default "
@@ -131,9 +139,6 @@ def _sample(config, workdir: str) -> None:
     if config.sample.window_batch < 0:
         raise UsageError(f"--config.sample.window_batch={config.sample.window_batch} must be >= 0 (0: all windows "
                          f"of a long video in one model call; k: k at a time, for flat memory).")
-    for start, _ in spans[1:]:
-        if not 0 < start < frames:
-            raise UsageError(f"--prompt_at starts at frame {start}, outside the clip's frames 1..{frames - 1}.")
     from lumiere_jax.state import model_config, trained_on_stories
     story_trained = trained_on_stories(workdir)
     try:
@@ -188,13 +193,6 @@ def _style_tune(config, workdir: str) -> None:
     print(f"Wrote {_STYLE_WEIGHTS.value} (spatial weights after {config.style.steps} steps on "
           f"{_STYLE_IMAGE.value}, {len(images)} image(s)); sample with --style_weights={_STYLE_WEIGHTS.value} "
           f"--style_alpha=1.0 (lower keeps more of the base model, higher strengthens the style).")
-
-
-def _parse_prompt_at(value: str) -> tuple[int, str]:
-    frame, sep, text = value.partition(":")
-    if not sep or not frame.strip().isdigit() or not text.strip():
-        raise UsageError(f"--prompt_at={value!r}: write FRAME:TEXT, e.g. --prompt_at='32:a red circle moving up'.")
-    return int(frame), text.strip()
 
 
 def _eval(config, workdir: str) -> None:

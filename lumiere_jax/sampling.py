@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, Sequence
 
 import jax
@@ -160,6 +161,66 @@ def prompts_per_window(spans: Sequence[tuple[int, str]], num_frames: int, window
     """The prompt of each MultiDiffusion window: the span (start_frame, prompt) that holds its centre frame."""
     per_frame = prompts_per_frame(spans, num_frames)
     return [per_frame[start + window // 2] for start in multidiffusion.window_starts(num_frames, window, overlap)]
+
+
+def story_spans(prompt: str, prompt_at: Sequence[str], num_frames: int) -> list[tuple[int, str]]:
+    """The (start_frame, prompt) spans of a clip from --prompt and --prompt_at, or from a JSON list in --prompt.
+
+    `prompt` either is one prompt, held from frame 0 until the first FRAME:TEXT of `prompt_at`, or is a JSON
+    list: of prompts, one per equal time span (`["a red circle moving left", "a red circle moving up"]` on 32
+    frames starts the second at frame 16), or of explicit spans (`[[0, "..."], [16, "..."]]`, or objects
+    `{"frame": 16, "prompt": "..."}`) whose frames start at 0 and increase.
+    """
+    if not prompt.lstrip().startswith("["):
+        return [(0, prompt)] + [_parse_prompt_at(value, num_frames) for value in prompt_at]
+    if prompt_at:
+        raise ValueError("--prompt is a JSON list of the story's prompts, so it cannot take --prompt_at too: put "
+                         "every span in the list, e.g. [[0, \"a red circle moving left\"], [16, \"...\"]].")
+    try:
+        items = json.loads(prompt)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--prompt={prompt!r} starts with '[' but is not valid JSON ({e.msg} at character "
+                         f"{e.pos}): write a list of prompts, e.g. '[\"a red circle moving left\", \"a red circle "
+                         f"moving up\"]'.") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"--prompt={prompt!r}: a JSON story is a non-empty list of prompts or of [frame, prompt] "
+                         f"spans.")
+    if all(isinstance(item, str) for item in items):
+        if len(items) > num_frames:
+            raise ValueError(f"--prompt lists {len(items)} prompts for a clip of {num_frames} frames: give at most "
+                             f"{num_frames} (one span each), or more --frames.")
+        spans = [(i * num_frames // len(items), text) for i, text in enumerate(items)]
+    else:
+        spans = [_json_span(item) for item in items]
+    for i, (start, text) in enumerate(spans):
+        if not text.strip():
+            raise ValueError(f"--prompt's story span {i} (from frame {start}) has an empty prompt.")
+    starts = [start for start, _ in spans]
+    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= num_frames:
+        raise ValueError(f"--prompt's story spans start at frames {starts}: they must start at 0 and increase "
+                         f"within the clip's {num_frames} frames (0..{num_frames - 1}).")
+    return [(start, text.strip()) for start, text in spans]
+
+
+def _json_span(item: Any) -> tuple[int, str]:
+    """One explicit span of a JSON story: [frame, prompt] or {"frame": frame, "prompt": prompt}."""
+    if isinstance(item, dict) and set(item) == {"frame", "prompt"}:
+        item = [item["frame"], item["prompt"]]
+    if (not isinstance(item, list) or len(item) != 2 or isinstance(item[0], bool) or not isinstance(item[0], int)
+            or not isinstance(item[1], str)):
+        raise ValueError(f"--prompt's story entry {json.dumps(item)} is not a span: write [frame, \"prompt\"] or "
+                         f"{{\"frame\": 16, \"prompt\": \"...\"}} for every entry, or a list of prompts only.")
+    return item[0], item[1]
+
+
+def _parse_prompt_at(value: str, num_frames: int) -> tuple[int, str]:
+    """FRAME:TEXT, a prompt from FRAME on (frames 1..num_frames - 1; frame 0 is --prompt's)."""
+    frame, sep, text = value.partition(":")
+    if not sep or not frame.strip().isdigit() or not text.strip():
+        raise ValueError(f"--prompt_at={value!r}: write FRAME:TEXT, e.g. --prompt_at='32:a red circle moving up'.")
+    if not 0 < int(frame) < num_frames:
+        raise ValueError(f"--prompt_at starts at frame {int(frame)}, outside the clip's frames 1..{num_frames - 1}.")
+    return int(frame), text.strip()
 
 
 def prompts_per_frame(spans: Sequence[tuple[int, str]], num_frames: int) -> list[str]:

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from lumiere_jax import video_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,4 +46,12 @@ def test_story_mode_writes_a_clip_longer_than_the_training_length(trained_workdi
     proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", "--prompt=a red circle moving left",
                    "--prompt_at=6:a blue square moving up", "--frames=10", f"--out={out}", "--steps=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert video_io.read_video(out).shape == (10, 16, 16, 3)
+    clip = video_io.read_video(out)
+    assert clip.shape == (10, 16, 16, 3)
+    # The same story as a JSON list of spans in --prompt samples the same clip.
+    out_json = str(tmp_path / "story_json.gif")
+    story = json.dumps([[0, "a red circle moving left"], {"frame": 6, "prompt": "a blue square moving up"}])
+    proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", f"--prompt={story}", "--frames=10",
+                   f"--out={out_json}", "--steps=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(video_io.read_video(out_json), clip)

@@ -1,7 +1,9 @@
 """Long-video sampling: which prompt each MultiDiffusion window gets, and how the windows are reconciled."""
 
 import ast
+import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +63,45 @@ def _toy_sampler(text_shape=(B, L, D)):
     mask = jnp.ones(text_shape[:-1], bool)
     null_text, null_mask = jnp.zeros((1, L, D)), jnp.ones((1, L), bool)
     return graphdef, params, text, mask, null_text, null_mask, CosineSchedule(), jax.random.key(1)
+
+
+STORY = ["a red circle moving left", "a red circle moving up", "a red circle moving right"]
+
+
+@pytest.mark.parametrize("prompt, prompt_at, frames, spans", [
+    ("a red circle", [], 8, [(0, "a red circle")]),
+    ("a red circle", ["6:a blue square moving up", "3: up "], 8, [(0, "a red circle"), (6, "a blue square moving up"),
+                                                              (3, "up")]),
+    (json.dumps(STORY), [], 32, [(0, STORY[0]), (10, STORY[1]), (21, STORY[2])]),
+    (json.dumps(STORY[:2]), [], 32, [(0, STORY[0]), (16, STORY[1])]),
+    (' ["one"] ', [], 8, [(0, "one")]),
+    (json.dumps([[0, STORY[0]], [5, " " + STORY[1]]]), [], 8, [(0, STORY[0]), (5, STORY[1])]),
+    (json.dumps([{"frame": 0, "prompt": STORY[0]}, [12, STORY[2]]]), [], 16, [(0, STORY[0]), (12, STORY[2])]),
+], ids=["one_prompt", "prompt_at", "json_equal_spans_3", "json_equal_spans_2", "json_one", "json_pairs",
+        "json_objects_and_pairs"])
+def test_story_spans_from_prompt_at_or_a_json_list(prompt, prompt_at, frames, spans):
+    assert sampling.story_spans(prompt, prompt_at, frames) == spans
+
+
+@pytest.mark.parametrize("prompt, prompt_at, frames, message", [
+    ("a red circle", ["later a blue square"], 8, "write FRAME:TEXT"),
+    ("a red circle", ["0:a blue square"], 8, "outside the clip's frames 1..7"),
+    ("a red circle", ["8:a blue square"], 8, "outside the clip's frames 1..7"),
+    ('["a", "b"', [], 8, "not valid JSON"),
+    ("[]", [], 8, "non-empty list"),
+    (json.dumps(STORY), ["4:b"], 8, "cannot take --prompt_at too"),
+    (json.dumps(["x"] * 9), [], 8, "lists 9 prompts for a clip of 8 frames"),
+    (json.dumps(["x", " "]), [], 8, "span 1 (from frame 4) has an empty prompt"),
+    (json.dumps([[2, "x"], [4, "y"]]), [], 8, "start at frames [2, 4]"),
+    (json.dumps([[0, "x"], [4, "y"], [4, "z"]]), [], 8, "start at frames [0, 4, 4]"),
+    (json.dumps([[0, "x"], [8, "y"]]), [], 8, "within the clip's 8 frames"),
+    (json.dumps([[0, "x"], "y"]), [], 8, 'entry "y" is not a span'),
+    (json.dumps([[True, "x"]]), [], 8, "is not a span"),
+    (json.dumps([{"frame": 0, "text": "x"}]), [], 8, "is not a span"),
+])
+def test_story_spans_refuse_bad_stories_naming_the_value(prompt, prompt_at, frames, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sampling.story_spans(prompt, prompt_at, frames)
 
 
 def test_generate_reconciles_windows_with_the_weights_it_is_given():
