@@ -67,6 +67,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, fo
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for input errors.")
 _SSR_WORKDIR = flags.DEFINE_string("ssr_workdir", None, "Cascade for --mode=sample: a configs/ssr.py run that "
                                    "upsamples the base clip (--steps/--sampler/--seed apply to both models).")
+_SSR_WINDOW_BATCH = flags.DEFINE_integer("ssr_window_batch", None, "Cascade: SSR windows per model call (0: all at "
+                                         "once; k: k at a time, memory flat in the clip's length); default: the "
+                                         "SSR run's ssr.window_batch.")
 _IMAGE = flags.DEFINE_string("image", None, "Image-to-video: the first frame (.png); with --mask, the still image "
                              "of a cinemagraph. Needs the conditional model (configs/conditional.py).")
 _VIDEO = flags.DEFINE_string("video", None, "Source clip (.mp4/.gif): with --mask, inpainting (conditional "
@@ -152,9 +155,14 @@ def _sample(config, workdir: str) -> None:
                                 frames=_FRAMES.value, prompt_spans=len(spans))
     if config.task == "ssr":
         raise UsageError("--config is an SSR model: sample with the base model's config and --ssr_workdir=<this run>.")
+    if _SSR_WINDOW_BATCH.value is not None and (_SSR_WORKDIR.value is None or _SSR_WINDOW_BATCH.value < 0):
+        raise UsageError(f"--ssr_window_batch={_SSR_WINDOW_BATCH.value} needs --ssr_workdir and a value >= 0 (0: all "
+                         f"SSR windows in one model call; k: k at a time).")
     if _SSR_WORKDIR.value is not None:
         from lumiere_jax import ssr
         ssr_config = ssr.check_cascade(config, _SSR_WORKDIR.value, frames)  # before anything compiles
+        if _SSR_WINDOW_BATCH.value is not None:
+            ssr_config.ssr.window_batch = _SSR_WINDOW_BATCH.value
     t2v, step = _load_for_sampling(config, workdir)
     applications.apply_style(t2v, request)
     kwargs = dict(seed=_SEED.value, steps=config.sample.steps if _STEPS.value is None else _STEPS.value,
@@ -171,7 +179,8 @@ def _sample(config, workdir: str) -> None:
     if _SSR_WORKDIR.value is not None:
         upsampler, ssr_step = ssr.SuperResolution.from_workdir(_SSR_WORKDIR.value, ssr_config, t2v.encoder, config)
         clip = upsampler(clip[None], spans=spans, seed=_SEED.value, steps=_STEPS.value, sampler=_SAMPLER.value)[0]
-        step = f"{step}, SSR checkpoint step {ssr_step}"
+        step = f"{step}, SSR checkpoint step {ssr_step}" + (
+            f", SSR windows {upsampler.window_batch} at a time" if upsampler.window_batch else "")
     video_io.write_video(out, video_io.to_uint8(clip), config.sample.fps)
     layout = ""
     if request.kind == "t2v" and (frames > window or len(spans) > 1):
@@ -222,10 +231,33 @@ def _setup_logging() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
+# The flags each mode reads beyond --config, --workdir and the process flags; any other given is refused, so
+# that, say, `--image=first.png` without --mode=sample does not silently train on the workdir instead.
+MODE_FLAGS = {
+    "train": (),
+    "sample": ("prompt", "out", "seed", "guidance", "steps", "sampler", "frames", "prompt_at", "overlap",
+               "window_weights", "shift_windows", "window_noise", "long_video", "ssr_workdir", "ssr_window_batch", "image",
+               "video",
+               "mask", "strength", "style_weights", "style_alpha", "style_start"),
+    "eval": ("steps", "guidance"),
+    "style_tune": ("style_image", "prompt", "style_weights"),
+}
+
+
+def _check_mode_flags(mode: str) -> None:
+    """Refuses a flag that --mode does not read, naming the mode that does."""
+    for name in sorted(set().union(*MODE_FLAGS.values()) - set(MODE_FLAGS[mode])):
+        if flags.FLAGS[name].present:
+            users = [m for m, names in MODE_FLAGS.items() if name in names]
+            raise UsageError(f"--{name} is not read by --mode={mode}: it is for "
+                             f"{' or '.join(f'--mode={m}' for m in users)} (add that, or drop --{name}).")
+
+
 def main(argv) -> None:
     _setup_logging()
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {argv[1:]}: flags are written --name=value.")
+    _check_mode_flags(_MODE.value)
     config, workdir = _CONFIG.value, _WORKDIR.value
     if config is None:
         raise UsageError("--config is required, e.g. --config=configs/t2v.py.")
