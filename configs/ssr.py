@@ -14,7 +14,7 @@ Train on a 2-core CPU (`size=tiny`: 32 -> 64 px, 8 frames), then run the cascade
 The SSR run's `ssr.low_resolution` must equal the base run's `data.resolution` (t2v tiny: 32).
 Variants: `size=smoke` (16 -> 32 px, 4 frames; what the tests run, cascades the t2v smoke model),
 `size=tiny` (CPU default), `size=lumiere` (the paper's 128 -> 1024 on 16-frame windows; an 80-frame
-clip is 7 windows with overlap 2; built abstractly in the tests, needs a TPU/GPU pod to train).
+clip is 6 windows with overlap 2; built abstractly in the tests, needs a TPU/GPU pod to train).
 """
 
 import ml_collections

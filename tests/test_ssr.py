@@ -203,10 +203,11 @@ def test_cascade_cli_writes_the_high_res_clip(trained_workdir, ssr_workdir, tmp_
     out = str(tmp_path / "cascade.gif")
     proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", f"--ssr_workdir={ssr_workdir}",
                    "--prompt=a red circle moving left", "--prompt_at=3:a red circle moving up", "--frames=6",
-                   f"--out={out}", "--steps=2")
+                   f"--out={out}", "--steps=2", "--ssr_window_batch=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert video_io.read_video(out).shape == (6, 32, 32, 3)
     assert "6 frames at 32x32" in proc.stdout and "SSR checkpoint step 4" in proc.stdout
+    assert "SSR windows 1 at a time" in proc.stdout  # --ssr_window_batch overrides the SSR run's 0
 
 
 @pytest.mark.parametrize("case, match", [
