@@ -19,7 +19,7 @@ step 0 is the T2V model. Fine-tuning draws masks from a mixture of the three app
 
 `tools/app_inputs.py` writes such inputs from the shapes world. Variants as in configs/t2v.py
 (`size=smoke|tiny|small`; the T2V run must be of the same size). Training a single application instead
-of the mixture: `--config.task=i2v` (or inpaint, cinemagraph).
+of the mixture: configs/i2v.py, configs/inpaint.py, configs/cinemagraph.py (`--config.task=i2v` etc.).
 """
 
 import ml_collections
@@ -31,10 +31,11 @@ from lumiere_jax import config_lib, conditioning
 STEPS = {"smoke": 2, "tiny": 400, "small": 20_000}
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None, task: str = "conditional") -> ml_collections.ConfigDict:
+    """task: "conditional" (the mixture of mask kinds), or one application's kind (configs/i2v.py etc.)."""
     c = t2v.get_config(arg)
     with c.unlocked():
-        c.task = "conditional"
+        c.task = task
         c.model.cond_channels = conditioning.COND_CHANNELS
         c.conditioning = conditioning.default_config()
         c.total_steps = STEPS[c.size]

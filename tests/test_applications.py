@@ -4,6 +4,7 @@ Compiled programs are few and at the smoke size: one forward pass of each model,
 one conditional and one SDEdit sampler, one T2I style step.
 """
 
+import importlib
 import os
 import subprocess
 import sys
@@ -96,6 +97,17 @@ def test_conditioner_mixes_kinds_and_masks_the_clip(data_dir):
     assert len(np.unique(np.asarray(kinds))) == len(conditioning.KINDS)
     config.task = "i2v"  # one kind only
     assert conditioning.kind_probabilities(config).tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("kind", ["i2v", "inpaint", "cinemagraph"])
+def test_each_application_config_fine_tunes_the_conditional_model_on_its_own_masks(kind):
+    config = importlib.import_module(f"configs.{kind}").get_config("size=smoke")
+    assert config.task == kind and applications.is_conditional(config)
+    np.testing.assert_array_equal(conditioning.kind_probabilities(config), [k == kind for k in conditioning.KINDS])
+    mixture = conditional.get_config("size=smoke")
+    assert (conditioning.kind_probabilities(mixture) > 0).all()
+    assert {k: v for k, v in config.to_dict().items() if k != "task"} == {
+        k: v for k, v in mixture.to_dict().items() if k != "task"}
 
 
 def test_conditioner_refuses_a_model_without_condition_channels(data_dir):
@@ -191,6 +203,36 @@ def test_known_pixels_of_the_output_equal_the_input(conditional_run, data_dir):
         np.testing.assert_array_equal(pasted[known], cond[..., :3][known])  # ...the paste-back does
     cinemagraph = conditioning.paste_back(raw[2], conds[2])
     assert np.abs(np.diff(cinemagraph[:, ~region], axis=0)).max() == 0  # outside the region nothing moves
+
+
+def test_requests_read_from_files_keep_their_known_pixels(conditional_run, data_dir, tmp_path, caplog):
+    """plan() then run(), as the CLI calls them: the output's known pixels are the input files' own, and a
+    video longer than the model's clip is trimmed to its first frames (and says so)."""
+    config = _cond_config(data_dir)
+    t2v = _sampler(config, conditional_run)
+    clip = shapes.render_clip(shapes.spec_from_attributes("red", "circle", "right"), T + 2, H)  # uint8 [6, H, W, 3]
+    iio.imwrite(tmp_path / "first.png", clip[0])
+    iio.imwrite(tmp_path / "in.gif", clip, loop=0)
+    region = np.zeros((H, W), np.uint8)
+    region[3:12, 2:14] = 255
+    iio.imwrite(tmp_path / "region.png", region)
+    files = {"i2v": dict(image=f"{tmp_path}/first.png"),
+             "cinemagraph": dict(image=f"{tmp_path}/first.png", mask=f"{tmp_path}/region.png"),
+             "inpaint": dict(video=f"{tmp_path}/in.gif", mask=f"{tmp_path}/region.png")}
+    with caplog.at_level("INFO", logger="lumiere_jax"):
+        requests = {kind: applications.plan(config, **paths) for kind, paths in files.items()}
+    assert f"has {T + 2} frames: trimmed to the first {T}" in caplog.text
+    first = iio.imread(tmp_path / "first.png").astype(np.float32) / 127.5 - 1.0
+    video = iio.imread(tmp_path / "in.gif", index=None)[:T, ..., :3].astype(np.float32) / 127.5 - 1.0
+    np.testing.assert_array_equal(requests["i2v"].cond[0, ..., :3], first)
+    np.testing.assert_array_equal(requests["cinemagraph"].cond[:, region == 0, :3], np.stack([first[region == 0]] * T))
+    np.testing.assert_array_equal(requests["inpaint"].cond[:, region == 0, :3], video[:, region == 0])
+    for kind, request in requests.items():
+        assert request.kind == kind
+        out = applications.run(request, t2v, "a red circle moving right", steps=2)
+        assert out.shape == (T, H, W, 3)
+        known = request.cond[..., 3] == 1
+        np.testing.assert_array_equal(out[known], request.cond[..., :3][known])
 
 
 def test_cli_image_to_video(conditional_run, tmp_path):
