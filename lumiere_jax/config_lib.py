@@ -86,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.cond_noise_level = False
     c.model.dtype = "float32"  # compute dtype; parameters stay float32
     c.model.remat = "none"  # "block": recompute each block's activations in the backward pass
+    c.model.attention = "xla"  # or "cudnn": cuDNN flash attention (NVIDIA GPU, bfloat16/float16 models)
 
     # Diffusion: continuous time, v-prediction, cosine log-SNR.
     c.diffusion = ml_collections.ConfigDict()

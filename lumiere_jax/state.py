@@ -183,6 +183,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
+    if cfg.attention == "cudnn" and (jax.default_backend() != "gpu" or cfg.dtype not in ("bfloat16", "float16")):
+        raise ValueError(f"model.attention='cudnn' runs on an NVIDIA GPU with model.dtype bfloat16 or float16 (here: "
+                         f"{jax.default_backend()}, {cfg.dtype}): use model.attention='xla' here.")
     if config.trainable not in ("auto", "all", "temporal", "spatial"):
         raise ValueError(f"trainable={config.trainable!r} must be 'auto', 'all', 'temporal' (only the inflation "
                          f"layers) or 'spatial' (only the T2I layers).")

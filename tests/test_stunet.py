@@ -112,6 +112,35 @@ def test_temporal_blocks_start_as_identity_and_mix_frames_once_trained():
         assert float(jnp.abs(y2[:, 1:] - y[:, 1:]).max()) > 1e-4
 
 
+def test_remat_recomputes_blocks_without_changing_outputs_or_gradients():
+    """model.remat="block" trades memory for recompute only: the same weights give the same loss gradients."""
+    cfgs = [dataclasses.replace(CFG, text_pooling="attention", remat=r) for r in ("none", "block")]
+    plain, remat = (create_model(c, seed=4) for c in cfgs)
+    _randomize(plain, seed=5)
+    nnx.update(remat, nnx.state(plain, nnx.Param))
+    x, t, text, mask = _inputs(frames=4)
+
+    @nnx.jit
+    def loss_and_grads(model):
+        return nnx.value_and_grad(lambda m: jnp.mean(m(x, t, text, mask) ** 2))(model)
+
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(plain), loss_and_grads(remat)
+    assert float(loss_a) > 1e-3
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads_a)) > 1e-3
+
+
+def test_attention_implementation_is_checked_and_reaches_every_attention_layer():
+    with pytest.raises(ValueError, match="model.attention='flash' must be one of"):
+        dataclasses.replace(CFG, attention="flash")
+    model = create_model(dataclasses.replace(CFG, text_pooling="attention", attention="cudnn"))
+    impls = {type(m).__name__: m.attention for _, m in nnx.iter_graph(model)
+             if isinstance(m, nnx.Module) and isinstance(getattr(m, "attention", None), str)}
+    assert impls == {"SpatialAttention": "cudnn", "TemporalAttention": "cudnn", "TextAttentionPool": "cudnn"}
+
+
 def test_unknown_model_key_is_rejected():
     with pytest.raises(ValueError, match="Unknown model config keys.*chanels"):
         stunet.STUNetConfig.from_config({"chanels": 3})

@@ -13,6 +13,8 @@ per-frame statistics, attention with two batch dimensions. Same weights, same re
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -115,24 +117,32 @@ class ResBlock(nnx.Module):
         return skip + h
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")  # the values of model.attention
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+              implementation: str = "xla") -> jax.Array:
     """Multi-head attention on [N, S, heads, d]; mask [N, S_kv] marks valid keys.
 
     More leading batch dimensions ([..., S, heads, d]) are mapped over rather than merged, so that a
-    sharded one stays sharded.
+    sharded one stays sharded. implementation: "xla" (any device and dtype) or "cudnn" (cuDNN's fused flash
+    attention: NVIDIA GPUs, bfloat16/float16 only).
     """
     if q.ndim > 4:
-        return jax.vmap(attention, in_axes=(0, 0, 0, None if mask is None else 0))(q, k, v, mask)
+        return jax.vmap(functools.partial(attention, implementation=implementation),
+                        in_axes=(0, 0, 0, None if mask is None else 0))(q, k, v, mask)
     if mask is not None:
         mask = mask[:, None, None, :]  # [N, 1, 1, S_kv]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
 class SpatialAttention(nnx.Module):
     """Per-frame self-attention over H*W, then cross-attention from every pixel to the text tokens."""
 
-    def __init__(self, channels: int, text_dim: int, num_heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, channels: int, text_dim: int, num_heads: int, *, dtype=jnp.float32,
+                 attention: str = "xla", rngs: nnx.Rngs):
         self.num_heads = num_heads
+        self.attention = attention  # the implementation (ATTENTION_IMPLEMENTATIONS)
         self.norm = FrameGroupNorm(channels, rngs=rngs)
         self.qkv = nnx.Linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
@@ -154,7 +164,8 @@ class SpatialAttention(nnx.Module):
         frames = (b, t) if sharding.frames_sharded(x) else (b * t,)  # see the module docstring
         y = self.norm(x).reshape(frames + (h * w, c))
         q, k, v = jnp.split(self.qkv(y), 3, axis=-1)
-        y = attention(self._heads(q), self._heads(k), self._heads(v)).reshape(frames + (h * w, c))
+        y = attention(self._heads(q), self._heads(k), self._heads(v),
+                      implementation=self.attention).reshape(frames + (h * w, c))
         x = x + self.out(y).reshape(x.shape)
         if text.ndim == 4:  # per-frame captions: each frame's pixels attend to their own frames' tokens
             t0, length = text.shape[1:3]
@@ -166,7 +177,7 @@ class SpatialAttention(nnx.Module):
         else:  # queries from every pixel of every frame, keys from the clip's text
             y = self.cross_norm(x).reshape(b, t * h * w, c)
         k, v = jnp.split(self.cross_kv(text.astype(y.dtype)), 2, axis=-1)  # [B, (t,) L', C] each
-        y = attention(self._heads(self.cross_q(y)), self._heads(k), self._heads(v), text_mask)
+        y = attention(self._heads(self.cross_q(y)), self._heads(k), self._heads(v), text_mask, self.attention)
         return x + self.cross_out(y.reshape(b, t * h * w, c)).reshape(x.shape)
 
 

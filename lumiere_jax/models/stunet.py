@@ -57,10 +57,16 @@ class STUNetConfig:
     # Rematerialization: "none", or "block" to recompute each (ResBlock, attention, temporal) block in the
     # backward pass instead of keeping its activations (paper-scale clips do not fit otherwise).
     remat: str = "none"
+    # Attention kernels (jax.nn.dot_product_attention): "xla" on any device, or "cudnn", cuDNN's fused flash
+    # attention on an NVIDIA GPU for a bfloat16/float16 model. Weights and results are the same either way.
+    attention: str = "xla"
 
     def __post_init__(self):
         if self.text_pooling not in ("mean", "attention"):
             raise ValueError(f"model.text_pooling={self.text_pooling!r} must be 'mean' or 'attention'.")
+        if self.attention not in spatial.ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"model.attention={self.attention!r} must be one of "
+                             f"{spatial.ATTENTION_IMPLEMENTATIONS}.")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "STUNetConfig":
@@ -113,10 +119,12 @@ class TextAttentionPool(nnx.Module):
     zero: added to a mean-pooled model, the pool first changes nothing.
     """
 
-    def __init__(self, text_dim: int, out_dim: int, num_heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, text_dim: int, out_dim: int, num_heads: int, *, dtype=jnp.float32, attention: str = "xla",
+                 rngs: nnx.Rngs):
         if out_dim % num_heads:
             raise ValueError(f"TextAttentionPool: out_dim={out_dim} must be divisible by num_heads={num_heads}.")
         self.num_heads = num_heads
+        self.attention = attention  # the implementation (spatial.ATTENTION_IMPLEMENTATIONS)
         self.norm = nnx.LayerNorm(text_dim, rngs=rngs)
         self.query = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
         self.q = nnx.Linear(text_dim, out_dim, use_bias=False, dtype=dtype, rngs=rngs)
@@ -130,7 +138,8 @@ class TextAttentionPool(nnx.Module):
 
         q = self.q(self.norm(pooled)) + self.query.value.astype(text.dtype)  # [B, E]
         k, v = jnp.split(self.kv(self.norm(text)), 2, axis=-1)  # [B, L, E] each
-        y = spatial.attention(heads(q[:, None]), heads(k), heads(v), text_mask)  # [B, 1, heads, E/heads]
+        y = spatial.attention(heads(q[:, None]), heads(k), heads(v), text_mask,
+                              self.attention)  # [B, 1, heads, E/heads]
         return self.out(y.reshape(text.shape[0], -1))
 
 
@@ -145,14 +154,15 @@ class Level(nnx.Module):
         self.remat = cfg.remat == "block"
         self.res = nnx.List([spatial.ResBlock(cin, cout, emb_dim, dtype=dtype, rngs=rngs)
                              for cin in cins])
-        self.attn = nnx.List([spatial.SpatialAttention(cout, cfg.text_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
+        self.attn = nnx.List([spatial.SpatialAttention(cout, cfg.text_dim, cfg.num_heads, dtype=dtype,
+                                                       attention=cfg.attention, rngs=rngs)
                               for _ in cins]) if attention else None
         if not cfg.temporal:
             self.temporal_blocks = None
         elif coarsest:
             self.temporal_blocks = nnx.List([
                 temporal.TemporalAttentionStack(cout, cfg.num_heads, cfg.temporal_attention_depth, dtype=dtype,
-                                                rngs=rngs) for _ in cins])
+                                                attention=cfg.attention, rngs=rngs) for _ in cins])
         else:
             self.temporal_blocks = nnx.List([
                 temporal.TemporalConvBlock(cout, cfg.temporal_kernel, dtype=dtype, rngs=rngs) for _ in cins])
@@ -184,7 +194,8 @@ class STUNet(nnx.Module):
         self.time_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
         self.time_out = nnx.Linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
         self.text_pool = nnx.Linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
-        self.text_attn_pool = (TextAttentionPool(cfg.text_dim, emb_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
+        self.text_attn_pool = (TextAttentionPool(cfg.text_dim, emb_dim, cfg.num_heads, dtype=dtype,
+                                                 attention=cfg.attention, rngs=rngs)
                                if cfg.text_pooling == "attention" else None)
         self.conv_in = spatial.FrameConv(cfg.in_channels + cfg.cond_channels, ch[0], dtype=dtype, rngs=rngs)
         if cfg.cond_noise_level:
@@ -214,9 +225,11 @@ class STUNet(nnx.Module):
         self.temporal_down = nnx.List(temporal_down)
 
         self.mid_res1 = spatial.ResBlock(cin, cin, emb_dim, dtype=dtype, rngs=rngs)
-        self.mid_attn = spatial.SpatialAttention(cin, cfg.text_dim, cfg.num_heads, dtype=dtype, rngs=rngs)
+        self.mid_attn = spatial.SpatialAttention(cin, cfg.text_dim, cfg.num_heads, dtype=dtype,
+                                                 attention=cfg.attention, rngs=rngs)
         self.temporal_mid = (temporal.TemporalAttentionStack(cin, cfg.num_heads, cfg.temporal_attention_depth,
-                                                             dtype=dtype, rngs=rngs) if cfg.temporal else None)
+                                                             dtype=dtype, attention=cfg.attention, rngs=rngs)
+                             if cfg.temporal else None)
         self.mid_res2 = spatial.ResBlock(cin, cin, emb_dim, dtype=dtype, rngs=rngs)
 
         up, upsample, temporal_up = [], [], []

@@ -94,8 +94,10 @@ def frame_positions(num_frames: int, dim: int) -> jax.Array:
 class TemporalAttention(nnx.Module):
     """Self-attention across frames at each pixel, then an MLP; both residual with zero-init outputs."""
 
-    def __init__(self, channels: int, num_heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, channels: int, num_heads: int, *, dtype=jnp.float32, attention: str = "xla",
+                 rngs: nnx.Rngs):
         self.num_heads = num_heads
+        self.attention = attention  # the implementation (spatial.ATTENTION_IMPLEMENTATIONS)
         self.norm = nnx.LayerNorm(channels, rngs=rngs)
         self.qkv = nnx.Linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
@@ -116,7 +118,7 @@ class TemporalAttention(nnx.Module):
         y = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)  # [B*H*W, T, C]
         z = self.norm(y) + frame_positions(t, c).astype(y.dtype)
         q, k, v = (a.reshape(b * h * w, t, self.num_heads, -1) for a in jnp.split(self.qkv(z), 3, axis=-1))
-        y = y + self.out(spatial.attention(q, k, v).reshape(b * h * w, t, c))
+        y = y + self.out(spatial.attention(q, k, v, implementation=self.attention).reshape(b * h * w, t, c))
         y = y + self.mlp_out(nnx.gelu(self.mlp_in(self.mlp_norm(y))))
         return sharding.constrain(jnp.moveaxis(y.reshape(b, h, w, t, c), 3, 1))
 
@@ -124,8 +126,10 @@ class TemporalAttention(nnx.Module):
 class TemporalAttentionStack(nnx.Module):
     """Several temporal attention blocks in a row (the paper stacks them at the coarsest level)."""
 
-    def __init__(self, channels: int, num_heads: int, depth: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        self.blocks = nnx.List([TemporalAttention(channels, num_heads, dtype=dtype, rngs=rngs) for _ in range(depth)])
+    def __init__(self, channels: int, num_heads: int, depth: int, *, dtype=jnp.float32, attention: str = "xla",
+                 rngs: nnx.Rngs):
+        self.blocks = nnx.List([TemporalAttention(channels, num_heads, dtype=dtype, attention=attention, rngs=rngs)
+                                for _ in range(depth)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for block in self.blocks:
