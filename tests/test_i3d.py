@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lumiere_jax import evaluate
+from lumiere_jax.data import shapes
 from lumiere_jax.eval import i3d
 
 
@@ -43,6 +45,21 @@ def test_load_forward_features_shape_and_determinism(weights_file):
     assert np.all(np.isfinite(a)) and np.std(a) > 0
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a[0], a[1])  # different clips, different features
+
+
+def test_eval_fvd_with_i3d_weights_ranks_noise_above_real_clips(weights_file):
+    """The FVD that --mode=eval reports with config.eval.i3d_weights: evaluate.frechet_scores on I3D features."""
+    specs = [shapes.spec_from_attributes(c, s, m) for c in ("red", "blue", "green") for s in ("circle", "square")
+             for m in ("left", "right", "up")]
+    clips = np.stack([shapes.render_clip(spec, 8, 32) for spec in specs])  # uint8 [18, 8, 32, 32, 3]
+    real, held_out = clips[::2][:8], clips[1::2][:4]
+    noise = np.random.default_rng(2).integers(0, 256, held_out.shape, dtype=np.uint8)
+    good = evaluate.frechet_scores(held_out, real, i3d_weights=weights_file, i3d_resolution=32)
+    bad = evaluate.frechet_scores(noise, real, i3d_weights=weights_file, i3d_resolution=32)
+    assert set(good) == {"frechet_fvd_i3d", "frechet_fvd_i3d_real_floor"}
+    assert np.isfinite(good["frechet_fvd_i3d"]) and good["frechet_fvd_i3d"] >= 0
+    assert bad["frechet_fvd_i3d"] > 2 * good["frechet_fvd_i3d"]
+    assert bad["frechet_fvd_i3d_real_floor"] == good["frechet_fvd_i3d_real_floor"]  # the same real halves
 
 
 def test_first_unit_matches_pytorch_layout_conv(weights_file):
