@@ -7,6 +7,10 @@ They live in their own environment, never in setup.py:
   python -m venv /tmp/peervenv && /tmp/peervenv/bin/pip install -e . -r benchmarks/requirements-peers.txt
   /tmp/peervenv/bin/python benchmarks/bench_peers.py                  # tiny: batch 8, 8 frames at 32x32
 
+On a GPU the peers run on the GPU that jax uses, in the config's compute dtype (autocast for bfloat16, from
+float32 weights, as ours): install a CUDA jax (`pip install -U "jax[cuda12]"`) into the same venv; the PyPI
+torch build carries CUDA.
+
 Each model runs a full training step (forward, MSE loss, backward, AdamW update); ours is the jitted
 lumiere_jax.train step, which also updates the EMA. Models are timed in interleaved rounds, so load drift
 on a shared machine hits all alike, and the table gives each one's median and its ratio to ours.
@@ -52,22 +56,31 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def diffusers_step(cfg: dict, batch: int, frames: int, res: int, text_len: int, text_dim: int):
-    from diffusers import UNet3DConditionModel
-    model = UNet3DConditionModel(sample_size=res, in_channels=3, out_channels=3, **cfg)
-    x = torch.randn(batch, 3, frames, res, res)  # [B, C, T, H, W]
-    text = torch.randn(batch, text_len, text_dim)
-    t = torch.randint(0, 1000, (batch,))
+def torch_step(model: torch.nn.Module, predict, x: torch.Tensor, device: str, dtype: str):
+    """A training step (forward, MSE loss, backward, AdamW) of a peer on `device`; dtype "bfloat16" runs the
+    forward and backward under autocast, as ours computes in bfloat16 with float32 weights."""
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.mean((model(x, t, encoder_hidden_states=text).sample - x) ** 2)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            loss = torch.mean((predict(model).float() - x) ** 2)
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss.item()  # waits for the device
 
     return model, step
+
+
+def diffusers_step(cfg: dict, batch: int, frames: int, res: int, text_len: int, text_dim: int, device: str,
+                   dtype: str):
+    from diffusers import UNet3DConditionModel
+    model = UNet3DConditionModel(sample_size=res, in_channels=3, out_channels=3, **cfg)
+    x = torch.randn(batch, 3, frames, res, res, device=device)  # [B, C, T, H, W]
+    text = torch.randn(batch, text_len, text_dim, device=device)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    return torch_step(model, lambda m: m(x, t, encoder_hidden_states=text).sample, x, device, dtype)
 
 
 def import_imagen_unet3d():
@@ -87,23 +100,15 @@ def import_imagen_unet3d():
     return Unet3D
 
 
-def imagen_step(cfg: dict, batch: int, frames: int, res: int, text_len: int, text_dim: int):
+def imagen_step(cfg: dict, batch: int, frames: int, res: int, text_len: int, text_dim: int, device: str,
+                dtype: str):
     Unet3D = import_imagen_unet3d()
     model = Unet3D(channels=3, **cfg)
-    x = torch.randn(batch, 3, frames, res, res)
-    text = torch.randn(batch, text_len, text_dim)
-    mask = torch.ones(batch, text_len, dtype=torch.bool)
-    t = torch.rand(batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.mean((model(x, t, text_embeds=text, text_mask=mask) - x) ** 2)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return model, step
+    x = torch.randn(batch, 3, frames, res, res, device=device)
+    text = torch.randn(batch, text_len, text_dim, device=device)
+    mask = torch.ones(batch, text_len, dtype=torch.bool, device=device)
+    t = torch.rand(batch, device=device)
+    return torch_step(model, lambda m: m(x, t, text_embeds=text, text_mask=mask), x, device, dtype)
 
 
 def ours_step(config, batch: int):
@@ -138,14 +143,19 @@ def main() -> None:
     frames, res = config.data.num_frames, config.data.resolution
     text_len, text_dim = config.text_max_length, config.model.text_dim
     platform = jax.devices()[0].platform
-    if platform != "cpu" and torch.cuda.is_available():
-        raise SystemExit("On a GPU, move the torch models to CUDA first; this script times CPU only.")
-    print(f"machine: {bc.machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    # The peers run where ours runs: on the GPU that jax uses (torch's CUDA build needed), else on the CPU.
+    device = "cuda" if platform == "gpu" else "cpu"
+    if platform not in ("cpu", "gpu") or (device == "cuda" and not torch.cuda.is_available()):
+        raise SystemExit(f"jax runs on {platform} but torch sees no CUDA device: install a CUDA build of torch "
+                         f"beside a CUDA jax (or run both on CPU with JAX_PLATFORMS=cpu).")
+    dtype = config.model.dtype  # the peers compute in it too (autocast), from float32 weights as ours
+    print(f"machine: {bc.machine()}; torch {torch.__version__} on {device}, {torch.get_num_threads()} threads, "
+          f"{dtype}", flush=True)
 
     ours_params, ours = ours_step(config, batch)
     cfgs = PEERS[args.size]
-    d_model, d_step = diffusers_step(cfgs["diffusers"], batch, frames, res, text_len, text_dim)
-    i_model, i_step = imagen_step(cfgs["imagen"], batch, frames, res, text_len, text_dim)
+    d_model, d_step = diffusers_step(cfgs["diffusers"], batch, frames, res, text_len, text_dim, device, dtype)
+    i_model, i_step = imagen_step(cfgs["imagen"], batch, frames, res, text_len, text_dim, device, dtype)
     models = {"lumiere_jax STUNet (jax.jit)": (ours_params, ours),
               "diffusers UNet3DConditionModel": (count(d_model), d_step),
               "imagen-pytorch Unet3D": (count(i_model), i_step)}
@@ -182,6 +192,7 @@ def report(models, times, batch, frames, res, cfgs, args, *, final: bool, rounds
     configs = {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()} for k, v in cfgs.items()}
     bc.write_json(args.out or f"peers_{platform}", {
         "machine": bc.machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "torch_device": "cuda" if platform == "gpu" else "cpu",
         "batch": batch, "frames": frames, "resolution": res, "rounds_done": rounds, "steps_per_round": args.steps,
         "peer_configs": configs, "results": records, "table": table})
 
