@@ -236,9 +236,8 @@ def _setup_logging() -> None:
 MODE_FLAGS = {
     "train": (),
     "sample": ("prompt", "out", "seed", "guidance", "steps", "sampler", "frames", "prompt_at", "overlap",
-               "window_weights", "shift_windows", "window_noise", "long_video", "ssr_workdir", "ssr_window_batch", "image",
-               "video",
-               "mask", "strength", "style_weights", "style_alpha", "style_start"),
+               "window_weights", "shift_windows", "window_noise", "long_video", "ssr_workdir", "ssr_window_batch",
+               "image", "video", "mask", "strength", "style_weights", "style_alpha", "style_start"),
     "eval": ("steps", "guidance"),
     "style_tune": ("style_image", "prompt", "style_weights"),
 }
