@@ -76,16 +76,16 @@ def main() -> None:
                            f"{bc.machine()}",
                            ["upsampling", "MAE (uint8)", "PSNR dB", "windows", "seam ratio",
                             "rendered clips' seam ratio", "s"], rows)
+    bc.write_json(args.out or f"ssr_quality_{jax.devices()[0].platform}", {
+        "machine": bc.machine(), "workdir": args.workdir, "step": step, "clips": args.clips, "frames": args.frames,
+        "steps": args.steps or config.sample.steps, "seed": args.seed, "captions": captions, "results": results,
+        "table": table})
     if args.gif:
         n = min(4, args.clips)
         rows_ = [high[:n].astype(np.float32) / 127.5 - 1.0, np.asarray(ssr.upsample(low[:n], config.data.resolution)),
                  outputs["ssr_multidiffusion"][:n]]
         video_io.write_video(args.gif, video_io.grid(video_io.to_uint8(np.concatenate(rows_)), columns=n),
                              config.sample.fps)
-    bc.write_json(args.out or f"ssr_quality_{jax.devices()[0].platform}", {
-        "machine": bc.machine(), "workdir": args.workdir, "step": step, "clips": args.clips, "frames": args.frames,
-        "steps": args.steps or config.sample.steps, "seed": args.seed, "captions": captions, "results": results,
-        "table": table})
 
 
 if __name__ == "__main__":
