@@ -171,10 +171,10 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k.split()[0]} {bc.median(v) * 1e3:.0f} ms"
                                                           for k, v in times.items()), flush=True)
-        report(models, times, batch, frames, res, cfgs, args, final=r + 1 == args.rounds, rounds=r + 1)
+        report(models, times, batch, frames, res, cfgs, args, device, final=r + 1 == args.rounds, rounds=r + 1)
 
 
-def report(models, times, batch, frames, res, cfgs, args, *, final: bool, rounds: int) -> None:
+def report(models, times, batch, frames, res, cfgs, args, device: str, *, final: bool, rounds: int) -> None:
     """Writes the JSON (after every round: a CPU round of peers takes minutes) and, at the end, the table."""
     platform = jax.devices()[0].platform
     ours_s = bc.median(times["lumiere_jax STUNet (jax.jit)"])
@@ -192,7 +192,7 @@ def report(models, times, batch, frames, res, cfgs, args, *, final: bool, rounds
     configs = {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()} for k, v in cfgs.items()}
     bc.write_json(args.out or f"peers_{platform}", {
         "machine": bc.machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "torch_device": "cuda" if platform == "gpu" else "cpu",
+        "torch_device": device,
         "batch": batch, "frames": frames, "resolution": res, "rounds_done": rounds, "steps_per_round": args.steps,
         "peer_configs": configs, "results": records, "table": table})
 

@@ -55,7 +55,8 @@ def main() -> None:
     high = np.stack([e["video"] for e in examples])  # uint8 [N, T, H, W, 3]
     captions = [e["caption"] for e in examples]
     low = np.asarray(ssr.downsample(high.astype(np.float32) / 127.5 - 1.0, config.ssr.low_resolution))
-    results = {"bilinear": {**errors(np.asarray(ssr.upsample(low, config.data.resolution)), high)}}
+    bilinear = np.asarray(ssr.upsample(low, config.data.resolution))
+    results = {"bilinear": errors(bilinear, high)}
     outputs = {}
     for name, overlap in (("ssr_multidiffusion", config.ssr.overlap), ("ssr_independent", 0)):
         upsampler.overlap = overlap
@@ -82,8 +83,7 @@ def main() -> None:
         "table": table})
     if args.gif:
         n = min(4, args.clips)
-        rows_ = [high[:n].astype(np.float32) / 127.5 - 1.0, np.asarray(ssr.upsample(low[:n], config.data.resolution)),
-                 outputs["ssr_multidiffusion"][:n]]
+        rows_ = [high[:n].astype(np.float32) / 127.5 - 1.0, bilinear[:n], outputs["ssr_multidiffusion"][:n]]
         video_io.write_video(args.gif, video_io.grid(video_io.to_uint8(np.concatenate(rows_)), columns=n),
                              config.sample.fps)
 
