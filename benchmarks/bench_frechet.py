@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 import bench_common as bc  # noqa: E402
 from configs import t2v as t2v_config  # noqa: E402
 from lumiere_jax import checkpointing, evaluate, sampling, video_io  # noqa: E402
+from lumiere_jax.diffusion.schedule import schedule_from  # noqa: E402
 from lumiere_jax.eval import feature_net, frechet  # noqa: E402
-from lumiere_jax.state import abstract_graphdef_and_state, init_model, schedule_from  # noqa: E402
+from lumiere_jax.state import abstract_graphdef_and_state, init_model  # noqa: E402
 from lumiere_jax.text.encoders import load_text_encoder  # noqa: E402
 
 

@@ -26,7 +26,8 @@ import jax  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
-from lumiere_jax.state import abstract_graphdef_and_state, make_optimizer, schedule_from  # noqa: E402
+from lumiere_jax.diffusion.schedule import schedule_from  # noqa: E402
+from lumiere_jax.state import abstract_graphdef_and_state, make_optimizer  # noqa: E402
 from lumiere_jax.train import jit_train_step  # noqa: E402
 
 MIB = 2 ** 20

@@ -6,7 +6,7 @@ r"""Sampling speed: seconds per denoising step and per clip, with and without cl
 Runs lumiere_jax.sampling.generate (the whole DDIM loop is one XLA program) with random weights: speed
 does not depend on them. Guidance 3.0 runs the conditional and unconditional halves as one doubled batch;
 guidance 1.0 skips the unconditional half. s/clip is measured at --steps and scaled to 50 steps (the
-default of --mode=sample) by the measured s/step. Writes benchmarks/results/sample_<platform>.json.
+default config.sample.steps of --mode=sample) by the measured s/step. Writes benchmarks/results/sample_<platform>.json.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import jax  # noqa: E402
 import bench_common as bc  # noqa: E402
 from configs import t2v  # noqa: E402
 from lumiere_jax import sampling  # noqa: E402
-from lumiere_jax.state import init_model, schedule_from  # noqa: E402
+from lumiere_jax.diffusion.schedule import schedule_from  # noqa: E402
+from lumiere_jax.state import init_model  # noqa: E402
 from lumiere_jax import host_memory  # noqa: E402
 
 
@@ -51,9 +52,11 @@ def main() -> None:
         shape = (config.data.num_frames, config.data.resolution, config.data.resolution, config.model.out_channels)
         for guidance in (1.0, 3.0):
             def run():
-                return sampling.generate(graphdef, params, data["text"], data["text_mask"], null_text, null_mask,
+                return sampling.generate(graphdef, params,
+                                         sampling.Prompts(data["text"], data["text_mask"], null_text, null_mask),
                                          jax.random.key(0), shape=shape, schedule=schedule_from(config),
-                                         steps=args.steps, guidance=guidance, sampler="ddim")
+                                         options=sampling.SamplerOptions(steps=args.steps, guidance=guidance,
+                                                                         sampler="ddim"))
 
             t0 = time.perf_counter()
             jax.block_until_ready(run())

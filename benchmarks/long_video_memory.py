@@ -4,12 +4,12 @@ r"""Memory and time of the base model's long-video sampler as the clip grows: th
   python benchmarks/long_video_memory.py --size=smoke --frames=8,16 --repeats=0
 
 For each clip length, the three ways `TextToVideo.long_video` can sample one prompt: the whole clip in one
-model call per step (`--long_video=whole`, the default for one prompt), and temporal-MultiDiffusion windows
-(the defaults: half-window overlap, triangle weights, a shifted grid, repeated noise) with all windows in
-one model call or one window per call (`window_batch=1`, a lax.scan). Compiles the jitted sampler
-(`sampling.generate`, 2 DDIM steps, guidance) and reads compiled.memory_analysis(): temporaries (activations
-and workspace) and arguments; then times it (random weights: the cost does not depend on their values) and
-reports seconds per step. Writes benchmarks/results/long_video_memory_<platform>.json.
+model call per step (`--config.sample.long_video=whole`, the default for one prompt), and temporal-MultiDiffusion
+windows (the defaults, `sampling.LongVideo`: half-window overlap, triangle weights, a shifted grid, repeated
+noise) with all windows in one model call or one window per call (`Windows(batch=1)`, a lax.scan). Compiles the
+jitted sampler (`sampling.generate`, 2 DDIM steps, guidance) and reads compiled.memory_analysis(): temporaries
+(activations and workspace) and arguments; then times it (random weights: the cost does not depend on their
+values) and reports seconds per step. Writes benchmarks/results/long_video_memory_<platform>.json.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import jax.numpy as jnp  # noqa: E402
 import bench_common as bc  # noqa: E402
 from configs import t2v as t2v_configs  # noqa: E402
 from lumiere_jax import host_memory, sampling  # noqa: E402
+from lumiere_jax.config_lib import model_config  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion  # noqa: E402
-from lumiere_jax.state import build_model, model_config, schedule_from  # noqa: E402
+from lumiere_jax.diffusion.schedule import schedule_from  # noqa: E402
+from lumiere_jax.state import build_model  # noqa: E402
 
 MIB = 2 ** 20
 STEPS = 2
@@ -47,11 +49,13 @@ def measure(config, graphdef, params, frames: int, method: str, repeats: int) ->
     text, mask = null_text, null_mask
     if not whole:  # shifted windows take one prompt per frame: [T, B, L, D]
         text, mask = (jnp.broadcast_to(a[None], (frames,) + a.shape) for a in (null_text, null_mask))
-    kw = dict(shape=(frames, res, res, 3), schedule=schedule_from(config), steps=STEPS,
-              guidance=float(config.sample.guidance), sampler="ddim", window=window, overlap=overlap,
-              window_weights=sampling.LONG_VIDEO_WEIGHTS, window_shift=sampling.LONG_VIDEO_SHIFT,
-              window_noise=sampling.LONG_VIDEO_NOISE, window_batch=window_batch, whole_clip=whole)
-    args = (graphdef, params, text, mask, null_text, null_mask, jax.random.key(0))
+    layout = sampling.LongVideo()  # the long-video defaults of TextToVideo.long_video and --mode=sample
+    kw = dict(shape=(frames, res, res, 3), schedule=schedule_from(config),
+              options=sampling.SamplerOptions(steps=STEPS, guidance=float(config.sample.guidance), sampler="ddim"),
+              windows=sampling.Windows(window=window, overlap=overlap, weights=layout.weights, shift=layout.shift,
+                                       noise=layout.noise, batch=window_batch, whole_clip=whole))
+    prompts = sampling.Prompts(text, mask, null_text, null_mask)
+    args = (graphdef, params, prompts, jax.random.key(0))
     t0 = time.perf_counter()
     compiled = sampling.generate.lower(*args, **kw).compile()
     row = {"frames": frames, "method": method, "compile_s": time.perf_counter() - t0,
@@ -60,7 +64,7 @@ def measure(config, graphdef, params, frames: int, method: str, repeats: int) ->
     for k in ("argument", "output", "temp"):
         row[f"{k}_mib"] = getattr(m, k + "_size_in_bytes") / MIB
     if repeats:
-        dynamic = (params, text, mask, null_text, null_mask, jax.random.key(0))
+        dynamic = (params, prompts, jax.random.key(0))
         row["step_s"] = bc.median(bc.time_call(lambda: compiled(*dynamic), repeats)) / STEPS
     return row
 

@@ -28,8 +28,10 @@ from flax import nnx  # noqa: E402
 import bench_common as bc  # noqa: E402
 from configs import ssr as ssr_configs  # noqa: E402
 from lumiere_jax import sampling  # noqa: E402
+from lumiere_jax.config_lib import model_config  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion  # noqa: E402
-from lumiere_jax.state import build_model, model_config, schedule_from  # noqa: E402
+from lumiere_jax.diffusion.schedule import schedule_from  # noqa: E402
+from lumiere_jax.state import build_model  # noqa: E402
 from lumiere_jax import host_memory  # noqa: E402
 
 MIB = 2 ** 20
@@ -64,9 +66,10 @@ def measure(config, graphdef, params, frames: int, window_batch: int, repeats: i
     for k in ("argument", "output", "temp"):
         row[f"step_{k}_mib"] = getattr(m, k + "_size_in_bytes") / MIB
     sampler = sampling.generate.lower(
-        graphdef, params, text, mask, text, mask, jax.random.key(0), shape=(frames, res, res, 3),
-        schedule=schedule_from(config), steps=2, guidance=guidance, sampler="ddim", window=s.window,
-        overlap=s.overlap, cond=cond, cond_level=level, window_batch=wb).compile().memory_analysis()
+        graphdef, params, sampling.Prompts(text, mask, text, mask), jax.random.key(0), shape=(frames, res, res, 3),
+        schedule=schedule_from(config), options=sampling.SamplerOptions(steps=2, guidance=guidance, sampler="ddim"),
+        windows=sampling.Windows(window=s.window, overlap=s.overlap, batch=wb),
+        condition=sampling.Condition(cond, level)).compile().memory_analysis()
     for k in ("argument", "output", "temp"):
         row[f"sampler_{k}_mib"] = getattr(sampler, k + "_size_in_bytes") / MIB
     row["clip_mib"] = z.size * 4 / MIB

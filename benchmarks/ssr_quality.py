@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from lumiere_jax import host_memory, ssr, video_io  # noqa: E402
+from lumiere_jax.conditioning import low_res  # noqa: E402
 from lumiere_jax.data import shapes  # noqa: E402
 from lumiere_jax.diffusion import multidiffusion as md  # noqa: E402
 
@@ -54,8 +55,8 @@ def main() -> None:
                 for i in range(args.clips)]
     high = np.stack([e["video"] for e in examples])  # uint8 [N, T, H, W, 3]
     captions = [e["caption"] for e in examples]
-    low = np.asarray(ssr.downsample(high.astype(np.float32) / 127.5 - 1.0, config.ssr.low_resolution))
-    bilinear = np.asarray(ssr.upsample(low, config.data.resolution))
+    low = np.asarray(low_res.downsample(high.astype(np.float32) / 127.5 - 1.0, config.ssr.low_resolution))
+    bilinear = np.asarray(low_res.upsample(low, config.data.resolution))
     results = {"bilinear": errors(bilinear, high)}
     outputs = {}
     for name, overlap in (("ssr_multidiffusion", config.ssr.overlap), ("ssr_independent", 0)):

@@ -1,4 +1,5 @@
-r"""Seams at window borders of long videos: temporal MultiDiffusion vs independent windows (SPEC section 2).
+r"""Seams at window borders of long videos: temporal MultiDiffusion vs independent windows (Lumiere,
+Bar-Tal et al. 2024, Sec. 3.2).
 
   python benchmarks/ssr_seams.py --workdir=/work/runs/tiny1           # configs/t2v.py tiny, 32 frames
   python benchmarks/ssr_seams.py --workdir=DIR --config_size=smoke --frames=8 --clips=2 --steps=2
@@ -14,15 +15,16 @@ multidiffusion.seam_ratio: the mean |frame difference| across window borders ove
   multidiffusion_o6_triangle  overlap 6 (stride 2), each window's frames weighted by a triangle ramp
   multidiffusion_o4_triangle_shift  overlap 4, triangle, the grid moved by a pseudo-random offset every step
   multidiffusion_o4_triangle_shift_repeat  the same from repeated window noise (multidiffusion.repeated_noise)
-  whole_repeat     no windows: the model on all frames at once (--long_video=whole), from repeated noise
+  whole_repeat     no windows: the model on all frames at once (--config.sample.long_video=whole), from repeated
+                   noise
 Names are `whole[_repeat]`, or `multidiffusion` or `independent`, then optionally `_o<overlap>` (default 2),
 `_triangle`, `_shift` (multidiffusion only; its seam ratio is taken at the fixed layout's borders, which it does
 not keep) and `_repeat` (every window starts from the first window's noise frames, shuffled; FreeNoise).
 The seam ratio is taken at each scheme's own borders (the whole clip's at the overlap-2 layout's), so schemes
 with more windows are judged at more frame pairs; `jumps` does not depend on the windows: frame pairs per clip
 where the shapes checker's object centroid moves more than 4 pixels or vanishes (shapes_checker.count_jumps;
-the world's fastest objects move ~2.6 px a frame at 32 px); `clean` is the share of clips with no jump, and colour / shape / motion the
-checker's accuracy on the whole clip against its prompt.
+the world's fastest objects move ~2.6 px a frame at 32 px); `clean` is the share of clips with no jump, and
+colour / shape / motion the checker's accuracy on the whole clip against its prompt.
 A reference row measures both on clips rendered by the shapes world itself.
 Writes benchmarks/results/ssr_seams_<platform>.json.
 """
@@ -56,13 +58,14 @@ from lumiere_jax import host_memory  # noqa: E402
 def sample_long(t2v, text, mask, frames: int, overlap: int, weights, steps: int, guidance: float,
                 seed: int, shift: bool = False, noise: str = "independent", whole: bool = False) -> np.ndarray:
     """Clips [B, frames, H, W, 3] in [-1, 1] with MultiDiffusion under the given per-window weights, or with the
-    model on the whole clip (whole: the library's sampling.generate(whole_clip=True))."""
+    model on the whole clip (whole: the library's sampling.generate with Windows(whole_clip=True))."""
     window = t2v.shape[0]
     if whole:
         return np.asarray(sampling.generate(
-            t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(seed),
-            shape=(frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=steps, guidance=guidance, sampler="ddim",
-            window=window, window_noise=noise, whole_clip=True))
+            t2v.graphdef, t2v.params, t2v.prompts(text, mask), jax.random.key(seed),
+            shape=(frames,) + t2v.shape[1:], schedule=t2v.schedule,
+            options=sampling.SamplerOptions(steps=steps, guidance=guidance, sampler="ddim"),
+            windows=sampling.Windows(window=window, noise=noise, whole_clip=True)))
 
     @jax.jit
     def run(params, text, mask, rng):

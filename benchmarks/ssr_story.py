@@ -4,10 +4,10 @@ r"""Story mode: one clip 4x the training length, a prompt per time span, each sp
   python benchmarks/ssr_story.py --workdir=DIR --config_size=smoke --frames=16 --seeds=1 --steps=2
 
 The base model (configs/t2v.py tiny, 8 frames) runs on the whole clip with a prompt per frame when it was trained
-on stories (data.story_fraction > 0; --long_video=whole asks for it on any model), else on 8-frame windows
-with overlap 4 and triangle weights, the grid moved by a pseudo-random offset at every step (--mode=sample's
-defaults; --overlap=2 --weights=uniform --no-shift is the paper's MultiDiffusion) reconciled by temporal
-MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre frame
+on stories (data.story_fraction > 0; this script's --long_video=whole asks for it on any model), else on 8-frame
+windows with overlap 4 and triangle weights, the grid moved by a pseudo-random offset at every step (the defaults
+of --mode=sample, sampling.LongVideo; --overlap=2 --weights=uniform --no-shift is the paper's MultiDiffusion)
+reconciled by temporal MultiDiffusion (sampling.generate), each window prompted by the span that holds its centre frame
 (sampling.prompts_per_window / prompts_per_frame), or, on a model trained on stories, by its own frames' prompts
 (--frame_text). Then lumiere_jax/eval/shapes_checker.analyze_clip names the colour, shape and motion it finds in
 each span's frames, for `--seeds` clips of the same story. --story=objects changes the object (its colour, then
@@ -50,6 +50,8 @@ STORIES = {
     "objects": [("red", "circle", "left"), ("blue", "circle", "left"), ("blue", "circle", "right"),
                 ("blue", "square", "right")],
 }
+# The long-video defaults of TextToVideo.long_video and --mode=sample (config.sample's long-video keys).
+LONG_VIDEO = sampling.LongVideo()
 
 
 def main() -> None:
@@ -62,14 +64,14 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--overlap", type=int, default=None,
                         help="frames shared by neighbouring windows (default: half the window, as --mode=sample)")
-    parser.add_argument("--weights", default=sampling.LONG_VIDEO_WEIGHTS, choices=md.WEIGHTS,
+    parser.add_argument("--weights", default=LONG_VIDEO.weights, choices=md.WEIGHTS,
                         help="per-frame window weights of the reconciliation (uniform: the paper's average)")
-    parser.add_argument("--shift", action=argparse.BooleanOptionalAction, default=sampling.LONG_VIDEO_SHIFT,
+    parser.add_argument("--shift", action=argparse.BooleanOptionalAction, default=LONG_VIDEO.shift,
                         help="move the window grid at every step (--no-shift: fixed windows, as the paper)")
-    parser.add_argument("--window_noise", default=sampling.LONG_VIDEO_NOISE, choices=md.NOISES,
+    parser.add_argument("--window_noise", default=LONG_VIDEO.noise, choices=md.NOISES,
                         help="repeat: later windows start from shuffles of the first window's noise (FreeNoise); "
                              "independent: every frame's own noise")
-    parser.add_argument("--long_video", default=sampling.LONG_VIDEO_METHOD, choices=sampling.LONG_VIDEO_METHODS,
+    parser.add_argument("--long_video", default=LONG_VIDEO.method, choices=sampling.LONG_VIDEO_METHODS,
                         help="whole: the model on all frames, a prompt per frame; windows: MultiDiffusion; auto "
                              "(as --mode=sample): whole when the run trained on stories, else windows")
     parser.add_argument("--frame_text", action=argparse.BooleanOptionalAction, default=None,
@@ -113,10 +115,11 @@ def main() -> None:
                                      overlap=overlap, batch=args.seeds)  # as --mode=sample lays them out
     t0 = time.perf_counter()
     clips = np.asarray(sampling.generate(
-        t2v.graphdef, t2v.params, text, mask, t2v.null_text, t2v.null_mask, jax.random.key(0),
-        shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule, steps=args.steps,
-        guidance=float(args.guidance), sampler="ddim", window=window, overlap=overlap, window_weights=args.weights,
-        window_shift=args.shift, window_noise=args.window_noise, whole_clip=whole, frame_text=frame_text))
+        t2v.graphdef, t2v.params, t2v.prompts(text, mask), jax.random.key(0),
+        shape=(args.frames,) + t2v.shape[1:], schedule=t2v.schedule,
+        options=sampling.SamplerOptions(steps=args.steps, guidance=float(args.guidance), sampler="ddim"),
+        windows=sampling.Windows(window=window, overlap=overlap, weights=args.weights, shift=args.shift,
+                                 noise=args.window_noise, whole_clip=whole, frame_text=frame_text)))
     seconds = time.perf_counter() - t0
     frames_u8 = video_io.to_uint8(clips)  # [S, T, H, W, 3]
 

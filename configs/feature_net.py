@@ -2,9 +2,9 @@ r"""The feature network for Frechet distances on the shapes world: a small (2+1)
 
 Train it once (10 to 20 minutes on a 2-core CPU at `size=tiny`), then point evaluation at it:
 
-  python -m lumiere_jax.eval.feature_net --config=configs/feature_net.py --workdir=/tmp/feature_net
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=eval \
-      --config.eval.feature_net=/tmp/feature_net
+  python -m lumiere_jax.eval.feature_net --config=configs/feature_net.py --workdir=runs/feature_net
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v --mode=eval \
+      --config.eval.feature_net=runs/feature_net
 
 It learns which colours, shapes and motions a clip shows (multi-label, the dataset's attribute records);
 its penultimate layer is the feature space of the Frechet distance, as I3D's is for FVD. Measured at

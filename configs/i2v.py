@@ -1,12 +1,12 @@
-r"""Image-to-video (SPEC section 3): the conditional model fine-tuned on first-frame masks alone.
+r"""Image-to-video (Lumiere, Sec. 4): the conditional model fine-tuned on first-frame masks alone.
 
 configs/conditional.py fine-tunes one 7-channel model for image-to-video, inpainting and cinemagraphs on a
 mixture of their masks; this file fine-tunes it on i2v masks only (task="i2v"), the rest as
 there. From the tiny T2V run of configs/t2v.py:
 
-  python -m lumiere_jax.main --config=configs/i2v.py --workdir=/tmp/i2v --config.init_from=/tmp/t2v
-  python -m lumiere_jax.main --config=configs/i2v.py --workdir=/tmp/i2v --mode=sample \
-      --image=first.png --prompt="a red circle moving left" --out=/tmp/i2v.gif
+  python -m lumiere_jax.main --config=configs/i2v.py --workdir=runs/i2v --config.init_from=runs/t2v
+  python -m lumiere_jax.main --config=configs/i2v.py --workdir=runs/i2v --mode=sample \
+      --image=first.png --prompt="a red circle moving left" --out=i2v.gif
 
 A run of configs/conditional.py samples the same way. Variants as in configs/t2v.py (`size=smoke|tiny|small`).
 """

@@ -1,4 +1,4 @@
-r"""Spatial super-resolution (SSR): a STUNet that upsamples clips, conditioned on the low-res clip (SPEC 2).
+r"""Spatial super-resolution (SSR): a STUNet that upsamples clips, conditioned on the low-res clip (Lumiere, Sec. 3.2).
 
 The model sees the noisy high-res clip plus the low-res clip (box-downsampled, bilinearly upsampled back,
 noise-augmented at a random level; Imagen Video) on 3 extra input channels, and the augmentation level
@@ -7,9 +7,9 @@ reconciled by temporal MultiDiffusion (lumiere_jax/ssr.py).
 
 Train on a 2-core CPU (`size=tiny`: 32 -> 64 px, 8 frames), then run the cascade base -> SSR:
 
-  python -m lumiere_jax.main --config=configs/ssr.py --workdir=/tmp/ssr
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=sample \
-      --ssr_workdir=/tmp/ssr --prompt="a red circle moving left" --frames=32 --out=/tmp/clip64.gif
+  python -m lumiere_jax.main --config=configs/ssr.py --workdir=runs/ssr
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v --mode=sample \
+      --ssr_workdir=runs/ssr --prompt="a red circle moving left" --frames=32 --out=clip64.gif
 
 The SSR run's `ssr.low_resolution` must equal the base run's `data.resolution` (t2v tiny: 32).
 Variants: `size=smoke` (16 -> 32 px, 4 frames; what the tests run, cascades the t2v smoke model),

@@ -1,4 +1,4 @@
-r"""Stylized generation (SPEC section 3, StyleDrop-like): fine-tune only the spatial layers on one style image.
+r"""Stylized generation (Lumiere, Sec. 4.1, StyleDrop-like): fine-tune only the spatial layers on one style image.
 
 The spatial (T2I) weights of a trained T2V run are fine-tuned on the style image with a caption that names
 the style: by default the image is a still clip that goes through the whole STUNet with the temporal layers
@@ -8,14 +8,14 @@ weights, temporal weights untouched. With the tiny T2V run of configs/t2v.py and
 over a striped background, a background the training data never has (tools/app_inputs.py writes it, and
 style.png with an outlined shape):
 
-  python -m lumiere_jax.main --config=configs/style_gen.py --workdir=/tmp/t2v --mode=style_tune \
+  python -m lumiere_jax.main --config=configs/style_gen.py --workdir=runs/t2v_tiny --mode=style_tune \
       --style_image=style_stripes.png --prompt="a large red circle on a striped background" \
-      --style_weights=/tmp/stripes.safetensors
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=sample \
-      --prompt="a large blue square moving up on a striped background" --style_weights=/tmp/stripes.safetensors \
-      --style_alpha=1.0 --out=/tmp/styled.gif
+      --style_weights=stripes.safetensors
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v_tiny --mode=sample \
+      --prompt="a large blue square moving up on a striped background" --style_weights=stripes.safetensors \
+      --config.sample.style_alpha=1.0 --out=styled.gif
 
-Sampling runs the style weights at the steps with diffusion time t <= --style_start (default 0.5): the base
+Sampling runs the style weights at the steps with diffusion time t <= config.sample.style_start (default 0.5): the base
 weights lay out the motion, colour and shape over the noisier steps, the style weights paint the rest.
 
 --prompt may hold several phrasings of the style image separated by "|". Half of each batch is the base
@@ -58,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # A regex over spatial weight names: only those train ("": all spatial weights, the default). On the
         # tiny motion model all spatial weights give 3x the stripes of the full-resolution level alone
         # (f"^(conv_in|conv_out|norm_out|down/0|up/{len(c.model.channel_mult) - 1})/"), and sampling keeps
-        # the motion by running them only at the low-noise steps (--style_start, default 0.5;
+        # the motion by running them only at the low-noise steps (sample.style_start, default 0.5;
         # docs/applications.md).
         c.style.layers = ""
         # Prior preservation: this share of each batch is the base model's own images for prompts without

@@ -1,12 +1,12 @@
 r"""Text-to-image: the STUNet's spatial U-Net alone (temporal path off), trained on single frames.
 
-This is the pre-trained model that Lumiere inflates (SPEC section 1). Train it, then inflate it into
+This is the pre-trained model that Lumiere inflates (Lumiere, Sec. 3.1). Train it, then inflate it into
 the video model and train only the temporal layers:
 
-  python -m lumiere_jax.main --config=configs/t2i.py --workdir=/tmp/t2i
-  python -m lumiere_jax.main --config=configs/t2i.py --workdir=/tmp/t2i --mode=sample \
-      --prompt="a red circle" --out=/tmp/image.png
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --config.init_from=/tmp/t2i
+  python -m lumiere_jax.main --config=configs/t2i.py --workdir=runs/t2i
+  python -m lumiere_jax.main --config=configs/t2i.py --workdir=runs/t2i --mode=sample \
+      --prompt="a red circle" --out=image.png
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v --config.init_from=runs/t2i
 
 With a T2I run as init_from, only the temporal layers train (`trainable="auto"`); `--config.trainable=all`
 fine-tunes the inflated spatial weights too.

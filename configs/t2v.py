@@ -2,10 +2,10 @@ r"""Text-to-video: the STUNet base model on the captioned-shapes world.
 
 Train on a 2-core CPU (the default, `size=tiny`), then sample and evaluate:
 
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=sample \
-      --prompt="a red circle moving left" --out=/tmp/clip.mp4
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/tmp/t2v --mode=eval
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v --mode=sample \
+      --prompt="a red circle moving left" --out=clip.mp4
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v --mode=eval
 
 Variants: `configs/t2v.py:size=smoke` (seconds; what the tests run), `size=tiny`
 (CPU default: 8 frames at 32x32), `size=small` (16 frames at 64x64, a GPU or
@@ -24,7 +24,7 @@ SIZES = {
     "smoke": (4, 16, 8, (1, 2), (1,), 2, 4),
     "tiny": (8, 32, 16, (1, 2, 4), (2,), 8, 1500),
     "small": (16, 64, 64, (1, 2, 4, 4), (2, 3), 32, 100_000),
-    # Paper scale (SPEC section 1): 80 frames (5 s at 16 fps) at 128x128, T5-XXL text features.
+    # Paper scale (Lumiere, Sec. 3.1): 80 frames (5 s at 16 fps) at 128x128, T5-XXL text features.
     "lumiere": (80, 128, 256, (1, 2, 3, 4), (2, 3), 256, 500_000),
 }
 

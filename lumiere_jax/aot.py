@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lumiere_jax import sharding, train
-from lumiere_jax.state import abstract_graphdef_and_state, make_optimizer, schedule_from, validate_config
+from lumiere_jax import config_lib, sharding, train
+from lumiere_jax.diffusion.schedule import schedule_from
+from lumiere_jax.state import abstract_graphdef_and_state, make_optimizer
 
 
 def _sds(shape: Sequence[int], dtype: Any, s: jax.sharding.Sharding) -> jax.ShapeDtypeStruct:
@@ -28,7 +29,7 @@ def lower_train_step(config: ml_collections.ConfigDict,
     Returns (lowered, info) with info: num_params, mesh axis sizes, and the shardings of the video
     batch and of the largest parameter.
     """
-    validate_config(config)
+    config_lib.validate(config)
     mesh = sharding.make_mesh(config, devices)
     rules = sharding.rules_from(config)
     train.check_mesh(config, mesh)

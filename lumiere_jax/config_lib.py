@@ -1,8 +1,31 @@
-"""Shared pieces of the Python config files in configs/: defaults, `key=value` variants, locking."""
+"""Configs: the keys every run has, `key=value` variants, locking, validation, and a run's saved config.json.
+
+The Python config files in configs/ start from `base_config()`; `validate` checks a config before any data is built
+or anything compiles; `read_run_config` / `run_config` read what a run in a workdir trained with.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+
+import jax
 import ml_collections
+
+from lumiere_jax import compile_options
+from lumiere_jax.data import stories
+from lumiere_jax.diffusion.samplers import THRESHOLDING
+from lumiere_jax.diffusion.multidiffusion import NOISES, WEIGHTS
+from lumiere_jax.models.stunet import STUNetConfig, check_frames
+
+UNCONDITIONAL = ("t2v", "t2i")
+SSR = ("ssr",)
+# The 7-channel model of image-to-video, inpainting and cinemagraphs: noisy video + masked video + mask.
+MASKED = ("conditional", "i2v", "inpaint", "cinemagraph")
+TASKS = UNCONDITIONAL + SSR + MASKED
+# How a clip longer than the training length is sampled (sample.long_video; sampling.long_video_method).
+LONG_VIDEO_METHODS = ("auto", "whole", "windows")
+SAMPLERS = ("ddim", "ancestral")
 
 
 def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
@@ -39,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA's "default" (lumiere_jax/compile_options.py). No effect on GPU/TPU or for bfloat16 models.
     c.cpu_fusions = "all"
 
-    # Data: the embedded captioned-shapes world (SPEC section 5).
+    # Data: the embedded captioned-shapes world (docs/data.md).
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "shapes_world"
     c.data.data_dir = "~/tensorflow_datasets"  # built here on first use; the text cache lives beside it
@@ -50,14 +73,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.seed = 0
     c.data.text_dropout = 0.1  # caption replaced by "" this often, for classifier-free guidance
     # Share of training clips replaced by stories: one object that changes mid-clip, a caption per frame
-    # (data/stories.py). A model trained with them takes a story on the whole clip (docs/ssr.md).
+    # (data/stories.py). A model trained with them takes a story on the whole clip (docs/long_video.md).
     c.data.story_fraction = 0.0
     # What a story clip changes, one drawn per clip: comma-separated from motion, color, shape.
     c.data.story_changes = "motion"
     c.data.num_threads = 2
     c.data.prefetch = 4
 
-    # Inflation (SPEC section 1): start from a text-to-image run's weights and train the temporal layers.
+    # Inflation (Lumiere, Sec. 3.1): start from a text-to-image run's weights and train the temporal layers.
     c.init_from = ""  # a T2I workdir (configs/t2i.py) whose newest checkpoint's EMA weights are inflated
     # "temporal": only the inflation layers train (Lumiere); "all": everything; "auto": "temporal" when
     # init_from is a T2I run (inflation), else "all" (from scratch, or fine-tuning a T2V run).
@@ -95,12 +118,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.diffusion.shift = 1.0
     # Training times: this fraction of each batch is drawn from [high_noise_t_min, 1] only, the rest from
     # [0, 1]. Where only the caption says where objects are and where they go (the highest noise levels),
-    # uniform times rarely go. docs/motion.md: a micro shapes world learns its direction words only with such
+    # uniform times rarely go. docs/training.md: a micro shapes world learns its direction words only with such
     # a share; a tiny T2V run at 0.5 still did not in 3,000 steps.
     c.diffusion.high_noise_fraction = 0.0
     c.diffusion.high_noise_t_min = 0.9
     # The other times are drawn from [0, t_max): below 1 a run trains only the lower noise levels (a style
-    # tune for weights that sample only the steps at t <= --style_start, docs/applications.md).
+    # tune for weights that sample only the steps at t <= sample.style_start, docs/applications.md).
     c.diffusion.t_max = 1.0
 
     # Optimizer.
@@ -124,10 +147,31 @@ def base_config() -> ml_collections.ConfigDict:
     # Keeping each step's clean-video prediction in [-1, 1]: "static" clips, "dynamic" rescales each sample by
     # its 99.5th-percentile |x| (Imagen; keeps hues under strong guidance), "none".
     c.sample.thresholding = "static"
-    # Long videos on windows (--long_video=windows, stories): windows per model call; 0 runs all at once, k a
+    # Long videos on windows (long_video="windows", stories): windows per model call; 0 runs all at once, k a
     # lax.scan over groups of k, so the sampler's memory stays flat as the clip grows (the whole clip's grows
     # linearly; benchmarks/long_video_memory.py).
     c.sample.window_batch = 0
+    # Clips longer than the training length (--frames): "whole" runs the model on all frames at once (a prompt
+    # per frame for stories), "windows" temporal MultiDiffusion over windows of the training length, "auto" the
+    # whole clip for one prompt and for stories on a run trained on them, windows otherwise (docs/long_video.md).
+    c.sample.long_video = "auto"
+    # Windows: frames shared by neighbours (-1: half the training length; the paper's SSR uses 2), each window's
+    # per-frame weight in the average ("triangle" trusts its middle; "uniform" is the paper's), the grid moved by
+    # a pseudo-random offset every step (shift_windows), and the initial noise ("repeat": every window starts
+    # from the first window's noise frames, shuffled; "independent" per frame).
+    c.sample.overlap = -1
+    c.sample.window_weights = "triangle"
+    c.sample.shift_windows = True
+    c.sample.window_noise = "repeat"
+    # Cascade (--ssr_workdir): SSR windows per model call (-1: the SSR run's ssr.window_batch; 0: all at once).
+    c.sample.ssr_window_batch = -1
+    # SDEdit (--video without --mask): the noise level t0 in [0, 1] the source clip is noised to.
+    c.sample.strength = 0.6
+    # Stylized generation (--style_weights): W = a W_style + (1 - a) W for spatial weights, a = style_alpha in
+    # [0, 2] (> 1 extrapolates), at the steps with diffusion time t <= style_start (the base weights lay out the
+    # motion at the noisier ones; 1: every step).
+    c.sample.style_alpha = 1.0
+    c.sample.style_start = 0.5
     c.sample.fps = 8
     c.sample.prompts = ("a red circle moving left", "a blue square moving up", "a green triangle moving right",
                         "a yellow circle that stays still")
@@ -164,6 +208,129 @@ def with_defaults(stored: dict) -> ml_collections.ConfigDict:
         return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
                                else v for k, v in values.items()}}
     return ml_collections.ConfigDict(merge(base_config().to_dict(), stored))
+
+
+def read_run_config(workdir: str | None) -> dict:
+    """The config.json a run in `workdir` saved, as a dict; {} where there is none or it is unreadable."""
+    if not workdir:
+        return {}
+    try:
+        with open(os.path.join(os.path.expanduser(workdir), "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def model_config(config: ml_collections.ConfigDict) -> STUNetConfig:
+    return STUNetConfig.from_config(config.model)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks what a config can get wrong before any data is built or anything compiles."""
+    if config.task not in TASKS:
+        raise ValueError(f"task={config.task!r} is not one of {TASKS}.")
+    cfg = model_config(config)
+    check_frames(config.data.num_frames, cfg)
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    res = config.data.resolution
+    if res < factor or res % factor:
+        raise ValueError(f"data.resolution={res} cannot be halved {len(cfg.channel_mult) - 1} times "
+                         f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
+    if cfg.attention == "cudnn" and (jax.default_backend() != "gpu" or cfg.dtype not in ("bfloat16", "float16")):
+        raise ValueError(f"model.attention='cudnn' runs on an NVIDIA GPU with model.dtype bfloat16 or float16 (here: "
+                         f"{jax.default_backend()}, {cfg.dtype}): use model.attention='xla' here.")
+    if config.trainable not in ("auto", "all", "temporal", "spatial"):
+        raise ValueError(f"trainable={config.trainable!r} must be 'auto', 'all', 'temporal' (only the inflation "
+                         f"layers) or 'spatial' (only the T2I layers).")
+    if config.trainable in ("temporal", "spatial") and not cfg.temporal:
+        raise ValueError(f"trainable={config.trainable!r} needs model.temporal=True: a T2I model has no temporal "
+                         f"layers (use 'all').")
+    if config.cpu_fusions not in compile_options.CPU_FUSIONS:
+        raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
+                         f"'default' (XLA's own choice, less memory).")
+    validate_sample(config)
+    if config.nan_policy not in ("stop", "skip"):
+        raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
+    d = config.diffusion
+    if not 0.0 <= d.high_noise_fraction <= 1.0 or not 0.0 <= d.high_noise_t_min < 1.0:
+        raise ValueError(f"diffusion.high_noise_fraction={d.high_noise_fraction} must be in [0, 1] and "
+                         f"diffusion.high_noise_t_min={d.high_noise_t_min} in [0, 1).")
+    if not 0.0 < d.t_max <= 1.0:
+        raise ValueError(f"diffusion.t_max={d.t_max} must be in (0, 1]: the highest training time (1: all).")
+    o = config.optim
+    if o.decay_start and not o.warmup_steps <= o.decay_start < o.decay_steps:
+        raise ValueError(f"optim.decay_start={o.decay_start} must lie in [optim.warmup_steps={o.warmup_steps}, "
+                         f"optim.decay_steps={o.decay_steps}): the decay runs from decay_start to decay_steps "
+                         f"(set decay_steps to the step where it should end, or decay_start=0).")
+    if not 0.0 <= config.data.text_dropout < 1.0:
+        raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
+    story = config.data.story_fraction
+    if not 0.0 <= story <= 1.0:
+        raise ValueError(f"data.story_fraction={story} must be in [0, 1]: the share of training clips whose "
+                         f"caption changes mid-clip.")
+    if story and (config.task not in UNCONDITIONAL or config.data.num_frames < 4):
+        raise ValueError(f"data.story_fraction={story} trains text-to-video on clips whose caption changes "
+                         f"mid-clip: it needs an unconditional task {UNCONDITIONAL} (task={config.task!r}) "
+                         f"and data.num_frames >= 4 (num_frames={config.data.num_frames}); or story_fraction=0.")
+    stories.parse_changes(config.data.story_changes)
+    if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
+        raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
+                         f"and channel_mult entries positive.")
+
+
+def validate_sample(config: ml_collections.ConfigDict) -> None:
+    """Checks the `sample` section: the sampler and its long-video and application options."""
+    s, window = config.sample, config.data.num_frames
+    if s.sampler not in SAMPLERS:
+        raise ValueError(f"sample.sampler={s.sampler!r} must be one of {SAMPLERS}.")
+    if s.steps < 1:
+        raise ValueError(f"sample.steps={s.steps} must be at least 1 denoising step.")
+    if s.guidance < 0:
+        raise ValueError(f"sample.guidance={s.guidance} must be >= 0 (1: no guidance; 0: the unconditional model).")
+    if s.thresholding not in THRESHOLDING:
+        raise ValueError(f"sample.thresholding={s.thresholding!r} must be one of {THRESHOLDING}.")
+    if s.window_batch < 0:
+        raise ValueError(f"sample.window_batch={s.window_batch} must be >= 0 (0: all windows of a long video in one "
+                         f"model call; k: k at a time, for flat memory).")
+    if s.long_video not in LONG_VIDEO_METHODS:
+        raise ValueError(f"sample.long_video={s.long_video!r} must be one of {LONG_VIDEO_METHODS}.")
+    if s.overlap != -1 and not 0 <= s.overlap < window:
+        raise ValueError(f"sample.overlap={s.overlap} must be in [0, {window}) frames (the training length), or -1 "
+                         f"for the default, half of it ({window // 2}); the paper's SSR uses 2.")
+    if s.window_weights not in WEIGHTS:
+        raise ValueError(f"sample.window_weights={s.window_weights!r} must be one of {WEIGHTS}.")
+    if s.window_noise not in NOISES:
+        raise ValueError(f"sample.window_noise={s.window_noise!r} must be one of {NOISES}.")
+    if s.ssr_window_batch < -1:
+        raise ValueError(f"sample.ssr_window_batch={s.ssr_window_batch} must be -1 (the SSR run's own), 0 (all SSR "
+                         f"windows in one model call) or k > 0 (k at a time).")
+    if not 0.0 <= s.strength <= 1.0:
+        raise ValueError(f"sample.strength={s.strength} must be in [0, 1]: 0 keeps --video, 1 ignores it.")
+    if not 0.0 <= s.style_alpha <= 2.0:
+        raise ValueError(f"sample.style_alpha={s.style_alpha} must be in [0, 2] (0: the base model, 1: the tuned "
+                         f"style, above 1 extrapolates past it).")
+    if not 0.0 < s.style_start <= 1.0:
+        raise ValueError(f"sample.style_start={s.style_start} must be in (0, 1]: the diffusion time from which the "
+                         f"style weights apply (1: every step).")
+
+
+def run_config(workdir: str, flag: str = "--workdir") -> ml_collections.ConfigDict:
+    """The config a run in `workdir` trained with (its config.json, keys added since at their defaults)."""
+    if not workdir:
+        raise ValueError(f"{flag} is empty: give the workdir of a trained run.")
+    if not os.path.isdir(os.path.expanduser(workdir)):
+        raise ValueError(f"{flag}={workdir} does not exist: train a run there first with --mode=train.")
+    if not os.path.isfile(os.path.join(os.path.expanduser(workdir), "config.json")):
+        raise ValueError(f"{flag}={workdir} holds no trained run (no config.json): train there first with "
+                         f"--mode=train.")
+    saved = read_run_config(workdir)
+    if not saved:
+        raise ValueError(f"{flag}={workdir}: its config.json is not a readable JSON object; it was not written by "
+                         f"--mode=train (or was damaged).")
+    return with_defaults(saved)
 
 
 def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -18,7 +18,7 @@ from tensorboardX import SummaryWriter
 
 from lumiere_jax import video_io
 from lumiere_jax.data import shapes
-from lumiere_jax.eval import frechet, shapes_checker
+from lumiere_jax.eval import feature_net, frechet, i3d, shapes_checker
 
 ATTRIBUTES = ("color", "shape", "motion", "consistent")
 
@@ -55,7 +55,6 @@ def score_clips(clips_uint8: np.ndarray, expected: list[dict[str, str]]) -> dict
 
 def real_clips(config: Any, num: int) -> np.ndarray:
     """The first `num` clips of the test split of config.data, uint8 [N, T, H, W, 3]."""
-    from lumiere_jax.eval import feature_net
     return feature_net.load_split(config.data, "test", num)["video"]
 
 
@@ -66,14 +65,12 @@ def frechet_scores(generated_uint8: np.ndarray, real_uint8: np.ndarray, *, featu
     `*_real_floor` is the distance between two disjoint halves of the real clips, the first as large as the
     generated set: what a perfect generator would score with this many samples (the estimate's bias).
     """
-    from lumiere_jax.eval import feature_net
     gen, real = feature_net.to_float(generated_uint8), feature_net.to_float(real_uint8)
     n = len(gen)
     embedders = {}
     if feature_net_dir:
         embedders["feature_net"] = feature_net.FeatureNet.load(feature_net_dir).features
     if i3d_weights:
-        from lumiere_jax.eval import i3d
         embedders["fvd_i3d"] = i3d.I3DFeatures(i3d_weights, resolution=i3d_resolution).features
     out = {}
     for name, embed in embedders.items():

@@ -1,8 +1,7 @@
-"""Inflation: a trained text-to-image U-Net's weights become the STUNet's spatial layers (SPEC section 1)."""
+"""Inflation: a trained text-to-image U-Net's weights become the STUNet's spatial layers (Lumiere, Sec. 3.1)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -11,39 +10,26 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from lumiere_jax import checkpointing
+from lumiere_jax import config_lib, runs
 from lumiere_jax.models.stunet import is_temporal_path
-from lumiere_jax.state import abstract_graphdef_and_state
 
 log = logging.getLogger("lumiere_jax")
 
 
 def load_t2i_weights(workdir: str) -> tuple[nnx.State, ml_collections.ConfigDict]:
     """The EMA weights of the newest checkpoint of a T2I run (configs/t2i.py), and that run's config."""
-    config = _run_config(workdir)
-    if config.model.temporal:
+    run = runs.load(workdir, _run_config(workdir), flag="init_from")
+    if run.config.model.temporal:
         raise ValueError(f"init_from={workdir} holds a video model (model.temporal=True); inflation starts from "
                          f"a text-to-image run (configs/t2i.py).")
-    return _load_ema(workdir, config), config
+    return run.params, run.config
 
 
 def _run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.expanduser(workdir), "config.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(os.path.expanduser(workdir), "config.json")):
         raise FileNotFoundError(f"init_from={workdir} has no config.json: point --config.init_from at the workdir "
                                 f"of a configs/t2i.py or configs/t2v.py run.")
-    with open(path) as f:
-        stored = json.load(f)
-    from lumiere_jax import config_lib
-    return config_lib.with_defaults(stored)
-
-
-def _load_ema(workdir: str, config: ml_collections.ConfigDict) -> nnx.State:
-    _, abstract = abstract_graphdef_and_state(config, workdir)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
-        checkpointing.with_shardings(abstract, sharding))
-    return state.ema
+    return config_lib.run_config(workdir, flag="init_from")
 
 
 def inflate(stunet_params: nnx.State, t2i_params: nnx.State) -> nnx.State:
@@ -77,14 +63,14 @@ def inflate(stunet_params: nnx.State, t2i_params: nnx.State) -> nnx.State:
 def load_init_weights(params: nnx.State, init_from: str) -> nnx.State:
     """Starts a run from another run's EMA weights: a T2I run is inflated; a T2V run is copied, with conv_in
     widened (zero weights) when this model takes conditioning channels that the T2V model lacks."""
-    source = _run_config(init_from)
-    if not source.model.temporal:
-        return inflate(params, _load_ema(init_from, source))
-    return widen_conv_in(params, _load_ema(init_from, source))
+    source = runs.load(init_from, _run_config(init_from), flag="init_from")
+    if not source.config.model.temporal:
+        return inflate(params, source.params)
+    return widen_conv_in(params, source.params)
 
 
 def widen_conv_in(params: nnx.State, source: nnx.State) -> nnx.State:
-    """Copies a T2V model's weights into a conditional STUNet (SPEC section 3): every weight is the same
+    """Copies a T2V model's weights into a conditional STUNet (Lumiere, Sec. 4): every weight is the same
     except conv_in's kernel, whose extra input channels (the conditioning) start at zero, so the new model
     computes exactly what the T2V model did, whatever the conditioning.
 

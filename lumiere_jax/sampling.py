@@ -2,66 +2,126 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import flax.struct
+import ml_collections
 import numpy as np
 from flax import nnx
 
+from lumiere_jax import runs
 from lumiere_jax.data.pipeline import NULL_CAPTION
 from lumiere_jax.diffusion import multidiffusion, samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
+from lumiere_jax.text.encoders import load_text_encoder
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "steps", "guidance", "sampler",
-                                             "window", "overlap", "window_weights", "window_batch",
-                                             "thresholding", "window_shift", "window_noise", "whole_clip",
-                                             "frame_text"))
-def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_mask: jax.Array,
-             null_text: jax.Array, null_mask: jax.Array, rng: jax.Array, *, shape: tuple[int, ...],
-             schedule: CosineSchedule, steps: int, guidance: float, sampler: str, window: int | None = None,
-             overlap: int = 2, cond: jax.Array | None = None, cond_level: jax.Array | None = None,
-             x_init: jax.Array | None = None, t_start: float | jax.Array = 1.0,
-             window_batch: int | None = None, thresholding: str = "static",
-             window_weights: str = "uniform", window_shift: bool = False,
-             window_noise: str = "independent", late_params: nnx.State | None = None,
-             late_from: float | jax.Array = 1.0, whole_clip: bool = False, frame_text: bool = False) -> jax.Array:
-    """Samples clips [B, T, H, W, C] in [-1, 1]; the whole loop is one XLA program.
+@dataclasses.dataclass(frozen=True)
+class SamplerOptions:
+    """How a clip is denoised: DDIM or ancestral steps, classifier-free guidance, and keeping each step's clean-video
+    prediction in [-1, 1] (`samplers.threshold`). Static under jit: one compile per distinct value."""
 
-    text is [B, L, D], or [B, T, L, D] for a prompt per frame (prompts that change over time) in one model
-    call (`models/stunet.py`; a model trained on stories, data.story_fraction, follows them). With `window`
-    shorter than the clip (T = shape[0]) the model runs on overlapping windows reconciled by temporal
-    MultiDiffusion, and text may be [N, B, L, D]: one prompt per window; or, with frame_text, [B, T, L, D]: a
-    prompt per frame that every window takes for its own frames (multidiffusion_text).
-    cond [B, T, H, W, Cc] / cond_level [B]: the conditioning inputs of a conditional STUNet (SSR, masked
-    video); they follow the windows and the guidance batch. x_init [B, T, H, W, C] with t_start < 1
-    starts from x_init noised to t_start instead of from pure noise (SDEdit). window_batch: windows per
-    model call (None: all at once; k: a scan over groups of k, so memory stays flat as the clip grows).
-    window_weights: each window's per-frame weight in the reconciliation (multidiffusion.WEIGHTS).
-    window_shift: move the window grid at every step (multidiffusion, shift=True); text may then be
-    [T, B, L, D], one prompt per frame, instead of one per window.
-    window_noise: the initial noise of a windowed clip: "independent" per frame, or "repeat"
-    (multidiffusion.repeated_noise: every window starts from the first window's noise frames, shuffled).
-    whole_clip: run the model on all T frames at once even when T > window (text [B, L, D] or [B, T, L, D]); the
-    STUNet is convolutional in time and its temporal attention takes sinusoidal frame positions, so it runs past
-    its training length. `window` (the training length) then only sets the period of repeated noise.
-    thresholding: how each step's clean-video prediction is kept in [-1, 1] (`samplers.threshold`).
-    late_params: other weights of the same model for the steps at times t <= late_from (the others use
-    params); stylized generation lets the base weights lay out the clip at high noise and the style weights
-    paint the rest (applications.apply_style). One of the two models runs per step (lax.cond).
+    steps: int = 50
+    guidance: float = 3.0
+    sampler: str = "ddim"
+    thresholding: str = "static"
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """How `generate` runs a clip longer than the model's training length `window` (static under jit).
+
+    On overlapping windows reconciled at every step by temporal MultiDiffusion (`overlap` frames shared by
+    neighbours; `weights`: each window's per-frame weight in the average, multidiffusion.WEIGHTS; `shift`: move
+    the grid at every step; `batch`: windows per model call, None for all at once and k for a scan over groups of
+    k, so memory stays flat as the clip grows; `frame_text`: text is [B, T, L, D], a prompt per frame that each
+    window takes for its own frames), or with `whole_clip` the model on all frames at once (the STUNet is
+    convolutional in time and its temporal attention takes sinusoidal frame positions, so it runs past its
+    training length). `noise`: the initial noise, "independent" per frame or "repeat"
+    (multidiffusion.repeated_noise: every window of `window` frames starts from the first one's frames, shuffled).
+    """
+
+    window: int
+    overlap: int = 2
+    weights: str = "uniform"
+    shift: bool = False
+    noise: str = "independent"
+    batch: int | None = None
+    whole_clip: bool = False
+    frame_text: bool = False
+
+
+@flax.struct.dataclass
+class Prompts:
+    """Encoded prompts and the empty prompt of classifier-free guidance.
+
+    text [B, L, D] (mask [B, L]): a prompt per clip; [B, T, L, D]: a prompt per frame (prompts that change over
+    time; a model trained on stories, data.story_fraction, follows them); on fixed windows [N, B, L, D], a prompt
+    per window; on shifted windows [T, B, L, D], a prompt per frame of which each window takes its centre's.
+    null_text [1, L, D], null_mask [1, L]: the empty prompt.
+    """
+
+    text: jax.Array
+    mask: jax.Array
+    null_text: jax.Array
+    null_mask: jax.Array
+
+
+@flax.struct.dataclass
+class Condition:
+    """The extra inputs of a conditional STUNet (SSR: the low-res clip and its noise level; masked video: [C, M]):
+    cond [B, T, H, W, Cc], level [B]. They follow the windows and the guidance batch."""
+
+    cond: jax.Array | None = None
+    level: jax.Array | None = None
+
+
+@flax.struct.dataclass
+class Start:
+    """Start from a clip x [B, T, H, W, C] noised to time t < 1 instead of from pure noise (SDEdit)."""
+
+    x: jax.Array
+    t: float | jax.Array
+
+
+@flax.struct.dataclass
+class LateWeights:
+    """Other weights of the same model for the steps at times t <= `start` (stylized generation lets the base
+    weights lay out the clip at high noise and the style weights paint the rest). One model runs per step."""
+
+    params: nnx.State
+    start: float | jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "shape", "schedule", "options", "windows"))
+def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: Prompts, rng: jax.Array, *,
+             shape: tuple[int, ...], schedule: CosineSchedule, options: SamplerOptions = SamplerOptions(),
+             windows: Windows | None = None, condition: Condition | None = None, start: Start | None = None,
+             late: LateWeights | None = None) -> jax.Array:
+    """Samples clips [B, T, H, W, C] in [-1, 1], T = shape[0]; the whole loop is one XLA program.
+
+    windows: how a clip longer than the training length runs (None: the model on the clip as it is). The other
+    groups are described at their classes.
     """
     num_frames = shape[0]
-    long_clip = window is not None and window < num_frames
-    windowed = long_clip and not whole_clip
+    text, text_mask = prompts.text, prompts.mask
+    cond = None if condition is None else condition.cond
+    cond_level = None if condition is None else condition.level
+    long_clip = windows is not None and windows.window < num_frames
+    windowed = long_clip and not windows.whole_clip
+    frame_text = windows is not None and windows.frame_text
     per_frame = text.ndim == 4 and (frame_text or not windowed)  # [B, T, L, D]: a prompt per frame
     if frame_text and text.ndim != 4:
-        raise ValueError(f"frame_text=True takes text [B, T, L, D], a prompt per frame; got {text.shape}.")
+        raise ValueError(f"Windows(frame_text=True) takes text [B, T, L, D], a prompt per frame; got {text.shape}.")
     if per_frame and text.shape[1] != num_frames:
         raise ValueError(f"Per-frame text {text.shape} must be [B, T, L, D] with T = {num_frames} frames.")
     batch = text.shape[0] if per_frame else text.shape[-3]
+    guidance = float(options.guidance)
 
     def denoiser(model: nnx.Module) -> samplers.Denoiser:
         def conditioned(z, t, text, text_mask):
@@ -73,48 +133,74 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, text: jax.Array, text_ma
 
         if not windowed:
             model_fn = model if cond is None and cond_level is None else conditioned
-            return samplers.classifier_free_guidance(model_fn, text, text_mask, null_text, null_mask, guidance)
+            return samplers.classifier_free_guidance(model_fn, text, text_mask, prompts.null_text, prompts.null_mask,
+                                                     guidance)
         # The conditioning is cut into windows with the clip (and repeated for guidance) by MultiDiffusion.
         frame_inputs = {} if cond is None else {"cond": cond}
         batch_inputs = {} if cond_level is None else {"cond_level": cond_level}
-        return multidiffusion.multidiffusion_text(model, text, text_mask, null_text, null_mask, guidance,
-                                                  num_frames=num_frames, window=window, overlap=overlap,
-                                                  weights=window_weights, window_batch=window_batch,
-                                                  frame_inputs=frame_inputs, batch_inputs=batch_inputs,
-                                                  shift=window_shift, frame_text=frame_text)
+        return multidiffusion.multidiffusion_text(model, text, text_mask, prompts.null_text, prompts.null_mask,
+                                                  guidance, num_frames=num_frames, window=windows.window,
+                                                  overlap=windows.overlap, weights=windows.weights,
+                                                  window_batch=windows.batch, frame_inputs=frame_inputs,
+                                                  batch_inputs=batch_inputs, shift=windows.shift,
+                                                  frame_text=frame_text)
 
     denoise = denoiser(nnx.merge(graphdef, params))
-    if late_params is not None:
-        early, late = denoise, denoiser(nnx.merge(graphdef, late_params))
+    if late is not None:
+        early, late_denoise = denoise, denoiser(nnx.merge(graphdef, late.params))
 
         def denoise(z: jax.Array, t: jax.Array) -> jax.Array:  # every row of t is the step's time
-            return jax.lax.cond(t[0] > late_from, early, late, z, t)
-    if window_noise not in multidiffusion.NOISES:
-        raise ValueError(f"window_noise={window_noise!r} is not one of {multidiffusion.NOISES}.")
+            return jax.lax.cond(t[0] > late.start, early, late_denoise, z, t)
+    if windows is not None and windows.noise not in multidiffusion.NOISES:
+        raise ValueError(f"Windows(noise={windows.noise!r}) is not one of {multidiffusion.NOISES}.")
     k_noise, k_sampler = jax.random.split(rng)
-    if x_init is None and long_clip and window_noise == "repeat":
-        z = multidiffusion.repeated_noise(k_noise, (batch,) + shape, window)
-    elif x_init is None:
+    t_start = 1.0 if start is None else start.t
+    if start is None and long_clip and windows.noise == "repeat":
+        z = multidiffusion.repeated_noise(k_noise, (batch,) + shape, windows.window)
+    elif start is None:
         z = jax.random.normal(k_noise, (batch,) + shape, jnp.float32)
     else:
-        z = samplers.noise_to(x_init.astype(jnp.float32), k_noise, schedule, t_start)
-    return samplers.sample(denoise, z, k_sampler, schedule, num_steps=steps, sampler=sampler, t_start=t_start,
-                           thresholding=thresholding)
+        z = samplers.noise_to(start.x.astype(jnp.float32), k_noise, schedule, t_start)
+    return samplers.sample(denoise, z, k_sampler, schedule, num_steps=options.steps, sampler=options.sampler,
+                           t_start=t_start, thresholding=options.thresholding)
 
 
-# Long videos from the base model: the paper's MultiDiffusion (overlap 2, a plain average) is for the SSR, whose
-# windows the low-res clip pins; the base model's windows agree far better with half-window overlaps and a
-# triangle ramp, and its object jumps less still when the window grid moves at every step and every window
-# starts from the same (shuffled) noise frames (measured in benchmarks/ssr_seams.py and ssr_story.py, docs/ssr.md).
-LONG_VIDEO_WEIGHTS = "triangle"
-LONG_VIDEO_SHIFT = True
-LONG_VIDEO_NOISE = "repeat"
-# With one prompt, the model run on the whole long clip at once (Lumiere's own way, past its training length)
-# beats any window layout: fewer jumps, more of the prompted motion, half the time (docs/ssr.md). Prompts that
-# change over time go to the whole clip too (a prompt per frame) when the model was trained on stories
-# (data.story_fraction > 0); a model trained on one caption per clip follows them better on windows.
+@dataclasses.dataclass(frozen=True)
+class LongVideo:
+    """How `TextToVideo.long_video` samples a clip longer than the training length: config.sample's long-video keys.
+
+    method (long_video_method): "whole" runs the model on all frames at once (several prompts: each frame its
+    span's); "windows" on windows of the training length reconciled by temporal MultiDiffusion at every step;
+    "auto" the whole clip for one prompt, and for several when the model was trained on stories, windows otherwise.
+    With one prompt, the whole clip beats any window layout (fewer jumps, more of the prompted motion, half the
+    time); a model trained on one caption per clip follows a story better on windows (docs/long_video.md).
+    The window options: overlap (None: half the window, `long_video_overlap`), weights (multidiffusion.WEIGHTS;
+    "triangle" trusts a window most in its middle), shift (move the grid by a pseudo-random offset at every step,
+    so no frame pair is a border at every step; each window then takes its centre frame's prompt), noise ("repeat":
+    every window starts from the first window's noise frames, shuffled; "independent"), window_batch (windows per
+    model call; 0: all at once, k: k at a time, memory flat in the clip's length), frame_text (with several prompts
+    on windows, each window reads its own frames' prompts; None: when the model was trained on stories).
+    The paper's MultiDiffusion (overlap 2, a plain average) is for the SSR, whose windows the low-res clip pins; the
+    base model's windows agree far better with these defaults (benchmarks/ssr_seams.py, benchmarks/ssr_story.py).
+    """
+
+    method: str = "auto"
+    overlap: int | None = None
+    weights: str = "triangle"
+    shift: bool = True
+    noise: str = "repeat"
+    window_batch: int = 0
+    frame_text: bool | None = None
+
+    @classmethod
+    def from_config(cls, sample: ml_collections.ConfigDict) -> "LongVideo":
+        """The options of config.sample (overlap -1: half the window)."""
+        return cls(method=sample.long_video, overlap=None if sample.overlap < 0 else sample.overlap,
+                   weights=sample.window_weights, shift=bool(sample.shift_windows), noise=sample.window_noise,
+                   window_batch=sample.window_batch)
+
+
 LONG_VIDEO_METHODS = ("auto", "whole", "windows")
-LONG_VIDEO_METHOD = "auto"
 
 
 def long_video_method(method: str, num_spans: int, num_frames: int, frame_multiple: int,
@@ -128,7 +214,7 @@ def long_video_method(method: str, num_spans: int, num_frames: int, frame_multip
     "whole" cannot run.
     """
     if method not in LONG_VIDEO_METHODS:
-        raise ValueError(f"--long_video={method!r} is not one of {LONG_VIDEO_METHODS}.")
+        raise ValueError(f"sample.long_video={method!r} is not one of {LONG_VIDEO_METHODS}.")
     if window is not None and num_frames <= window:
         return "whole"
     fits = num_frames % frame_multiple == 0
@@ -136,7 +222,7 @@ def long_video_method(method: str, num_spans: int, num_frames: int, frame_multip
         lower = max(frame_multiple, num_frames // frame_multiple * frame_multiple)
         raise ValueError(f"--frames={num_frames}: this U-Net halves the clip's frames, so the whole clip must be a "
                          f"multiple of {frame_multiple} frames (e.g. {lower} or {lower + frame_multiple}); or "
-                         f"--long_video=windows.")
+                         f"--config.sample.long_video=windows.")
     if method == "windows" or not fits or (num_spans > 1 and method == "auto" and not story_trained):
         return "windows"
     return "whole"
@@ -245,17 +331,24 @@ class TextToVideo:
         self.graphdef, self.params, self.encoder, self.schedule = graphdef, params, encoder, schedule
         self.thresholding = thresholding
         self.shape = (num_frames, resolution, resolution, channels)
-        # Weights for the low-noise steps t <= late_from (None: params at every step); see `generate`.
-        self.late_params: nnx.State | None = None
-        self.late_from = 1.0
+        # Weights for the low-noise steps (None: params at every step); see `LateWeights`.
+        self.late: LateWeights | None = None
         # Clip lengths the model takes at once are multiples of this (2 ** its temporal downsamples).
         cfg = getattr(nnx.merge(graphdef, params), "cfg", None)
         self.frame_multiple = cfg.frame_multiple if cfg is not None else 1
         # Trained on clips whose caption changes mid-clip (data.story_fraction): stories then run on the whole
-        # clip with a prompt per frame under --long_video=auto (long_video_method).
+        # clip with a prompt per frame under sample.long_video="auto" (long_video_method).
         self.story_trained = False
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
+
+    def prompts(self, text: np.ndarray | jax.Array, mask: np.ndarray | jax.Array) -> Prompts:
+        """Encoded prompts with this model's empty prompt, as `generate` takes them."""
+        return Prompts(jnp.asarray(text), jnp.asarray(mask), self.null_text, self.null_mask)
+
+    def options(self, steps: int, guidance: float, sampler: str) -> SamplerOptions:
+        return SamplerOptions(steps=int(steps), guidance=float(guidance), sampler=sampler,
+                              thresholding=self.thresholding)
 
     def __call__(self, prompts: Sequence[str], *, seed: int = 0, steps: int = 50, guidance: float = 3.0,
                  sampler: str = "ddim", batch_size: int | None = None) -> np.ndarray:
@@ -272,10 +365,8 @@ class TextToVideo:
                 t = np.concatenate([t, np.repeat(t[-1:], batch_size - n, 0)])
                 m = np.concatenate([m, np.repeat(m[-1:], batch_size - n, 0)])
             rng = jax.random.fold_in(jax.random.key(seed), i)
-            clips = generate(self.graphdef, self.params, jnp.asarray(t), jnp.asarray(m), self.null_text,
-                             self.null_mask, rng, shape=self.shape, schedule=self.schedule, steps=steps,
-                             guidance=float(guidance), sampler=sampler, thresholding=self.thresholding,
-                             late_params=self.late_params, late_from=self.late_from)
+            clips = generate(self.graphdef, self.params, self.prompts(t, m), rng, shape=self.shape,
+                             schedule=self.schedule, options=self.options(steps, guidance, sampler), late=self.late)
             out.append(np.asarray(clips)[:n])
         return np.concatenate(out)
 
@@ -308,63 +399,45 @@ class TextToVideo:
         return stack(text), stack(mask)
 
     def long_video(self, spans: Sequence[tuple[int, str]], num_frames: int, *, seed: int = 0, steps: int = 50,
-                   guidance: float = 3.0, sampler: str = "ddim", overlap: int | None = None,
-                   window_weights: str = LONG_VIDEO_WEIGHTS, shift: bool = LONG_VIDEO_SHIFT,
-                   noise: str = LONG_VIDEO_NOISE, method: str = LONG_VIDEO_METHOD,
-                   window_batch: int | None = None, frame_text: bool | None = None) -> np.ndarray:
+                   guidance: float = 3.0, sampler: str = "ddim", layout: LongVideo = LongVideo()) -> np.ndarray:
         """One clip [T, H, W, C] in [-1, 1] longer than the training length, a prompt per time span.
 
-        spans: (start_frame, prompt) pairs. method (long_video_method): "whole" runs the model on all frames at
-        once (several prompts: each frame its span's); "windows" on windows of its training length, reconciled
-        by temporal MultiDiffusion at every step, so neighbouring windows (and prompts) blend without seams;
-        "auto" (default) the whole clip for one prompt, and for several when the model was trained on stories
-        (story_trained), windows otherwise. The window options below apply to windows only.
-        overlap defaults to half the window (long_video_overlap) with triangle weights: on the tiny motion
-        model that halves the object jumps of the paper's overlap 2 with a plain average (docs/ssr.md).
-        shift (default) moves the window grid at every step, so no frame pair is a border at every step;
-        each window then takes the prompt of its centre frame at that step. noise="repeat" (default) starts every
-        window from the first window's noise frames, shuffled (multidiffusion.repeated_noise; docs/ssr.md);
-        "independent" draws every frame's noise on its own. window_batch: windows per model call (None: all at
-        once; k: k at a time, so memory stays flat as the clip grows).
-        frame_text: with several prompts on windows, every window takes its own frames' prompts (a window across a
-        change of prompt sees it where it happens) instead of one prompt per window (its centre frame's). None
-        (default): when the model was trained on stories, as those are the captions it learnt from.
+        spans: (start_frame, prompt) pairs; layout: how the clip runs (LongVideo: the whole clip or windows).
         """
         window = self.shape[0]
         if num_frames < window:
             raise ValueError(f"--frames={num_frames} is shorter than the model's {window}-frame window: use "
                              f"--frames >= {window}.")
-        whole = long_video_method(method, len(spans), num_frames, self.frame_multiple, self.story_trained,
+        whole = long_video_method(layout.method, len(spans), num_frames, self.frame_multiple, self.story_trained,
                                   window) == "whole"
-        overlap = long_video_overlap(window) if overlap is None else overlap
+        overlap = long_video_overlap(window) if layout.overlap is None else layout.overlap
         frame_text = windows_read_frame_prompts("whole" if whole else "windows", len(spans), self.story_trained,
-                                                frame_text)
-        text, mask = self.long_video_text(spans, num_frames, whole=whole, frame_text=frame_text, shift=bool(shift),
-                                          overlap=overlap)
-        clip = generate(self.graphdef, self.params, text, mask,
-                        self.null_text, self.null_mask, jax.random.key(seed),
-                        shape=(num_frames,) + self.shape[1:], schedule=self.schedule, steps=steps,
-                        guidance=float(guidance), sampler=sampler, window=window, overlap=overlap,
-                        window_weights=window_weights, window_shift=bool(shift), window_noise=noise,
-                        window_batch=window_batch or None, whole_clip=whole, frame_text=frame_text,
-                        thresholding=self.thresholding,
-                        late_params=self.late_params, late_from=self.late_from)
+                                                layout.frame_text)
+        text, mask = self.long_video_text(spans, num_frames, whole=whole, frame_text=frame_text,
+                                          shift=bool(layout.shift), overlap=overlap)
+        windows = Windows(window=window, overlap=overlap, weights=layout.weights, shift=bool(layout.shift),
+                          noise=layout.noise, batch=layout.window_batch or None, whole_clip=whole,
+                          frame_text=frame_text)
+        clip = generate(self.graphdef, self.params, self.prompts(text, mask), jax.random.key(seed),
+                        shape=(num_frames,) + self.shape[1:], schedule=self.schedule,
+                        options=self.options(steps, guidance, sampler), windows=windows, late=self.late)
         return np.asarray(clip)[0]
 
+    @classmethod
+    def from_run(cls, run: runs.Run, encoder: Any = None) -> "TextToVideo":
+        """The sampler of a loaded run (runs.load), with its text encoder (loaded from its config if not given)."""
+        config = run.config
+        if encoder is None:
+            encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
+        t2v = cls(run.graphdef, run.params, encoder, run.schedule, num_frames=config.data.num_frames,
+                  resolution=config.data.resolution, channels=config.model.out_channels,
+                  thresholding=config.sample.thresholding)
+        t2v.story_trained = run.story_trained
+        return t2v
 
-def load_text_to_video(config: Any, workdir: str, step: int | None = None) -> tuple[TextToVideo, int]:
+
+def load_text_to_video(config: ml_collections.ConfigDict | None, workdir: str,
+                       step: int | None = None) -> tuple[TextToVideo, int]:
     """The sampler of a run's checkpoint (newest by default): its EMA weights on one device, and the step."""
-    from lumiere_jax import checkpointing
-    from lumiere_jax.state import abstract_graphdef_and_state, schedule_from, trained_on_stories
-    from lumiere_jax.text.encoders import load_text_encoder
-
-    graphdef, abstract = abstract_graphdef_and_state(config, workdir)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, _ = checkpointing.Checkpointer(workdir, read_only=True).restore(
-        checkpointing.with_shardings(abstract, sharding), step)
-    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    t2v = TextToVideo(graphdef, state.ema, encoder, schedule_from(config, workdir), num_frames=config.data.num_frames,
-                      resolution=config.data.resolution, channels=config.model.out_channels,
-                      thresholding=config.sample.thresholding)
-    t2v.story_trained = trained_on_stories(workdir)
-    return t2v, int(state.step)
+    run = runs.load(workdir, config, step=step)
+    return TextToVideo.from_run(run), run.step

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Any
 
 import flax.struct
@@ -14,10 +12,9 @@ import ml_collections
 import optax
 from flax import nnx
 
-from lumiere_jax import compile_options
-from lumiere_jax.diffusion.samplers import THRESHOLDING
-from lumiere_jax.diffusion.schedule import CosineSchedule
-from lumiere_jax.models.stunet import STUNet, STUNetConfig, check_frames, is_temporal_path
+from lumiere_jax import config_lib
+from lumiere_jax.diffusion.schedule import SCHEDULE_KEYS
+from lumiere_jax.models.stunet import STUNet, STUNetConfig, is_temporal_path
 
 
 @flax.struct.dataclass
@@ -31,34 +28,13 @@ class TrainState:
     skipped: jax.Array  # int32 scalar: steps whose loss or gradient was not finite (update skipped)
 
 
-def model_config(config: ml_collections.ConfigDict) -> STUNetConfig:
-    return STUNetConfig.from_config(config.model)
-
-
-# The diffusion keys that define the noise schedule a model learned (the rest only choose training times).
-SCHEDULE_KEYS = ("logsnr_min", "logsnr_max", "shift")
-
-
-def schedule_from(config: ml_collections.ConfigDict, workdir: str | None = None) -> CosineSchedule:
-    """The noise schedule; with `workdir`, the one that run trained with (its config.json), whatever `config` says.
-
-    The schedule is part of what a model learned: sampling a run trained with `diffusion.shift=0.25` under
-    shift 1 would ask it about noise levels it never saw at those times.
-    """
-    d = dict(config.diffusion)
-    saved = _saved_config(workdir).get("diffusion") if workdir else None
-    if isinstance(saved, dict):
-        d.update({k: saved[k] for k in SCHEDULE_KEYS if k in saved})
-    return CosineSchedule(logsnr_min=float(d["logsnr_min"]), logsnr_max=float(d["logsnr_max"]), shift=float(d["shift"]))
-
-
 def check_resumed_schedule(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Refuses to resume the run in `workdir` under another noise schedule than the one it trained with.
 
     Its later steps would learn other noise levels than its earlier ones, and the config.json that sampling
     reads would describe neither. Raises before anything is built or compiled; the checkpoints stay as they are.
     """
-    saved = _saved_config(workdir).get("diffusion")
+    saved = config_lib.read_run_config(workdir).get("diffusion")
     if not isinstance(saved, dict):
         return
     for key in SCHEDULE_KEYS:
@@ -105,32 +81,6 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
                                  functools.partial(trainable_labels, train_temporal=trainable == "temporal"))
 
 
-def with_run_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-    """`config` with the model section the run in `workdir` trained with (its config.json), for tools that
-    read a run by its size alone: a run trained with other model keys (say model.text_pooling) restores."""
-    saved = _saved_config(workdir).get("model")
-    if isinstance(saved, dict):
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.model.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    return config
-
-
-def trained_on_stories(workdir: str) -> bool:
-    """Whether the run in workdir trained on clips whose caption changes mid-clip (its data.story_fraction > 0);
-    False where there is no readable config.json (loading the run reports that)."""
-    data = _saved_config(workdir).get("data")
-    return isinstance(data, dict) and float(data.get("story_fraction", 0.0)) > 0
-
-
-def _saved_config(workdir: str) -> dict:
-    try:
-        with open(os.path.join(os.path.expanduser(workdir), "config.json")) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
 def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = None) -> str:
     """config.trainable with "auto" resolved.
 
@@ -140,13 +90,13 @@ def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = N
     """
     if config.trainable != "auto":
         return config.trainable
-    saved = _saved_config(workdir) if workdir else {}
+    saved = config_lib.read_run_config(workdir)
     if saved.get("trainable") in ("all", "temporal", "spatial"):
         return saved["trainable"]
     init_from = saved.get("init_from") or config.init_from  # runs that stored "auto" resolve as they did
     if not (init_from and config.model.temporal):
         return "all"
-    source = _saved_config(init_from).get("model", {})
+    source = config_lib.read_run_config(init_from).get("model", {})
     if not isinstance(source, dict) or "temporal" not in source:
         return "all"  # loading init_from then fails with a message that names the problem
     return "all" if source["temporal"] else "temporal"
@@ -168,72 +118,10 @@ def split_model(model: STUNet) -> tuple[nnx.GraphDef, nnx.State]:
     return graphdef, params
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks what a config can get wrong before any data is built or anything compiles."""
-    from lumiere_jax import tasks  # the task modules import this one
-    known = tasks.UNCONDITIONAL + tasks.SSR + tasks.MASKED
-    if config.task not in known:
-        raise ValueError(f"task={config.task!r} is not one of {known}.")
-    cfg = model_config(config)
-    check_frames(config.data.num_frames, cfg)
-    factor = 2 ** (len(cfg.channel_mult) - 1)
-    res = config.data.resolution
-    if res < factor or res % factor:
-        raise ValueError(f"data.resolution={res} cannot be halved {len(cfg.channel_mult) - 1} times "
-                         f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
-    if cfg.attention == "cudnn" and (jax.default_backend() != "gpu" or cfg.dtype not in ("bfloat16", "float16")):
-        raise ValueError(f"model.attention='cudnn' runs on an NVIDIA GPU with model.dtype bfloat16 or float16 (here: "
-                         f"{jax.default_backend()}, {cfg.dtype}): use model.attention='xla' here.")
-    if config.trainable not in ("auto", "all", "temporal", "spatial"):
-        raise ValueError(f"trainable={config.trainable!r} must be 'auto', 'all', 'temporal' (only the inflation "
-                         f"layers) or 'spatial' (only the T2I layers).")
-    if config.trainable in ("temporal", "spatial") and not cfg.temporal:
-        raise ValueError(f"trainable={config.trainable!r} needs model.temporal=True: a T2I model has no temporal "
-                         f"layers (use 'all').")
-    if config.cpu_fusions not in compile_options.CPU_FUSIONS:
-        raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
-                         f"'default' (XLA's own choice, less memory).")
-    if config.sample.window_batch < 0:
-        raise ValueError(f"sample.window_batch={config.sample.window_batch} must be >= 0 (0: all windows of a long "
-                         f"video in one model call; k: k at a time, for flat memory).")
-    if config.sample.thresholding not in THRESHOLDING:
-        raise ValueError(f"sample.thresholding={config.sample.thresholding!r} must be one of {THRESHOLDING}.")
-    if config.nan_policy not in ("stop", "skip"):
-        raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
-    d = config.diffusion
-    if not 0.0 <= d.high_noise_fraction <= 1.0 or not 0.0 <= d.high_noise_t_min < 1.0:
-        raise ValueError(f"diffusion.high_noise_fraction={d.high_noise_fraction} must be in [0, 1] and "
-                         f"diffusion.high_noise_t_min={d.high_noise_t_min} in [0, 1).")
-    if not 0.0 < d.t_max <= 1.0:
-        raise ValueError(f"diffusion.t_max={d.t_max} must be in (0, 1]: the highest training time (1: all).")
-    o = config.optim
-    if o.decay_start and not o.warmup_steps <= o.decay_start < o.decay_steps:
-        raise ValueError(f"optim.decay_start={o.decay_start} must lie in [optim.warmup_steps={o.warmup_steps}, "
-                         f"optim.decay_steps={o.decay_steps}): the decay runs from decay_start to decay_steps "
-                         f"(set decay_steps to the step where it should end, or decay_start=0).")
-    if not 0.0 <= config.data.text_dropout < 1.0:
-        raise ValueError(f"data.text_dropout={config.data.text_dropout} must be in [0, 1).")
-    story = config.data.story_fraction
-    if not 0.0 <= story <= 1.0:
-        raise ValueError(f"data.story_fraction={story} must be in [0, 1]: the share of training clips whose "
-                         f"caption changes mid-clip.")
-    if story and (config.task not in tasks.UNCONDITIONAL or config.data.num_frames < 4):
-        raise ValueError(f"data.story_fraction={story} trains text-to-video on clips whose caption changes "
-                         f"mid-clip: it needs an unconditional task {tasks.UNCONDITIONAL} (task={config.task!r}) "
-                         f"and data.num_frames >= 4 (num_frames={config.data.num_frames}); or story_fraction=0.")
-    from lumiere_jax.data import stories
-    stories.parse_changes(config.data.story_changes)
-    if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
-        raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
-                         f"and channel_mult entries positive.")
-
-
 def init_model(config: ml_collections.ConfigDict, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
     """(graphdef, params) of a fresh STUNet for the config; raises if the frame count does not fit."""
-    validate_config(config)
-    return build_model(model_config(config), seed)
+    config_lib.validate(config)
+    return build_model(config_lib.model_config(config), seed)
 
 
 def build_model(cfg: STUNetConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]:

@@ -16,12 +16,15 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
+from tensorboardX import SummaryWriter
 
-from lumiere_jax import checkpointing, compile_options, inflate, sampling, sharding, tasks, video_io
+from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, sampling, sharding, video_io
 from lumiere_jax.data import pipeline, shapes_tfds, stories
 from lumiere_jax.diffusion import schedule as sched
+from lumiere_jax.diffusion.schedule import schedule_from
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, check_resumed_schedule, init_model, \
-    init_state, make_optimizer, resolve_trainable, schedule_from, validate_config
+    init_state, make_optimizer, resolve_trainable
 from lumiere_jax.text.encoders import load_text_encoder
 
 log = logging.getLogger("lumiere_jax")
@@ -48,7 +51,6 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
     if jax.process_count() > 1 and jax.process_index() != 0:
         # Process 0 builds the dataset and the text cache first: on a shared filesystem two builders
         # would race; on per-host disks the others then build their own (identical) copies.
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("lumiere_data_built")
     d = config.data
     data_dir = os.path.expanduser(d.data_dir)
@@ -62,7 +64,6 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
                                                changes=stories.parse_changes(d.story_changes))
     cache = pipeline.build_text_cache(encoder, cache_dir, [sources["train"]], extra=extra_captions)
     if jax.process_count() > 1 and jax.process_index() == 0:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("lumiere_data_built")
     return sources, encoder, cache
 
@@ -73,7 +74,7 @@ def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float = 0.0
     except the first round(high_noise_fraction * B), a low-discrepancy sequence over [high_noise_t_min, 1).
 
     Only at the highest noise levels does the caption alone decide the layout and the motion of a clip: below
-    logSNR -6 (t > 0.97 at shift 1), 3% of uniform draws. docs/motion.md measures that a micro shapes world
+    logSNR -6 (t > 0.97 at shift 1), 3% of uniform draws. docs/training.md measures that a micro shapes world
     learns its direction words when training goes there and not otherwise.
     """
     u = jax.random.uniform(key)
@@ -94,7 +95,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     base_rng = jax.random.key(config.seed)
     p_drop = config.data.text_dropout
     ema_decay = config.optim.ema_decay
-    condition = tasks.conditioner(config)
+    condition = conditioning.conditioner(config)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], null_text: jax.Array,
                    null_mask: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -176,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals") -> TrainState:
-    validate_config(config)
+    config_lib.validate(config)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     # Fixed for the life of the run (config.json keeps it): resumes never depend on init_from again.
@@ -240,7 +241,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
                                thresholding=config.sample.thresholding)
 
     # Loop.
-    from tensorboardX import SummaryWriter  # imported here: only the trainer writes TensorBoard files
     start = int(state.step)
     writer = None
     if jax.process_index() == 0:
@@ -284,7 +284,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
                      stop.reason or "a preemption notice", step)
             break
 
-        if (config.sample_every and config.task in tasks.UNCONDITIONAL
+        if (config.sample_every and config.task in config_lib.UNCONDITIONAL
                 and (step % config.sample_every == 0 or step == config.total_steps)):
             t2v.params = state.ema
             clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
@@ -376,7 +376,6 @@ def _reached_preemption(step: int) -> bool:
     """True on every host at the same step once a TPU VM receives a preemption notice (multi-host only)."""
     if jax.process_count() == 1:
         return False
-    from jax.experimental import multihost_utils
     try:
         return multihost_utils.reached_preemption_sync_point(step)
     except RuntimeError:  # no preemption service (not started through jax.distributed on a TPU VM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import imageio
 import imageio.v3 as iio
 import numpy as np
 
@@ -71,6 +72,5 @@ def read_video(path: str) -> np.ndarray:
 
 
 def _read_mp4(path: str) -> np.ndarray:
-    import imageio
     with imageio.get_reader(path, format="FFMPEG") as reader:
         return np.stack([np.asarray(f) for f in reader])

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import t2v  # noqa: E402
 from lumiere_jax import sampling, sharding, train  # noqa: E402
 from lumiere_jax.models import temporal  # noqa: E402
-from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from  # noqa: E402
+from lumiere_jax.diffusion.schedule import schedule_from  # noqa: E402
+from lumiere_jax.state import init_model, init_state, make_optimizer  # noqa: E402
 
 MESHES = {"data_frames": dict(data=2, fsdp=1, frames=4), "data_fsdp": dict(data=2, fsdp=4, frames=1),
           "frames8": dict(data=1, fsdp=1, frames=8)}
@@ -111,10 +112,12 @@ def sampler_case(name: str) -> dict:
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params)
     text = jax.random.normal(jax.random.key(2), (2, 6, c.model.text_dim))
     mask = jnp.ones((2, 6), bool)
-    kwargs = dict(shape=(8, 16, 16, 3), schedule=schedule_from(c), steps=3, guidance=2.0, sampler="ddim")
+    kwargs = dict(shape=(8, 16, 16, 3), schedule=schedule_from(c),
+                  options=sampling.SamplerOptions(steps=3, guidance=2.0, sampler="ddim"))
+    prompts = sampling.Prompts(text, mask, text[:1] * 0, mask[:1])
 
     def run():
-        return sampling.generate(graphdef, params, text, mask, text[:1] * 0, mask[:1], jax.random.key(3), **kwargs)
+        return sampling.generate(graphdef, params, prompts, jax.random.key(3), **kwargs)
 
     ref = run()
     # No cache clearing: under use_mesh, jit must trace generate again rather than reuse the unsharded program.
@@ -122,8 +125,7 @@ def sampler_case(name: str) -> dict:
     traces = sampling.generate._cache_size()
     with sharding.use_mesh(mesh, sharding.rules_from(c)):
         out = run()
-        hlo = sampling.generate.lower(graphdef, params, text, mask, text[:1] * 0, mask[:1], jax.random.key(3),
-                                      **kwargs).as_text()
+        hlo = sampling.generate.lower(graphdef, params, prompts, jax.random.key(3), **kwargs).as_text()
     return {"clip_diff": float(jnp.max(jnp.abs(out - ref))), "retraced": sampling.generate._cache_size() > traces,
             "collective_permutes": hlo.count("collective_permute")}
 

@@ -23,14 +23,14 @@ def test_sample_writes_mp4_and_gif(trained_workdir, tmp_path):
     for ext in ("mp4", "gif"):
         out = str(tmp_path / f"clip.{ext}")
         proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", "--prompt=a red circle moving left",
-                       f"--out={out}", "--steps=3", "--guidance=2", "--seed=1")
+                       f"--out={out}", "--config.sample.steps=3", "--config.sample.guidance=2", "--seed=1")
         assert proc.returncode == 0, proc.stderr[-2000:]
         frames = video_io.read_video(out)
         assert frames.shape == (4, 16, 16, 3)
 
 
 def test_eval_writes_metrics_json(trained_workdir):
-    proc = run_cli(f"--workdir={trained_workdir}", "--mode=eval", "--steps=2")
+    proc = run_cli(f"--workdir={trained_workdir}", "--mode=eval", "--config.eval.steps=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(os.path.join(trained_workdir, "eval.json")) as f:
         result = json.load(f)
@@ -44,7 +44,7 @@ def test_eval_writes_metrics_json(trained_workdir):
 def test_story_mode_writes_a_clip_longer_than_the_training_length(trained_workdir, tmp_path):
     out = str(tmp_path / "story.gif")
     proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", "--prompt=a red circle moving left",
-                   "--prompt_at=6:a blue square moving up", "--frames=10", f"--out={out}", "--steps=2")
+                   "--prompt_at=6:a blue square moving up", "--frames=10", f"--out={out}", "--config.sample.steps=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     clip = video_io.read_video(out)
     assert clip.shape == (10, 16, 16, 3)
@@ -52,6 +52,6 @@ def test_story_mode_writes_a_clip_longer_than_the_training_length(trained_workdi
     out_json = str(tmp_path / "story_json.gif")
     story = json.dumps([[0, "a red circle moving left"], {"frame": 6, "prompt": "a blue square moving up"}])
     proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", f"--prompt={story}", "--frames=10",
-                   f"--out={out_json}", "--steps=2")
+                   f"--out={out_json}", "--config.sample.steps=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_array_equal(video_io.read_video(out_json), clip)

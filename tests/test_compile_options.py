@@ -6,7 +6,8 @@ import numpy as np
 
 from conftest import smoke_config
 from lumiere_jax import compile_options
-from lumiere_jax.state import init_model, init_state, make_optimizer, schedule_from
+from lumiere_jax.diffusion.schedule import schedule_from
+from lumiere_jax.state import init_model, init_state, make_optimizer
 from lumiere_jax.train import jit_train_step, make_train_step
 
 

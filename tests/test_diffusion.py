@@ -26,14 +26,15 @@ def test_a_run_is_sampled_with_the_schedule_it_trained_with(tmp_path):
     import json
 
     from configs import t2v
-    from lumiere_jax.state import schedule_from
+    from lumiere_jax.diffusion.schedule import schedule_from
+    from lumiere_jax.runs import schedule_of
 
     config = t2v.get_config("size=smoke")
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"diffusion": {"logsnr_min": -12.0, "logsnr_max": 15.0, "shift": 0.25}}, f)
     assert schedule_from(config) == CosineSchedule()
-    assert schedule_from(config, str(tmp_path)) == CosineSchedule(logsnr_min=-12.0, shift=0.25)
-    assert schedule_from(config, str(tmp_path / "no_run_here")) == CosineSchedule()
+    assert schedule_of(config, str(tmp_path)) == CosineSchedule(logsnr_min=-12.0, shift=0.25)
+    assert schedule_of(config, str(tmp_path / "no_run_here")) == CosineSchedule()
 
 
 def test_v_parameterization_inverts():

@@ -11,7 +11,7 @@ from flax import nnx
 
 from conftest import smoke_config
 from configs import t2i
-from lumiere_jax import checkpointing, inflate, train
+from lumiere_jax import checkpointing, config_lib, inflate, train
 from lumiere_jax.models.stunet import is_temporal_path
 from lumiere_jax.state import abstract_graphdef_and_state, init_model, resolve_trainable
 
@@ -111,4 +111,4 @@ def test_spatial_only_optimizer_moves_spatial_weights_and_freezes_temporal_ones(
     assert temporal and all(moved[k] == 0.0 for k in temporal)
     assert all(moved[k] > 0.0 for k in moved if k not in temporal)
     with pytest.raises(ValueError, match="trainable='spatial' needs model.temporal=True"):
-        train.validate_config(_t2i_config("", trainable="spatial"))
+        config_lib.validate(_t2i_config("", trainable="spatial"))

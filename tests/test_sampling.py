@@ -1,8 +1,6 @@
 """Long-video sampling: which prompt each MultiDiffusion window gets, and how the windows are reconciled."""
 
-import ast
 import json
-import os
 import re
 
 import jax
@@ -17,7 +15,6 @@ from lumiere_jax.diffusion import samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
 from lumiere_jax.sampling import prompts_per_frame, prompts_per_window
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_each_window_takes_the_prompt_of_its_centre_frame():
@@ -104,14 +101,18 @@ def test_story_spans_refuse_bad_stories_naming_the_value(prompt, prompt_at, fram
         sampling.story_spans(prompt, prompt_at, frames)
 
 
+def _options(steps: int) -> sampling.SamplerOptions:
+    return sampling.SamplerOptions(steps=steps, guidance=2.0, sampler="ddim")
+
+
 def test_generate_reconciles_windows_with_the_weights_it_is_given():
     T = 10
     graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler()
 
     def run(weights):
-        return sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
-                                 schedule=schedule, steps=3, guidance=2.0, sampler="ddim", window=4, overlap=2,
-                                 window_weights=weights)
+        return sampling.generate(graphdef, params, sampling.Prompts(text, mask, null_text, null_mask), rng,
+                                 shape=(T, 2, 2, 3), schedule=schedule, options=_options(3),
+                                 windows=sampling.Windows(4, overlap=2, weights=weights))
 
     def by_hand(weights):
         denoise = md.multidiffusion_text(nnx.merge(graphdef, params), text, mask, null_text, null_mask, 2.0,
@@ -131,9 +132,9 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
     graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler((T, B, L, D))  # per frame
 
     def run(shift, text, mask):
-        return sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
-                                 schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, overlap=2,
-                                 window_weights="triangle", window_shift=shift)
+        return sampling.generate(graphdef, params, sampling.Prompts(text, mask, null_text, null_mask), rng,
+                                 shape=(T, 2, 2, 3), schedule=schedule, options=_options(4),
+                                 windows=sampling.Windows(4, overlap=2, weights="triangle", shift=shift))
 
     denoise = md.multidiffusion_text(nnx.merge(graphdef, params), text, mask, null_text, null_mask, 2.0,
                                      num_frames=T, window=4, overlap=2, weights="triangle", shift=True)
@@ -147,17 +148,18 @@ def test_generate_moves_the_windows_every_step_when_asked_and_takes_per_frame_te
     fixed = run(False, text[centres], mask[centres])
     assert np.abs(np.asarray(shifted) - np.asarray(fixed)).max() > 1e-3
     # Repeated window noise: the same sampler started from multidiffusion.repeated_noise.
-    repeated = sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
-                                 schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, overlap=2,
-                                 window_weights="triangle", window_shift=True, window_noise="repeat")
+    repeated = sampling.generate(graphdef, params, sampling.Prompts(text, mask, null_text, null_mask), rng,
+                                 shape=(T, 2, 2, 3), schedule=schedule, options=_options(4),
+                                 windows=sampling.Windows(4, overlap=2, weights="triangle", shift=True,
+                                                          noise="repeat"))
     z_repeat = md.repeated_noise(k_noise, (B, T, 2, 2, 3), 4)
     np.testing.assert_allclose(repeated, samplers.sample(denoise, z_repeat, k_sampler, schedule, num_steps=4,
                                                          sampler="ddim"), atol=1e-5)
     assert np.abs(np.asarray(repeated) - np.asarray(shifted)).max() > 1e-3
-    with pytest.raises(ValueError, match="window_noise='same' is not one of"):
-        sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
-                          schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, overlap=2,
-                          window_shift=True, window_noise="same")
+    with pytest.raises(ValueError, match="noise='same'\\) is not one of"):
+        sampling.generate(graphdef, params, sampling.Prompts(text, mask, null_text, null_mask), rng,
+                          shape=(T, 2, 2, 3), schedule=schedule, options=_options(4),
+                          windows=sampling.Windows(4, overlap=2, shift=True, noise="same"))
 
 
 def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
@@ -165,9 +167,9 @@ def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
     graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler()
 
     def run(noise, **kwargs):
-        return np.asarray(sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng,
-                                            shape=(T, 2, 2, 3), schedule=schedule, steps=4, guidance=2.0,
-                                            sampler="ddim", window=4, window_noise=noise, **kwargs))
+        return np.asarray(sampling.generate(graphdef, params, sampling.Prompts(text, mask, null_text, null_mask),
+                                            rng, shape=(T, 2, 2, 3), schedule=schedule, options=_options(4),
+                                            windows=sampling.Windows(4, noise=noise, **kwargs)))
 
     # By hand: one guided model call over all 12 frames per step, from noise repeated with the window's period.
     whole = samplers.classifier_free_guidance(nnx.merge(graphdef, params), text, mask, null_text, null_mask, 2.0)
@@ -183,13 +185,14 @@ def test_whole_clip_runs_the_model_on_all_frames_from_repeated_noise():
     per_frame_text = jnp.broadcast_to(text[:, None], (B, T) + text.shape[1:])
     per_frame_mask = jnp.broadcast_to(mask[:, None], (B, T) + mask.shape[1:])
     np.testing.assert_allclose(np.asarray(sampling.generate(
-        graphdef, params, per_frame_text, per_frame_mask, null_text, null_mask, rng, shape=(T, 2, 2, 3),
-        schedule=schedule, steps=4, guidance=2.0, sampler="ddim", window=4, window_noise="repeat",
-        whole_clip=True)), run("repeat", whole_clip=True), atol=1e-5)
+        graphdef, params, sampling.Prompts(per_frame_text, per_frame_mask, null_text, null_mask), rng,
+        shape=(T, 2, 2, 3), schedule=schedule, options=_options(4),
+        windows=sampling.Windows(4, noise="repeat", whole_clip=True))), run("repeat", whole_clip=True), atol=1e-5)
     with pytest.raises(ValueError, match="must be \[B, T, L, D\] with T = 12 frames"):
-        sampling.generate(graphdef, params, jnp.stack([text] * 3), jnp.stack([mask] * 3), null_text, null_mask,
-                          rng, shape=(T, 2, 2, 3), schedule=schedule, steps=4, guidance=2.0, sampler="ddim",
-                          window=4, whole_clip=True)  # one prompt per window
+        sampling.generate(graphdef, params, sampling.Prompts(jnp.stack([text] * 3), jnp.stack([mask] * 3),
+                                                             null_text, null_mask),
+                          rng, shape=(T, 2, 2, 3), schedule=schedule, options=_options(4),
+                          windows=sampling.Windows(4, whole_clip=True))  # one prompt per window
 
 
 def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_stories():
@@ -207,7 +210,7 @@ def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_s
     assert method("auto", 2, 16, 4, window=8) == "windows"
     with pytest.raises(ValueError, match="multiple of 4 frames \\(e.g. 28 or 32\\)"):
         method("whole", 1, 30, 4)
-    with pytest.raises(ValueError, match="--long_video='both' is not one of"):
+    with pytest.raises(ValueError, match="sample.long_video='both' is not one of"):
         method("both", 1, 32, 4)
     # Windows read each frame's prompt for several prompts on a story-trained model, or when asked.
     reads = sampling.windows_read_frame_prompts
@@ -216,17 +219,17 @@ def test_long_video_method_picks_the_whole_clip_for_one_prompt_and_windows_for_s
     assert not reads("windows", 1, True) and not reads("whole", 2, True, frame_text=True)
 
 
-def test_late_params_run_the_low_noise_steps_only():
-    # Stylized generation's schedule: steps at t > late_from use params, the rest late_params.
+def test_late_weights_run_the_low_noise_steps_only():
+    # Stylized generation's schedule: steps at t > late.start use params, the rest late.params.
     T = 8
     graphdef, params, text, mask, null_text, null_mask, schedule, rng = _toy_sampler()
     late = jax.tree.map(lambda x: x * jnp.array([0.2, 0.5, 0.3]), params)  # other taps: another denoiser
 
-    def run(params, late_params=None, late_from=1.0, **window):
-        return np.asarray(sampling.generate(graphdef, params, text, mask, null_text, null_mask, rng,
-                                            shape=(T, 2, 2, 3), schedule=schedule, steps=5, guidance=2.0,
-                                            sampler="ddim", late_params=late_params, late_from=late_from,
-                                            **window))
+    def run(params, late_params=None, late_from=1.0, windows=None):
+        late = None if late_params is None else sampling.LateWeights(late_params, late_from)
+        return np.asarray(sampling.generate(graphdef, params, sampling.Prompts(text, mask, null_text, null_mask),
+                                            rng, shape=(T, 2, 2, 3), schedule=schedule, options=_options(5),
+                                            windows=windows, late=late))
 
     early_only, late_only = run(params), run(late)
     np.testing.assert_allclose(run(params, late, 1.0), late_only, atol=1e-6)  # every step is at t <= 1
@@ -249,24 +252,22 @@ def test_late_params_run_the_low_noise_steps_only():
     assert min(np.abs(mixed - early_only).max(), np.abs(mixed - late_only).max()) > 1e-3
     # The same under temporal MultiDiffusion (the switch wraps the whole windowed denoiser).
     window = dict(window=4, overlap=2, weights="triangle")
-    windowed = run(params, late, 0.5, window=4, overlap=2, window_weights="triangle")
+    windowed = run(params, late, 0.5, sampling.Windows(4, overlap=2, weights="triangle"))
     np.testing.assert_allclose(windowed, by_hand(0.5, **window), atol=1e-5)
 
 
 def test_long_videos_default_to_half_window_overlaps_with_triangle_weights_shifts_and_repeated_noise():
     assert [sampling.long_video_overlap(w) for w in (1, 4, 8, 16, 80)] == [0, 2, 4, 8, 40]
-    assert sampling.LONG_VIDEO_WEIGHTS in md.WEIGHTS
-    assert sampling.LONG_VIDEO_SHIFT is True
-    assert sampling.LONG_VIDEO_NOISE == "repeat"
-    # The CLI's flag defaults are literals (main.py imports jax only after its flags): keep them in step. Read
-    # from the source, as importing main here would define its absl flags in the test process.
-    assert sampling.LONG_VIDEO_METHOD in sampling.LONG_VIDEO_METHODS
-    wanted, defaults = ("window_weights", "shift_windows", "window_noise", "long_video"), {}
-    for node in ast.walk(ast.parse(open(os.path.join(ROOT, "lumiere_jax", "main.py")).read())):
-        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("DEFINE")
-                and isinstance(node.args[0], ast.Constant) and node.args[0].value in wanted):
-            defaults[node.args[0].value] = ast.literal_eval(node.args[1])
-    assert defaults["window_weights"] == sampling.LONG_VIDEO_WEIGHTS
-    assert defaults["shift_windows"] is sampling.LONG_VIDEO_SHIFT
-    assert defaults["window_noise"] == sampling.LONG_VIDEO_NOISE
-    assert defaults["long_video"] == sampling.LONG_VIDEO_METHOD
+    default = sampling.LongVideo()
+    assert (default.method, default.overlap, default.weights, default.shift, default.noise) == (
+        "auto", None, "triangle", True, "repeat")
+    assert default.weights in md.WEIGHTS and default.method in sampling.LONG_VIDEO_METHODS
+    # The config's sample keys say the same, and -1 is the half-window overlap.
+    from configs import t2v
+    assert sampling.LongVideo.from_config(t2v.get_config("size=smoke").sample) == default
+    sample = t2v.get_config("size=smoke").sample
+    with sample.unlocked():
+        sample.update(overlap=2, window_weights="uniform", shift_windows=False, window_noise="independent",
+                      long_video="windows", window_batch=1)
+    assert sampling.LongVideo.from_config(sample) == sampling.LongVideo("windows", 2, "uniform", False, "independent",
+                                                                        1)

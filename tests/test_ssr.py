@@ -13,6 +13,7 @@ import pytest
 
 from configs import ssr as ssr_configs
 from lumiere_jax import sampling, ssr, video_io
+from lumiere_jax.conditioning import low_res
 from lumiere_jax.diffusion.schedule import CosineSchedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,25 +49,25 @@ def _clip(shape, seed=0):
 
 def test_downsample_is_the_block_mean_and_upsample_is_bilinear():
     x = _clip((1, 2, 8, 8, 3))
-    low = ssr.downsample(x, 4)
+    low = low_res.downsample(x, 4)
     assert low.shape == (1, 2, 4, 4, 3)
     np.testing.assert_allclose(low[0, 1, 2, 3], x[0, 1, 4:6, 6:8].mean(axis=(0, 1)), atol=1e-6)
-    up = ssr.upsample(low, 8)
+    up = low_res.upsample(low, 8)
     assert up.shape == (1, 2, 8, 8, 3)
     # Half-pixel centres: output row 1 samples input row (1 + 0.5) / 2 - 0.5 = 0.25; column 0 clamps to input 0.
     np.testing.assert_allclose(up[0, 0, 1, 0], 0.75 * low[0, 0, 0, 0] + 0.25 * low[0, 0, 1, 0], atol=1e-6)
     with pytest.raises(ValueError, match="multiple of ssr.low_resolution"):
-        ssr.downsample(x, 3)
+        low_res.downsample(x, 3)
 
 
 def test_conditioner_shapes_range_and_levels(data_dir):
     config = ssr_smoke_config(data_dir)
     x = _clip((4, 4, 32, 32, 3))
-    out = jax.jit(ssr.make_conditioner(config))(x, jax.random.key(1))
+    out = jax.jit(low_res.make_conditioner(config))(x, jax.random.key(1))
     assert out["cond"].shape == x.shape and out["cond_level"].shape == (4,)
     level = np.asarray(out["cond_level"])
     assert np.all((level >= 0) & (level <= config.ssr.aug_level_max)) and len(set(level.tolist())) == 4
-    clean = ssr.upsample(ssr.downsample(x, 16), 32)
+    clean = low_res.upsample(low_res.downsample(x, 16), 32)
     noise = np.asarray(out["cond"] - clean).std(axis=(1, 2, 3, 4))  # per example: grows with its level
     _, sigma = CosineSchedule().alpha_sigma(jnp.asarray(level))
     assert np.all(noise > 0) and list(np.argsort(noise)) == list(np.argsort(level))
@@ -76,13 +77,13 @@ def test_conditioner_shapes_range_and_levels(data_dir):
 def test_augmentation_level_zero_is_exactly_the_bilinear_upsample(data_dir):
     config = ssr_smoke_config(data_dir, ssr__aug_level_max=0.0)
     x = _clip((2, 4, 32, 32, 3))
-    out = jax.jit(ssr.make_conditioner(config))(x, jax.random.key(2))
+    out = jax.jit(low_res.make_conditioner(config))(x, jax.random.key(2))
     np.testing.assert_array_equal(out["cond_level"], 0.0)
-    np.testing.assert_array_equal(out["cond"], ssr.upsample(ssr.downsample(x, 16), 32))
+    np.testing.assert_array_equal(out["cond"], low_res.upsample(low_res.downsample(x, 16), 32))
     assert float(jnp.abs(out["cond"]).max()) <= 1.0  # bilinear interpolation stays in the clip's range
     low = _clip((1, 4, 16, 16, 3))
-    cond = ssr.condition_low_res(low, jnp.zeros((1,)), jax.random.key(0), resolution=32, schedule=CosineSchedule())
-    np.testing.assert_array_equal(cond, ssr.upsample(low, 32))
+    cond = low_res.condition_low_res(low, jnp.zeros((1,)), jax.random.key(0), resolution=32, schedule=CosineSchedule())
+    np.testing.assert_array_equal(cond, low_res.upsample(low, 32))
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -96,7 +97,7 @@ def test_augmentation_level_zero_is_exactly_the_bilinear_upsample(data_dir):
 ])
 def test_bad_ssr_configs_are_refused(data_dir, overrides, match):
     with pytest.raises(ValueError, match=match):
-        ssr.make_conditioner(ssr_smoke_config(data_dir, **overrides))
+        low_res.make_conditioner(ssr_smoke_config(data_dir, **overrides))
 
 
 def test_paper_scale_variant_builds_abstractly():
@@ -105,18 +106,19 @@ def test_paper_scale_variant_builds_abstractly():
 
     from lumiere_jax.diffusion import multidiffusion
     from lumiere_jax.models.stunet import STUNet
-    from lumiere_jax.state import model_config, split_model, validate_config
+    from lumiere_jax.config_lib import model_config, validate as validate_config
+    from lumiere_jax.state import split_model
 
     config = ssr_configs.get_config("size=lumiere")
     validate_config(config)
-    ssr.validate(config)
+    low_res.validate(config)
     assert (config.ssr.low_resolution, config.data.resolution, config.ssr.window) == (128, 1024, 16)
     graphdef, params = split_model(nnx.eval_shape(lambda: STUNet(model_config(config), rngs=nnx.Rngs(0))))
     assert 4e8 < sum(p.size for p in jax.tree.leaves(params)) < 6e8
     frames = 80
 
     def step(params, z, low, text, mask):
-        cond = ssr.upsample(low, 1024)
+        cond = low_res.upsample(low, 1024)
         model = nnx.merge(graphdef, params)
         denoise = multidiffusion.multidiffusion_text(
             model, text, mask, text[:1], mask[:1], 1.0, num_frames=frames, window=16, overlap=2,
@@ -162,15 +164,17 @@ def test_ssr_sampler_is_generate_on_the_augmented_upsampled_clip(ssr_workdir):
     prompts = ["a red circle moving left", "a blue square moving up"]
     high = upsampler(low, prompts, seed=5, steps=2)
     assert high.shape == (2, 4, 32, 32, 3) and np.all(np.abs(high) <= 1.0)
-    # The same thing by hand: window == clip is the plain sampler with the conditioning of SPEC section 2.
+    # The same thing by hand: window == clip is the plain sampler with the low-res conditioning.
     k_aug, k_sample = jax.random.split(jax.random.key(5))
     level = jnp.full((2,), upsampler.config.ssr.sample_aug_level)
-    cond = ssr.augment(ssr.upsample(low, 32), level, k_aug, upsampler.schedule)
+    cond = low_res.augment(low_res.upsample(low, 32), level, k_aug, upsampler.schedule)
     text, mask = upsampler.encoder.encode(prompts)
-    expected = sampling.generate(upsampler.graphdef, upsampler.params, jnp.asarray(text), jnp.asarray(mask),
-                                 upsampler.null_text, upsampler.null_mask, k_sample, shape=(4, 32, 32, 3),
-                                 schedule=upsampler.schedule, steps=2, guidance=1.0, sampler="ddim", cond=cond,
-                                 cond_level=level)
+    expected = sampling.generate(upsampler.graphdef, upsampler.params,
+                                 sampling.Prompts(jnp.asarray(text), jnp.asarray(mask), upsampler.null_text,
+                                                  upsampler.null_mask),
+                                 k_sample, shape=(4, 32, 32, 3), schedule=upsampler.schedule,
+                                 options=sampling.SamplerOptions(steps=2, guidance=1.0, sampler="ddim"),
+                                 condition=sampling.Condition(cond, level))
     np.testing.assert_allclose(high, expected, atol=1e-5)
     # The low-res clip reaches the model (4 training steps: weakly, but 10x above the tolerance above).
     other = upsampler(-low, prompts, seed=5, steps=2)
@@ -203,11 +207,11 @@ def test_cascade_cli_writes_the_high_res_clip(trained_workdir, ssr_workdir, tmp_
     out = str(tmp_path / "cascade.gif")
     proc = run_cli(f"--workdir={trained_workdir}", "--mode=sample", f"--ssr_workdir={ssr_workdir}",
                    "--prompt=a red circle moving left", "--prompt_at=3:a red circle moving up", "--frames=6",
-                   f"--out={out}", "--steps=2", "--ssr_window_batch=1")
+                   f"--out={out}", "--config.sample.steps=2", "--config.sample.ssr_window_batch=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert video_io.read_video(out).shape == (6, 32, 32, 3)
     assert "6 frames at 32x32" in proc.stdout and "SSR checkpoint step 4" in proc.stdout
-    assert "SSR windows 1 at a time" in proc.stdout  # --ssr_window_batch overrides the SSR run's 0
+    assert "SSR windows 1 at a time" in proc.stdout  # config.sample.ssr_window_batch overrides the SSR run's 0
 
 
 @pytest.mark.parametrize("case, match", [
@@ -235,14 +239,14 @@ def test_cascade_is_the_base_long_video_then_the_ssr(trained_workdir, ssr_workdi
     cascade = ssr.Cascade(base, upsampler)
     spans = [(0, "a red circle moving left"), (3, "a red circle moving up")]
     kwargs = dict(seed=2, guidance=2.0, sampler="ddim")
-    low, high = cascade(spans, 6, base_steps=2, ssr_steps=2, method="windows", **kwargs)
+    low, high = cascade(spans, 6, base_steps=2, ssr_steps=2, layout=sampling.LongVideo("windows"), **kwargs)
     assert low.shape == (6, 16, 16, 3) and high.shape == (6, 32, 32, 3)
-    expected_low = base.long_video(spans, 6, steps=2, method="windows", **kwargs)
+    expected_low = base.long_video(spans, 6, steps=2, layout=sampling.LongVideo("windows"), **kwargs)
     np.testing.assert_allclose(low, expected_low, atol=1e-6)
     np.testing.assert_allclose(high, upsampler(expected_low[None], spans=spans, seed=2, steps=2)[0], atol=1e-6)
     # One base window per model call: the same clips.
-    grouped_low, grouped_high = cascade(spans, 6, base_steps=2, ssr_steps=2, method="windows", window_batch=1,
-                                        **kwargs)
+    grouped_low, grouped_high = cascade(spans, 6, base_steps=2, ssr_steps=2,
+                                        layout=sampling.LongVideo("windows", window_batch=1), **kwargs)
     np.testing.assert_allclose(grouped_low, low, atol=1e-4)
     np.testing.assert_allclose(grouped_high, high, atol=1e-4)
     with pytest.raises(ValueError, match="makes 8 px clips but the SSR model upsamples 16 px"):

@@ -15,7 +15,9 @@ import pytest
 from conftest import smoke_config
 from lumiere_jax import checkpointing, sampling, train
 from lumiere_jax.data import pipeline
-from lumiere_jax.state import abstract_graphdef_and_state, schedule_from, trained_on_stories, with_run_model
+from lumiere_jax.diffusion.schedule import schedule_from
+from lumiere_jax.runs import trained_on_stories, with_run_model
+from lumiere_jax.state import abstract_graphdef_and_state
 
 
 def _losses(workdir):
@@ -115,45 +117,46 @@ def test_sampling_from_the_trained_run(trained_workdir):
                                num_frames=4, resolution=16)
     assert t2v.frame_multiple == 2  # the smoke U-Net halves its frames once
     kwargs = dict(seed=0, steps=2, guidance=2.0)
+    WINDOWS = sampling.LongVideo("windows")  # noqa: N806
     long_clip = t2v.long_video([(0, "a red circle")], 8, **kwargs)
     text, mask = Encoder().encode(["a red circle"])
-    by_hand = sampling.generate(t2v.graphdef, t2v.params, jnp.asarray(text), jnp.asarray(mask), t2v.null_text,
-                                t2v.null_mask, jax.random.key(0), shape=(8, 16, 16, 3), schedule=t2v.schedule,
-                                steps=2, guidance=2.0, sampler="ddim", window=4, window_noise="repeat",
-                                whole_clip=True)
+    options = sampling.SamplerOptions(steps=2, guidance=2.0, sampler="ddim")
+    by_hand = sampling.generate(t2v.graphdef, t2v.params, t2v.prompts(text, mask), jax.random.key(0),
+                                shape=(8, 16, 16, 3), schedule=t2v.schedule, options=options,
+                                windows=sampling.Windows(4, noise="repeat", whole_clip=True))
     assert long_clip.shape == (8, 16, 16, 3) and np.isfinite(long_clip).all()
     np.testing.assert_allclose(long_clip, np.asarray(by_hand)[0], atol=1e-5)
-    windows = t2v.long_video([(0, "a red circle")], 8, method="windows", **kwargs)
+    windows = t2v.long_video([(0, "a red circle")], 8, layout=WINDOWS, **kwargs)
     assert np.abs(windows - long_clip).max() > 1e-3
     story = t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8, **kwargs)
     np.testing.assert_allclose(story, t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8,
-                                                     method="windows", **kwargs), atol=1e-6)
+                                                     layout=WINDOWS, **kwargs), atol=1e-6)
     # One window per model call (config.sample.window_batch = 1: flat memory) samples the same story.
     np.testing.assert_allclose(t2v.long_video([(0, "a red circle"), (4, "a blue square moving up")], 8,
-                                              window_batch=1, **kwargs), story, atol=1e-5)
+                                              layout=sampling.LongVideo(window_batch=1), **kwargs), story,
+                               atol=1e-5)
     # A story on the whole clip: each frame its span's prompt, in one model call per step ([1, T, L, D] text).
     spans = [(0, "a red circle"), (4, "a blue square moving up")]
     text, mask = Encoder().encode([p for _, p in spans])
     per_frame = np.repeat(np.arange(2), 4)
-    by_hand = sampling.generate(t2v.graphdef, t2v.params, jnp.asarray(text[per_frame][None]),
-                                jnp.asarray(mask[per_frame][None]), t2v.null_text, t2v.null_mask, jax.random.key(0),
-                                shape=(8, 16, 16, 3), schedule=t2v.schedule, steps=2, guidance=2.0, sampler="ddim",
-                                window=4, window_noise="repeat", whole_clip=True)
-    whole_story = t2v.long_video(spans, 8, method="whole", **kwargs)
+    by_hand = sampling.generate(t2v.graphdef, t2v.params, t2v.prompts(text[per_frame][None], mask[per_frame][None]),
+                                jax.random.key(0), shape=(8, 16, 16, 3), schedule=t2v.schedule, options=options,
+                                windows=sampling.Windows(4, noise="repeat", whole_clip=True))
+    whole_story = t2v.long_video(spans, 8, layout=sampling.LongVideo("whole"), **kwargs)
     np.testing.assert_allclose(whole_story, np.asarray(by_hand)[0], atol=1e-5)
     assert np.abs(whole_story - story).max() > 1e-3
     t2v.story_trained = True  # a model trained on stories takes them on the whole clip by default
     np.testing.assert_allclose(t2v.long_video(spans, 8, **kwargs), whole_story, atol=1e-6)
     # ... and on windows, each window reads its own frames' prompts (frame_text) instead of its centre frame's.
-    story_windows = t2v.long_video(spans, 8, method="windows", **kwargs)
-    by_hand = sampling.generate(t2v.graphdef, t2v.params, jnp.asarray(text[per_frame][None]),
-                                jnp.asarray(mask[per_frame][None]), t2v.null_text, t2v.null_mask, jax.random.key(0),
-                                shape=(8, 16, 16, 3), schedule=t2v.schedule, steps=2, guidance=2.0, sampler="ddim",
-                                window=4, overlap=2, window_weights="triangle", window_shift=True,
-                                window_noise="repeat", frame_text=True)
+    story_windows = t2v.long_video(spans, 8, layout=WINDOWS, **kwargs)
+    by_hand = sampling.generate(t2v.graphdef, t2v.params, t2v.prompts(text[per_frame][None], mask[per_frame][None]),
+                                jax.random.key(0), shape=(8, 16, 16, 3), schedule=t2v.schedule, options=options,
+                                windows=sampling.Windows(4, overlap=2, weights="triangle", shift=True, noise="repeat",
+                                                         frame_text=True))
     np.testing.assert_allclose(story_windows, np.asarray(by_hand)[0], atol=1e-5)
     assert min(np.abs(story_windows - story).max(), np.abs(story_windows - whole_story).max()) > 1e-3
-    np.testing.assert_allclose(t2v.long_video(spans, 8, method="windows", frame_text=False, **kwargs), story,
+    np.testing.assert_allclose(t2v.long_video(spans, 8, layout=sampling.LongVideo("windows", frame_text=False),
+                                              **kwargs), story,
                                atol=1e-6)
     # A story within the training length is one window: the whole clip, a prompt per frame.
     short = t2v.long_video([(0, "a red circle"), (2, "a blue square moving up")], 4, **kwargs)
@@ -162,10 +165,10 @@ def test_sampling_from_the_trained_run(trained_workdir):
                                short, atol=1e-6)
     assert short.shape == (4, 16, 16, 3) and np.isfinite(short).all()
     odd = t2v.long_video([(0, "a red circle")], 7, **kwargs)
-    np.testing.assert_allclose(odd, t2v.long_video([(0, "a red circle")], 7, method="windows", **kwargs),
+    np.testing.assert_allclose(odd, t2v.long_video([(0, "a red circle")], 7, layout=WINDOWS, **kwargs),
                                atol=1e-6)
     with pytest.raises(ValueError, match="multiple of 2 frames"):
-        t2v.long_video([(0, "a red circle")], 7, method="whole", **kwargs)
+        t2v.long_video([(0, "a red circle")], 7, layout=sampling.LongVideo("whole"), **kwargs)
 
 
 def test_story_training_reads_a_caption_per_frame(data_dir, tmp_path):
@@ -180,11 +183,11 @@ def test_story_training_reads_a_caption_per_frame(data_dir, tmp_path):
     assert trained_on_stories(workdir) and not trained_on_stories(str(tmp_path))
     t2v, _ = sampling.load_text_to_video(smoke_config(data_dir), workdir)
     assert t2v.story_trained  # read from the run's config.json, whatever the command line's config says
-    # The command line samples a story from it on the whole clip, a prompt per frame (--long_video=auto).
+    # The command line samples a story from it on the whole clip, a prompt per frame (config.sample.long_video='auto').
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-m", "lumiere_jax.main", "--config=configs/t2v.py:size=smoke",
                            f"--workdir={workdir}", "--mode=sample", "--prompt=a red circle moving left",
-                           "--frames=8", "--prompt_at=4:a red circle moving up", "--steps=2",
+                           "--frames=8", "--prompt_at=4:a red circle moving up", "--config.sample.steps=2",
                            f"--out={tmp_path / 'story.gif'}"], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "8 frames at 16x16, the whole clip with a prompt per frame" in proc.stdout, proc.stdout
@@ -260,6 +263,6 @@ def test_decay_start_holds_the_peak_then_decays_to_decay_steps(data_dir):
     np.testing.assert_allclose(lr[100:], 1e-4, rtol=1e-5)  # ... to decay_to at decay_steps, and stays
     assert float(plain(60)) < 1e-3  # decay_start=0 keeps the old meaning: decay right after warmup
     c.optim.decay_start = 100  # must end before decay_steps
-    from lumiere_jax.state import validate_config
+    from lumiere_jax.config_lib import validate as validate_config
     with pytest.raises(ValueError, match="optim.decay_start=100 must lie in"):
         validate_config(c)

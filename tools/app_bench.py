@@ -1,7 +1,7 @@
-r"""Measures the applications (SPEC section 3) on the shapes world with the program checker; prints a table.
+r"""Measures the applications (Lumiere, Bar-Tal et al. 2024, Sec. 4) with the shapes world's program checker.
 
   python -m tools.app_bench --t2v=/work/runs/tiny1 --conditional=/work/runs/cond1 \
-      --style_weights=/work/runs/outline.safetensors --out=docs/applications.json --gif_dir=docs
+      --style_weights=/work/runs/outline.safetensors --out=benchmarks/results/applications.json --gif_dir=docs
 
 Each row samples `--num` clips of single large shapes (colours, shapes, motions cycled) and reports:
   i2v          frame-1 error of the raw model output (mean |diff|, uint8 levels; 0 after paste-back), and
@@ -16,7 +16,8 @@ Each row samples `--num` clips of single large shapes (colours, shapes, motions 
                levels of the striped-background style, ~0 in training data, ~17 in the style image), fill
                fraction (1 = filled shapes as in training, lower = the outline style), colour, shape and
                motion accuracy; the style weights run the steps at t <= --style_start
-A section runs only when its run is given. Runs on a 2-core CPU in minutes at the tiny size.
+A section runs only when its run is given; the numbers print as a table. Runs on a 2-core CPU in minutes at
+the tiny size.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ import os
 import numpy as np
 from absl import app, flags
 
-from lumiere_jax import applications, conditioning, video_io
+from lumiere_jax import config_lib, video_io
+from lumiere_jax.applications import edit
+from lumiere_jax.applications.inputs import Request
+from lumiere_jax.conditioning import masked
 from lumiere_jax.data import shapes
-from lumiere_jax.eval import shapes_checker
+from lumiere_jax.eval import app_metrics, shapes_checker
 from tools.app_inputs import path_box
 
 _T2V = flags.DEFINE_string("t2v", None, "A configs/t2v.py run (SDEdit, style).")
 _COND = flags.DEFINE_string("conditional", None, "A configs/conditional.py run (i2v, inpaint, cinemagraph).")
 _STYLE = flags.DEFINE_string("style_weights", None, "Style weights from --mode=style_tune over --t2v.")
-_STYLE_START = flags.DEFINE_float("style_start", applications.STYLE_START,
+_STYLE_START = flags.DEFINE_float("style_start", config_lib.base_config().sample.style_start,
                                    "Diffusion time from which the style weights apply (1: every step).")
 _STYLE_PROMPT = flags.DEFINE_string("style_prompt", "on a striped background",
                                     "Words naming the style, appended to each style prompt (as in the tuning caption).")
@@ -100,9 +104,9 @@ def conditional_rows(workdir: str, kw: dict) -> dict:
     rows = {}
 
     # Image-to-video.
-    conds = np.stack([conditioning.i2v_condition(c["clip"][0], t) for c in cases])
-    raw = applications.conditional_sample(t2v, prompts, conds, **kw)
-    out = conditioning.paste_back(raw, conds)
+    conds = np.stack([masked.i2v_condition(c["clip"][0], t) for c in cases])
+    raw = edit.conditional_sample(t2v, prompts, conds, **kw)
+    out = masked.paste_back(raw, conds)
     found = _found(out)
     rows["i2v"] = {"frame1_error_raw": float(np.abs(raw[:, 0] - conds[:, 0, ..., :3]).mean() * 127.5),
                    "frame1_error_pasted": float(np.abs(out[:, 0] - conds[:, 0, ..., :3]).mean() * 127.5),
@@ -112,12 +116,12 @@ def conditional_rows(workdir: str, kw: dict) -> dict:
 
     # Inpainting: the hole covers the object's whole path.
     holes = np.stack([path_box(c["uint8"]) for c in cases])  # [N, H, W]
-    conds = np.stack([conditioning.inpaint_condition(c["clip"], h) for c, h in zip(cases, holes)])
+    conds = np.stack([masked.inpaint_condition(c["clip"], h) for c, h in zip(cases, holes)])
     for name, colors in (("inpaint_restore", [c["color"] for c in cases]),
                          ("inpaint_replace", [_other_color(c["color"]) for c in cases])):
         ps = [shapes.prompt_for(col, c["shape"], c["motion"]) for col, c in zip(colors, cases)]
-        raw = applications.conditional_sample(t2v, ps, conds, **kw)
-        out = conditioning.paste_back(raw, conds)
+        raw = edit.conditional_sample(t2v, ps, conds, **kw)
+        out = masked.paste_back(raw, conds)
         known = conds[..., 3] == 1
         rows[name] = {"known_error_raw": float(np.abs(raw - conds[..., :3])[known].mean() * 127.5),
                       "color_acc": _acc(_found(out), "color", colors),
@@ -126,9 +130,9 @@ def conditional_rows(workdir: str, kw: dict) -> dict:
         _gif(name, out, conds[..., :3])
 
     # Cinemagraph: animate the object's path region of the still first frame.
-    conds = np.stack([conditioning.cinemagraph_condition(c["clip"][0], h, t) for c, h in zip(cases, holes)])
-    raw = applications.conditional_sample(t2v, prompts, conds, **kw)
-    out = conditioning.paste_back(raw, conds)
+    conds = np.stack([masked.cinemagraph_condition(c["clip"][0], h, t) for c, h in zip(cases, holes)])
+    raw = edit.conditional_sample(t2v, prompts, conds, **kw)
+    out = masked.paste_back(raw, conds)
 
     def frame_diff(x, inside):
         d = np.abs(np.diff(x, axis=1)).mean(-1) * 127.5  # [N, T-1, H, W]
@@ -153,7 +157,7 @@ def t2v_rows(workdir: str, style_weights: str | None, kw: dict) -> dict:
     targets = [_other_color(c["color"]) for c in cases]
     prompts = [shapes.prompt_for(col, c["shape"], c["motion"]) for col, c in zip(targets, cases)]
     for strength in (0.4, 0.6, 0.8) if _SDEDIT.value else ():
-        out = applications.sdedit(t2v, prompts, sources, strength, **kw)
+        out = edit.sdedit(t2v, prompts, sources, strength, **kw)
         found = _found(out)
         rows[f"sdedit_{strength}"] = {"new_color_acc": _acc(found, "color", targets),
                                       "motion_kept": _acc(found, "motion", [c["motion"] for c in cases]),
@@ -166,19 +170,19 @@ def t2v_rows(workdir: str, style_weights: str | None, kw: dict) -> dict:
                    for c in cases]
         for alpha in (float(a) for a in _ALPHAS.value):
             t2v.params = base
-            applications.apply_style(t2v, applications.Request("t2v", style_weights=style_weights, style_alpha=alpha,
-                                                               style_start=_STYLE_START.value))
+            edit.apply_style(t2v, Request("t2v", style_weights=style_weights, style_alpha=alpha,
+                                          style_start=_STYLE_START.value))
             out = t2v(prompts, seed=kw["seed"], steps=kw["steps"], guidance=kw["guidance"], sampler=kw["sampler"])
             found = _found(out)
             rows[f"style_a{alpha}"] = {
-                "stripe_amplitude": float(np.mean([applications.stripe_amplitude(c) for c in video_io.to_uint8(out)])),
-                "fill_fraction": float(np.nanmean([applications.fill_fraction(c) for c in video_io.to_uint8(out)])),
+                "stripe_amplitude": float(np.mean([app_metrics.stripe_amplitude(c) for c in video_io.to_uint8(out)])),
+                "fill_fraction": float(np.nanmean([app_metrics.fill_fraction(c) for c in video_io.to_uint8(out)])),
                 "color_acc": _acc(found, "color", [c["color"] for c in cases]),
                 "shape_acc": _acc(found, "shape", [c["shape"] for c in cases]),
                 "motion_acc": _acc(found, "motion", [c["motion"] for c in cases])}
             if alpha == _GIF_ALPHA.value:
                 _gif("style", out)
-        t2v.params, t2v.late_params = base, None
+        t2v.params, t2v.late = base, None
     return rows
 
 

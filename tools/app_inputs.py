@@ -1,4 +1,4 @@
-r"""Writes example inputs for the applications (SPEC section 3) from the shapes world.
+r"""Writes example inputs for the applications (Lumiere, Bar-Tal et al. 2024, Sec. 4) from the shapes world.
 
   python -m tools.app_inputs --out=/tmp/app_inputs [--frames=8 --resolution=32]
 

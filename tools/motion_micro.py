@@ -158,8 +158,10 @@ def main(argv) -> None:
     del argv
     from configs import t2v as t2v_config
     from lumiere_jax import sampling
+    from lumiere_jax.config_lib import model_config
     from lumiere_jax.diffusion import schedule as sched
-    from lumiere_jax.state import build_model, model_config, with_run_model
+    from lumiere_jax.runs import with_run_model
+    from lumiere_jax.state import build_model
     from lumiere_jax.text.encoders import load_text_encoder
 
     config = t2v_config.get_config("size=tiny")

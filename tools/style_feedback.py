@@ -32,9 +32,11 @@ import imageio.v3 as iio
 import numpy as np
 from absl import app, flags
 
-from lumiere_jax import applications, video_io
+from lumiere_jax import config_lib, video_io
+from lumiere_jax.applications import edit
+from lumiere_jax.applications.inputs import Request, read_image
 from lumiere_jax.data import shapes
-from lumiere_jax.eval import shapes_checker
+from lumiere_jax.eval import app_metrics, shapes_checker
 
 _T2V = flags.DEFINE_string("t2v", None, "The configs/t2v.py run the style was tuned from.")
 _STYLE = flags.DEFINE_string("style_weights", None, "The first round's style weights (--mode=style_tune).")
@@ -48,7 +50,7 @@ _MIN_STYLE = flags.DEFINE_float("min_style", 2.0, "Least stripe amplitude of a k
                                 "scores ~17, the base model ~0.3).")
 _ALPHA = flags.DEFINE_float("style_alpha", 1.0, "Style weight a of the first round's samples (above 1 "
                             "extrapolates: a stronger style; docs/applications.md).")
-_STYLE_START = flags.DEFINE_float("style_start", applications.STYLE_START,
+_STYLE_START = flags.DEFINE_float("style_start", config_lib.base_config().sample.style_start,
                                   "Diffusion time from which the style weights apply (1: every step).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size of the run.")
 _STEPS = flags.DEFINE_integer("steps", 25, "DDIM steps.")
@@ -73,10 +75,10 @@ def main(argv) -> None:
             raise app.UsageError(f"--out={_OUT.value} holds other images ({', '.join(foreign[:3])}), which would "
                                  f"join the next round's tune: give an empty or new folder.")
     config = t2v_config.get_config(f"size={_SIZE.value}")
-    reference = applications.read_image(_REFERENCE.value, config.data.resolution, "--reference")
+    reference = read_image(_REFERENCE.value, config.data.resolution, "--reference")
     t2v = sampling.load_text_to_video(config, _T2V.value)[0]
-    applications.apply_style(t2v, applications.Request("t2v", style_weights=_STYLE.value, style_alpha=_ALPHA.value,
-                                                       style_start=_STYLE_START.value))
+    edit.apply_style(t2v, Request("t2v", style_weights=_STYLE.value, style_alpha=_ALPHA.value,
+                                  style_start=_STYLE_START.value))
     content = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES]
     prompts = [f"a large {c} {s} {_STYLE_WORDS.value}" for c, s in content]  # as the reference's caption
     t0 = time.time()
@@ -90,8 +92,8 @@ def main(argv) -> None:
             frames.append(frame)
             candidates.append({"prompt": prompt, "color": color, "shape": shape, "seed": seed,
                                "found_color": found["color"], "found_shape": found["shape"],
-                               "style": applications.stripe_amplitude(frame[None])})
-    kept = applications.select_feedback(candidates, _KEEP.value, _MIN_STYLE.value)
+                               "style": app_metrics.stripe_amplitude(frame[None])})
+    kept = app_metrics.select_feedback(candidates, _KEEP.value, _MIN_STYLE.value)
     os.makedirs(_OUT.value, exist_ok=True)
     for name in os.listdir(_OUT.value):  # an earlier round's samples must not join this one
         if name.startswith(("sample_", "reference.")):

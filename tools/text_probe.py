@@ -24,8 +24,8 @@ def main(argv) -> None:
     from configs import t2v as t2v_config
     from lumiere_jax import sampling
     from lumiere_jax.eval import text_probe
+    from lumiere_jax.runs import with_run_model
 
-    from lumiere_jax.state import with_run_model
     config = with_run_model(t2v_config.get_config(f"size={_SIZE.value}"), _T2V.value)
     t2v, step = sampling.load_text_to_video(config, _T2V.value, _STEP.value)
     clips, attrs = text_probe.probe_clips(_NUM.value, config.data.num_frames, config.data.resolution)

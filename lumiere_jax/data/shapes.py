@@ -1,4 +1,4 @@
-"""Captioned moving shapes: the embedded synthetic world (SPEC section 5).
+"""Captioned moving shapes: the embedded synthetic world (docs/data.md).
 
 Every clip shows one or two coloured shapes gliding in a straight line over a
 constant dark background, with a templated caption. Because every attribute is

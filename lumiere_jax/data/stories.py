@@ -4,7 +4,7 @@ A story clip (`shapes.make_story_example`) shows one object that changes once, m
 or shape: `changes`), and carries one caption per frame. A model trained on a mix of these and the plain captioned
 clips learns to follow per-frame captions ([B, T, L, D] text, `models/stunet.py`), which story mode on the whole clip
 (`sampling.generate` with per-frame text) needs: a model trained only on one caption per clip follows
-captions that change within a clip only partly (docs/ssr.md).
+captions that change within a clip only partly (docs/long_video.md).
 
 Every element carries `frame_captions` (a plain clip repeats its caption), so a batch stacks to per-frame
 text. Which examples are stories is a function of (seed, index) alone: a resumed run reads the same batches.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,17 @@ class CosineSchedule:
         """alpha_t, sigma_t from the log-SNR: alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda)."""
         logsnr = self.logsnr(t)
         return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
+
+
+# The diffusion config keys that define the noise schedule a model learned (the rest only choose training times).
+SCHEDULE_KEYS = ("logsnr_min", "logsnr_max", "shift")
+
+
+def schedule_from(config: Mapping[str, Any]) -> CosineSchedule:
+    """The schedule of a config's `diffusion` section (a trained run's own: runs.schedule_of)."""
+    diffusion = config["diffusion"]
+    return CosineSchedule(logsnr_min=float(diffusion["logsnr_min"]), logsnr_max=float(diffusion["logsnr_max"]),
+                          shift=float(diffusion["shift"]))
 
 
 def broadcast_to(values: jax.Array, x: jax.Array) -> jax.Array:

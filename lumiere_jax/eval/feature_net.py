@@ -25,9 +25,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
+from absl import app, flags
 from flax import nnx
+from ml_collections import config_flags
 
-from lumiere_jax.data import shapes
+from lumiere_jax.data import shapes, shapes_tfds
 
 log = logging.getLogger("lumiere_jax")
 
@@ -122,7 +125,6 @@ def head_accuracy(logits: np.ndarray, examples: dict[str, np.ndarray]) -> dict[s
 
 def load_split(data: ml_collections.ConfigDict, split: str, limit: int | None = None) -> dict[str, np.ndarray]:
     """The first `limit` examples of a shapes-world split as arrays: video uint8 [N, T, H, W, 3] and ids."""
-    from lumiere_jax.data import shapes_tfds  # tfds only where data is read
     sources = shapes_tfds.load_shapes_world(os.path.expanduser(data.data_dir), data.num_frames, data.resolution,
                                             data.num_train, data.num_test, data.seed)
     source = sources[split]
@@ -138,8 +140,6 @@ def to_float(video_uint8: np.ndarray) -> np.ndarray:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains the classifier, saves it to workdir, and returns its held-out accuracy per attribute."""
-    import orbax.checkpoint as ocp
-
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     cfg = FeatureNetConfig(channels=tuple(config.model.channels), feature_dim=config.model.feature_dim)
@@ -213,8 +213,6 @@ class FeatureNet:
     @classmethod
     def load(cls, workdir: str) -> "FeatureNet":
         """Loads a network trained by `train` (python -m lumiere_jax.eval.feature_net)."""
-        import orbax.checkpoint as ocp
-
         workdir = os.path.abspath(os.path.expanduser(workdir))
         meta_path = os.path.join(workdir, META_FILE)
         if not os.path.exists(meta_path):
@@ -257,7 +255,6 @@ class FeatureNet:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from absl import flags
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
@@ -268,9 +265,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
     config_flags.DEFINE_config_file("config", None, "configs/feature_net.py[:size=tiny]", lock_config=True)
     flags.DEFINE_string("workdir", None, "Where the trained feature net is written.")
     flags.mark_flags_as_required(["config", "workdir"])

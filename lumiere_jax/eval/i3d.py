@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 from flax import nnx
 
 # Inception module widths: (b0, b1a, b1b, b2a, b2b, b3b), as in the paper and pytorch-i3d.
@@ -167,8 +168,7 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"eval.i3d_weights={path} is not a file: convert pytorch-i3d weights to .npz "
                                 f"(see lumiere_jax/eval/i3d.py) and pass that path.")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        return dict(load_file(path))
+        return dict(safetensors.numpy.load_file(path))
     if path.endswith(".npz"):
         with np.load(path) as f:
             return {k: f[k] for k in f.files}

@@ -2,7 +2,7 @@
 
 It finds the object, names its colour, shape and motion, and tells whether it
 stays the same object from frame to frame. This is how the project measures
-sample quality (SPEC section 5).
+sample quality (docs/data.md).
 
 How, and why it survives diffusion-model noise and blur:
   * Background: the clip's median colour, so a model's slightly-off grey is fine.

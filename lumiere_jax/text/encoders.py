@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lumiere_jax.text.minilm import MiniLMTextEncoder
+from lumiere_jax.text.t5 import T5TextEncoder
+
 ENCODERS = ("minilm", "t5:<local Hugging Face T5/umt5 folder>")
 
 
@@ -15,7 +18,6 @@ def load_text_encoder(name: str, path: str = "", max_length: int = 24) -> Any:
     "t5:<folder>" for a T5 v1.1 / flan-t5 / umt5 folder ("t5" alone takes `path`).
     """
     if name == "minilm":
-        from lumiere_jax.text.minilm import MiniLMTextEncoder
         return MiniLMTextEncoder.from_pretrained(path or None, max_length=max_length)
     if name == "t5" or name.startswith("t5:"):
         folder = name[len("t5:"):] or path
@@ -35,7 +37,6 @@ def load_text_encoder(name: str, path: str = "", max_length: int = 24) -> Any:
                 f"text_encoder={name!r}: folder {folder} does not exist; point t5:<folder> at a "
                 "local Hugging Face T5/umt5 folder (config.json, tokenizer, *.safetensors)."
             )
-        from lumiere_jax.text.t5 import T5TextEncoder
         return T5TextEncoder.from_pretrained(folder, max_length=max_length)
     raise ValueError(
         f"text_encoder={name!r} is not one of {ENCODERS}; set --config.text_encoder=minilm "

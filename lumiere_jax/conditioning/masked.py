@@ -1,4 +1,4 @@
-"""Masked-video conditioning of the 7-channel model (SPEC section 3): training masks and application inputs.
+"""Masked-video conditioning of the 7-channel model (Lumiere, Sec. 4): training masks and application inputs.
 
 The conditional STUNet sees the noisy video (3 channels) plus cond = [C, M] (4 channels): C is the video
 with its unknown pixels zeroed, M the binary mask, 1 where a pixel is known. One model serves three

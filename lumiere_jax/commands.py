@@ -1,0 +1,148 @@
+"""What each `--mode` of the command line does with its inputs: the layer between main.py's flags and the library.
+
+Each command checks its inputs first, with one-line errors (`UsageError`, `ValueError`) that name the value and
+the fix, before any weights are restored or anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+from lumiere_jax import config_lib, evaluate as evaluation, runs, sampling, ssr, train, video_io
+from lumiere_jax.applications import edit, inputs, style_tune as tuning
+
+MAX_PROMPT_CHARS = 1000
+
+
+class UsageError(ValueError):
+    """A mistake in the command line or its inputs; reported as one line, without a traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleInputs:
+    """The inputs and output of `--mode=sample` (how to sample is config.sample's)."""
+
+    prompt: str | None
+    out: str | None
+    seed: int = 0
+    frames: int | None = None  # clip length; default the training length
+    prompt_at: Sequence[str] = ()  # story mode: FRAME:TEXT spans after --prompt's
+    image: str | None = None
+    video: str | None = None
+    mask: str | None = None
+    style_weights: str | None = None
+    ssr_workdir: str | None = None
+
+
+def train_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+    train.train_and_evaluate(config, workdir)
+
+
+def load_sampler(config: ml_collections.ConfigDict, workdir: str) -> tuple[sampling.TextToVideo, int]:
+    """The text-to-video sampler of the newest checkpoint's EMA weights in workdir."""
+    if not os.path.isdir(workdir):
+        raise UsageError(f"--workdir={workdir} does not exist: train there first with --mode=train.")
+    return sampling.load_text_to_video(config, workdir)
+
+
+def _check_output(out: str | None, config: ml_collections.ConfigDict) -> None:
+    extensions = (".mp4", ".gif", ".png") if config.data.num_frames == 1 else (".mp4", ".gif")
+    if not out or os.path.splitext(out)[1].lower() not in extensions:
+        raise UsageError(f"--out={out!r}: give an output file ending in {' or '.join(extensions)}.")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        raise UsageError(f"--out={out}: folder {out_dir} does not exist or is not writable.")
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInputs) -> str:
+    """Samples one clip (text-to-video, long video or story, an application, or the cascade) to request.out;
+    returns the line that says what was written."""
+    prompt = request.prompt
+    if prompt is None or not prompt.strip():
+        raise UsageError('--mode=sample needs a non-empty --prompt="a red circle moving left".')
+    _check_output(request.out, config)
+    s = config.sample
+    config_lib.validate_sample(config)
+    frames = request.frames or config.data.num_frames
+    window = config.data.num_frames
+    if frames < window:
+        raise UsageError(f"--frames={frames} is shorter than the model's training length {window}: use "
+                         f"--frames >= {window} (longer clips: config.sample.long_video).")
+    try:
+        spans = sampling.story_spans(prompt, request.prompt_at, frames)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for start, text in spans:
+        if len(text) > MAX_PROMPT_CHARS:
+            which = "--prompt" if len(spans) == 1 else f"The prompt from frame {start}"
+            raise UsageError(f"{which} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS} "
+                             f"(the text encoder reads only the first {config.text_max_length} tokens).")
+    prompt = spans[0][1]
+    layout = sampling.LongVideo.from_config(s)
+    story_trained = runs.trained_on_stories(workdir)
+    try:
+        method = sampling.long_video_method(layout.method, len(spans), frames,
+                                            config_lib.model_config(config).frame_multiple, story_trained, window)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    plan = inputs.plan(config, image=request.image, video=request.video, mask=request.mask,
+                       style_weights=request.style_weights, frames=request.frames, prompt_spans=len(spans))
+    if config.task == "ssr":
+        raise UsageError("--config is an SSR model: sample with the base model's config and --ssr_workdir=<this run>.")
+    if s.ssr_window_batch != -1 and request.ssr_workdir is None:
+        raise UsageError(f"--config.sample.ssr_window_batch={s.ssr_window_batch} needs --ssr_workdir (the cascade); "
+                         f"drop it or give the SSR run.")
+    ssr_config = None
+    if request.ssr_workdir is not None:
+        ssr_config = ssr.check_cascade(config, request.ssr_workdir, frames)  # before anything compiles
+        if s.ssr_window_batch != -1:
+            ssr_config.ssr.window_batch = s.ssr_window_batch
+    t2v, step = load_sampler(config, workdir)
+    edit.apply_style(t2v, plan)
+    kwargs = dict(seed=request.seed, steps=s.steps, guidance=s.guidance, sampler=s.sampler)
+    if plan.kind != "t2v":
+        clip = edit.run(plan, t2v, prompt, **kwargs)
+    elif frames == window and len(spans) == 1:
+        clip = t2v([prompt], **kwargs)[0]
+    else:
+        clip = t2v.long_video(spans, frames, layout=layout, **kwargs)
+    if ssr_config is not None:
+        upsampler, ssr_step = ssr.SuperResolution.from_workdir(request.ssr_workdir, ssr_config, t2v.encoder, config)
+        clip = upsampler(clip[None], spans=spans, seed=request.seed, steps=s.steps, sampler=s.sampler)[0]
+        step = f"{step}, SSR checkpoint step {ssr_step}" + (
+            f", SSR windows {upsampler.window_batch} at a time" if upsampler.window_batch else "")
+    video_io.write_video(request.out, video_io.to_uint8(clip), s.fps)
+    layout_words = ""
+    if plan.kind == "t2v" and (frames > window or len(spans) > 1):
+        per_frame = len(spans) > 1 and (method == "whole" or sampling.windows_read_frame_prompts(
+            method, len(spans), story_trained))
+        layout_words = (", the whole clip" if method == "whole" else ", MultiDiffusion windows") + (
+            " with a prompt per frame" if per_frame else "")
+    return (f"Wrote {request.out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}{layout_words}, checkpoint "
+            f"step {step}).")
+
+
+def style_tune(config: ml_collections.ConfigDict, workdir: str, style_image: str | None, prompt: str | None,
+               style_weights: str | None) -> str:
+    """Fine-tunes the spatial layers of the run in workdir on the style image(s); writes style_weights."""
+    images, captions = tuning.check_style_tune(config, style_image, prompt, style_weights)
+    t2v, step = load_sampler(config, workdir)
+    tuning.style_tune(config, t2v.params, t2v.encoder, images, captions, style_weights,
+                      source=f"{os.path.abspath(workdir)} step {step}", schedule=t2v.schedule)
+    return (f"Wrote {style_weights} (spatial weights after {config.style.steps} steps on {style_image}, "
+            f"{len(images)} image(s)); sample with --style_weights={style_weights} (config.sample.style_alpha: "
+            f"lower keeps more of the base model, higher strengthens the style).")
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Samples the evaluation prompts (config.eval), checks them, writes eval.json; returns the summary."""
+    t2v, step = load_sampler(config, workdir)
+    result = evaluation.run_eval(t2v, config, workdir, step)
+    summary = {"step": step, "accuracy": result["accuracy"]}
+    if "frechet" in result:
+        summary["frechet"] = result["frechet"]
+    return summary
