@@ -3,7 +3,8 @@
 Mesh axes (config.mesh): `data` and `fsdp` split the batch; `fsdp` also splits parameters and optimizer
 state; `frames` splits clips along time. The model names array dimensions logically (batch, frames,
 height, width, channels; embed for parameters' output channels) and config.mesh.rules maps those names to
-mesh axes, as in flax.linen's logical partitioning and MaxText.
+mesh axes, as in flax.linen's logical partitioning and MaxText. Parameters declare their names where they
+are made (`axes`: flax's `out_sharding` Variable metadata) and `tree_shardings` reads them back.
 
 Frame parallelism: the STUNet's per-frame layers (spatial convs, norms, attention) need nothing from other
 frames, so they run on each device's frames. The temporal convolution exchanges only its halo (k // 2
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "frames")  # outermost first: `frames` varies fastest, so it stays within a host
@@ -205,26 +207,80 @@ def temporal_halo_conv(x: jax.Array, conv: Callable[..., jax.Array], *weights: j
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parameters and train state.
+# Parameters and train state: every parameter declares the logical names of its dimensions where it is made,
+# as flax's `out_sharding` Variable metadata (nnx.with_partitioning writes the same key). The metadata rides
+# in the pytree's static part, so it survives nnx.split, jax.eval_shape, jax.tree.map (the EMA) and optax's
+# tx.init (Adam's moments are tree maps of the params), and adds no leaves: checkpoints keep their arrays.
 
-def param_names(shape: Sequence[int]) -> tuple[str | None, ...]:
-    """Logical names of a parameter's dimensions from its rank: kernels end in (embed_in, embed).
+AXES_KEY = "out_sharding"  # flax nnx's metadata key for a Variable's logical axis names
 
-    Conv kernels [kh, kw, in, out], temporal kernels [k, in, out] and dense kernels [in, out] shard their
-    output channels over `embed` (fsdp); vectors (biases, norm scales) and scalars stay replicated.
+# Parameters' logical names: output channels over `embed`, input channels `embed_in`, the rest replicated.
+CONV_KERNEL = (None, None, "embed_in", "embed")  # [kh, kw, in, out]
+TEMPORAL_KERNEL = (None, "embed_in", "embed")  # [k, in, out]
+DENSE_KERNEL = ("embed_in", "embed")  # [in, out]
+VECTOR = (None,)  # biases, norm scales, learned queries: replicated
+
+
+def axes(*names: str | None) -> dict[str, Any]:
+    """Metadata declaring a parameter's logical axis names, one per dimension:
+    `nnx.Param(value, **axes(...))`, or a flax layer's `kernel_metadata=axes(...)` (bias_, scale_metadata).
+
+    Eager sharding stays off: the names are logical, and the train state is placed by `tree_shardings`.
     """
-    if len(shape) < 2:
-        return (None,) * len(shape)
-    return (None,) * (len(shape) - 2) + ("embed_in", "embed")
+    return {AXES_KEY: tuple(names), "eager_sharding": False}
+
+
+def declared_axes(variable: Any) -> tuple[str | None, ...] | None:
+    """The logical axis names a Variable declares, or None (not a Variable, or declared nothing)."""
+    if not isinstance(variable, nnx.Variable):
+        return None
+    names = variable.get_metadata().get(AXES_KEY)
+    return None if names is None else tuple(names)
+
+
+def declared_spec(variable: nnx.Variable, mesh: Mesh, rules: Rules) -> P:
+    """The PartitionSpec of a Variable's array by its declared names; raises if it declares none, or a
+    number of names other than its rank."""
+    names = declared_axes(variable)
+    shape = getattr(variable.get_value(), "shape", ())
+    if names is None or len(names) != len(shape):
+        raise ValueError(f"A {type(variable).__name__} of shape {tuple(shape)} declares no logical axis names "
+                         f"for its dimensions ({AXES_KEY}={names}): create it with sharding.axes(...) metadata "
+                         f"(or nnx.with_partitioning), one name or None per dimension.")
+    return partition_spec(names, shape, mesh, rules)
 
 
 def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
-    """NamedShardings for every array leaf of a params / optimizer / TrainState tree."""
-    def one(leaf):
-        shape = getattr(leaf, "shape", ())
-        return NamedSharding(mesh, partition_spec(param_names(shape), shape, mesh, rules))
+    """NamedShardings for every array leaf of a params / optimizer / TrainState tree (same structure).
 
-    return jax.tree.map(one, tree)
+    A Variable's arrays are sharded by the logical names it declares: the parameters, their EMA and the
+    optimizer's moments, which are tree maps of the parameters and keep their metadata. Leaves outside any
+    Variable (the step counter, optax's counts) are replicated, and so is a Variable's leaf whose rank differs
+    from its names (e.g. a factored second moment). An nnx.Param that declares no names raises: a module
+    forgot `sharding.axes`.
+    """
+    rep = NamedSharding(mesh, P())
+
+    def one(path, x):
+        if not isinstance(x, nnx.Variable):
+            return rep
+        names = declared_axes(x)
+        if names is None:
+            if isinstance(x, nnx.Param) and jax.tree.leaves(x):
+                raise ValueError(f"Parameter {jax.tree_util.keystr(path)} ({type(x).__name__} of shape "
+                                 f"{getattr(x.get_value(), 'shape', '?')}) declares no logical axis names: "
+                                 f"create it with sharding.axes(...) metadata ({AXES_KEY}).")
+            return jax.tree.map(lambda _: rep, x)
+
+        def leaf(a):
+            shape = getattr(a, "shape", ())
+            if len(shape) != len(names):
+                return rep
+            return NamedSharding(mesh, partition_spec(names, shape, mesh, rules))
+
+        return jax.tree.map(leaf, x)
+
+    return jax.tree_util.tree_map_with_path(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def batch_shardings(batch: dict[str, Any], mesh: Mesh, rules: Rules) -> dict[str, NamedSharding]:

@@ -1,4 +1,5 @@
-"""Sharding: mesh sizes, logical rules, and sharded == unsharded on a fake 8-device CPU mesh.
+"""Sharding: mesh sizes, logical rules, parameters' declared logical names, and sharded == unsharded on a fake
+8-device CPU mesh.
 
 The device checks run tests/mesh_worker.py in a subprocess, because the host device count must be set
 before jax starts and the rest of the suite runs on one device.
@@ -9,11 +10,17 @@ import os
 import subprocess
 import sys
 
+import dataclasses
+
 import jax
 import ml_collections
 import pytest
+from flax import nnx
 
+from configs import t2v
 from lumiere_jax import sharding
+from lumiere_jax.models import stunet
+from lumiere_jax.state import abstract_graphdef_and_state
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -56,12 +63,116 @@ def test_partition_spec_rules():
     # A dimension the mesh axes do not divide stays whole.
     assert sharding.partition_spec(sharding.VIDEO, (3, 5, 16, 16, 3), mesh, rules) == P(None, None, None, None, None)
     # Parameters: output channels over fsdp; vectors replicated.
-    assert sharding.partition_spec(sharding.param_names((3, 3, 8, 16)), (3, 3, 8, 16), mesh, rules) == P(
-        None, None, None, "fsdp")
-    assert sharding.partition_spec(sharding.param_names((16,)), (16,), mesh, rules) == P(None)
+    assert sharding.partition_spec(sharding.CONV_KERNEL, (3, 3, 8, 16), mesh, rules) == P(None, None, None, "fsdp")
+    assert sharding.partition_spec(sharding.VECTOR, (16,), mesh, rules) == P(None)
     # Config rules override the defaults: replicate parameters.
     c = mesh_config(rules=(("embed", None),))
     assert sharding.partition_spec(("embed_in", "embed"), (8, 16), mesh, sharding.rules_from(c)) == P(None, None)
+
+
+LOGICAL_NAMES = {name for name, _ in sharding.DEFAULT_RULES} | {None}
+
+
+def _abstract_params(size: str, **model) -> list[tuple[str, nnx.Variable]]:
+    """(path, Param) of configs/t2v.py:size=`size`'s STUNet, built from shapes only."""
+    cfg = dataclasses.replace(stunet.STUNetConfig.from_config(t2v.get_config(f"size={size}").model), **model)
+    params = nnx.state(nnx.eval_shape(lambda: stunet.STUNet(cfg, rngs=nnx.Rngs(0))), nnx.Param)
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    return [(".".join(str(getattr(k, "key", k)) for k in path), v) for path, v in flat]
+
+
+@pytest.mark.parametrize("size, model", [
+    ("tiny", dict(text_pooling="attention", cond_channels=3, cond_noise_level=True)),  # every optional layer
+    ("tiny", dict(temporal=False)),
+    ("lumiere", {}),
+])
+def test_every_parameter_declares_logical_names_one_per_dimension(size, model):
+    """No module forgets: every Param of the STUNet carries `out_sharding` metadata, one name per dimension,
+    from the names the rules know; kernels end in (embed_in, embed), vectors are replicated."""
+    params = _abstract_params(size, **model)
+    assert len(params) > 50
+    for path, param in params:
+        names = sharding.declared_axes(param)
+        shape = param.get_value().shape
+        assert names is not None, f"{path} {shape} declares no logical names"
+        assert len(names) == len(shape), (path, shape, names)
+        assert set(names) <= LOGICAL_NAMES, (path, names)
+        assert names == ((None,) * (len(shape) - 2) + ("embed_in", "embed") if len(shape) >= 2 else
+                         (None,) * len(shape)), (path, shape, names)  # the same shardings as before the metadata
+
+
+def test_parameter_kinds_declare_the_expected_names():
+    params = dict(_abstract_params("tiny", text_pooling="attention"))
+    expected = {
+        "conv_in.conv.kernel": (None, None, "embed_in", "embed"),  # [kh, kw, in, out]
+        "conv_in.conv.bias": (None,),
+        "time_in.kernel": ("embed_in", "embed"),  # [in, out]
+        "time_in.bias": (None,),
+        "norm_out.norm.scale": (None,),
+        "down.0.res.0.emb_proj.kernel": ("embed_in", "embed"),
+        "mid_attn.cross_norm.scale": (None,),
+        "temporal_down.0.conv.kernel": (None, "embed_in", "embed"),  # [k, in, out]
+        "temporal_down.0.conv.bias": (None,),
+        "text_attn_pool.query": (None,),
+    }
+    for path, names in expected.items():
+        assert sharding.declared_axes(params[path]) == names, path
+
+
+def test_train_state_shardings_follow_each_parameter():
+    """EMA and Adam's moments get their parameter's sharding; the step and counters are replicated; the tree
+    of shardings has the state's structure (jit's in/out_shardings, orbax's restore targets)."""
+    mesh = jax.sharding.AbstractMesh((2, 2, 2), sharding.MESH_AXES)
+    P = jax.sharding.PartitionSpec
+    for trainable in ("all", "temporal"):  # temporal: optax.multi_transform's masked moments
+        c = t2v.get_config("size=smoke")
+        c.trainable = trainable
+        _, state = abstract_graphdef_and_state(c)
+        sh = sharding.tree_shardings(state, mesh, sharding.DEFAULT_RULES)
+        assert jax.tree.structure(sh) == jax.tree.structure(state)
+        assert sh.step.spec == P() and sh.skipped.spec == P()
+        assert sh.params["down"][0]["res"][0]["conv1"]["conv"]["kernel"].get_value().spec == P(None, None, None, "fsdp")
+        assert sh.params["down"][0]["res"][0]["conv1"]["conv"]["bias"].get_value().spec == P(None)
+        by_param = {}
+        for path, s in jax.tree_util.tree_flatten_with_path(sh.params)[0]:
+            by_param[jax.tree_util.keystr(path)] = s
+        for path, s in jax.tree_util.tree_flatten_with_path(sh.ema)[0]:
+            assert s == by_param[jax.tree_util.keystr(path)], path
+        moments = 0
+        for path, s in jax.tree_util.tree_flatten_with_path(sh.opt_state)[0]:
+            key = jax.tree_util.keystr(path)
+            if ".count" in key or "count" == getattr(path[-1], "name", None):
+                assert s.spec == P(), key
+                continue
+            tail = key[key.index("['", key.index(".mu") if ".mu" in key else key.index(".nu")):]
+            assert s == by_param[tail], key
+            moments += 1
+        trained = [k for k in by_param if trainable == "all" or "temporal" in k]
+        assert moments == 2 * len(trained) > 0, (moments, len(trained))  # mu and nu of every trained one
+        assert any(s.spec != P(*[None] * len(s.spec)) for s in jax.tree.leaves(sh.opt_state))
+    # The config's rules still decide: embed -> None replicates every parameter.
+    rules = sharding.rules_from(mesh_config(rules=(("embed", None),)))
+    assert all(all(a is None for a in s.spec) for s in jax.tree.leaves(sharding.tree_shardings(state, mesh, rules)))
+
+
+def test_a_parameter_without_logical_names_is_refused():
+    class Forgetful(nnx.Module):
+        def __init__(self):
+            self.declared = nnx.Param(jax.numpy.zeros((4, 8)), **sharding.axes("embed_in", "embed"))
+            self.bare = nnx.Param(jax.numpy.zeros((4, 8)))
+
+    mesh = jax.sharding.AbstractMesh((2, 2, 2), sharding.MESH_AXES)
+    params = nnx.state(Forgetful(), nnx.Param)
+    with pytest.raises(ValueError, match="bare.*declares no logical axis names"):
+        sharding.tree_shardings(params, mesh, sharding.DEFAULT_RULES)
+    with pytest.raises(ValueError, match="declares no logical axis names"):
+        sharding.declared_spec(params["bare"], mesh, sharding.DEFAULT_RULES)
+    # Names must match the rank: a kernel declared with a vector's names is refused too.
+    wrong = nnx.Param(jax.numpy.zeros((4, 8)), **sharding.axes(None))
+    with pytest.raises(ValueError, match="one name or None per dimension"):
+        sharding.declared_spec(wrong, mesh, sharding.DEFAULT_RULES)
+    assert sharding.declared_spec(params["declared"], mesh, sharding.DEFAULT_RULES) == jax.sharding.PartitionSpec(
+        None, "fsdp")
 
 
 def test_constrain_is_a_no_op_without_a_mesh():

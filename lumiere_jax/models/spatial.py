@@ -32,10 +32,29 @@ def batch_to_frames(x: jax.Array, num_frames: int) -> jax.Array:
     return x.reshape((-1, num_frames) + x.shape[1:])
 
 
+# Every parameter declares its logical axis names where it is made (sharding.axes: flax's `out_sharding`
+# metadata); sharding.tree_shardings places it, its EMA and its optimizer moments on the mesh by them.
+
+def linear(cin: int, cout: int, *, use_bias: bool = True, zero_init: bool = False, dtype=jnp.float32,
+           rngs: nnx.Rngs) -> nnx.Linear:
+    """Dense layer: kernel [in, out] named (embed_in, embed), so output channels shard; bias replicated."""
+    init = {"kernel_init": nnx.initializers.zeros_init()} if zero_init else {}
+    return nnx.Linear(cin, cout, use_bias=use_bias, dtype=dtype, rngs=rngs, **init,
+                      kernel_metadata=sharding.axes(*sharding.DENSE_KERNEL),
+                      bias_metadata=sharding.axes(*sharding.VECTOR))
+
+
+def layer_norm(channels: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm with replicated scale and bias."""
+    return nnx.LayerNorm(channels, scale_metadata=sharding.axes(*sharding.VECTOR),
+                         bias_metadata=sharding.axes(*sharding.VECTOR), rngs=rngs)
+
+
 def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-    """GroupNorm with up to 32 groups of at least 4 channels each."""
+    """GroupNorm with up to 32 groups of at least 4 channels each; scale and bias replicated."""
     groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels >= 4 * g or g == 1)
-    return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, rngs=rngs)
+    return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, rngs=rngs,
+                         scale_metadata=sharding.axes(*sharding.VECTOR), bias_metadata=sharding.axes(*sharding.VECTOR))
 
 
 class FrameConv(nnx.Module):
@@ -46,7 +65,8 @@ class FrameConv(nnx.Module):
         init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
         self.stride = stride
         self.conv = nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding="SAME", kernel_init=init,
-                             dtype=dtype, rngs=rngs)
+                             dtype=dtype, kernel_metadata=sharding.axes(*sharding.CONV_KERNEL),
+                             bias_metadata=sharding.axes(*sharding.VECTOR), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if not sharding.frames_sharded(x):
@@ -99,7 +119,7 @@ class ResBlock(nnx.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
         self.norm1 = FrameGroupNorm(cin, rngs=rngs)
         self.conv1 = FrameConv(cin, cout, dtype=dtype, rngs=rngs)
-        self.emb_proj = nnx.Linear(emb_dim, 2 * cout, dtype=dtype, rngs=rngs)
+        self.emb_proj = linear(emb_dim, 2 * cout, dtype=dtype, rngs=rngs)
         self.norm2 = FrameGroupNorm(cout, rngs=rngs)
         # Zero init keeps a fresh block an identity map: deep U-Nets train more stably.
         self.conv2 = FrameConv(cout, cout, zero_init=True, dtype=dtype, rngs=rngs)
@@ -144,13 +164,12 @@ class SpatialAttention(nnx.Module):
         self.num_heads = num_heads
         self.attention = attention  # the implementation (ATTENTION_IMPLEMENTATIONS)
         self.norm = FrameGroupNorm(channels, rngs=rngs)
-        self.qkv = nnx.Linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
-        self.cross_norm = nnx.LayerNorm(channels, rngs=rngs)
-        self.cross_q = nnx.Linear(channels, channels, use_bias=False, dtype=dtype, rngs=rngs)
-        self.cross_kv = nnx.Linear(text_dim, 2 * channels, use_bias=False, dtype=dtype, rngs=rngs)
-        self.cross_out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
-                                    rngs=rngs)
+        self.qkv = linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.out = linear(channels, channels, zero_init=True, dtype=dtype, rngs=rngs)
+        self.cross_norm = layer_norm(channels, rngs)
+        self.cross_q = linear(channels, channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.cross_kv = linear(text_dim, 2 * channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.cross_out = linear(channels, channels, zero_init=True, dtype=dtype, rngs=rngs)
 
     def _heads(self, x: jax.Array) -> jax.Array:
         return x.reshape(x.shape[:-1] + (self.num_heads, -1))

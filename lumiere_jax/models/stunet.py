@@ -1,6 +1,6 @@
 """Space-Time U-Net (STUNet): makes every frame of a clip in one pass, resizing in space and time.
 
-Layout per level l of `channel_mult` (SPEC section 1):
+Layout per level l of `channel_mult` (Lumiere, Sec. 3.1):
   down:  [ResBlock (+ SpatialAttention)] x num_res_blocks, each followed by a
          TemporalConvBlock (all levels but the coarsest) or a
          TemporalAttentionStack (coarsest); then spatial Downsample and
@@ -115,7 +115,7 @@ class TextAttentionPool(nnx.Module):
 
     One query per head, from the caption's mean token plus a learned offset, attends over the layer-normed
     tokens; the mean pool weights every word alike, so a word that changes the clip but little of the mean
-    (a direction among its phrasings, docs/motion.md) can be weighted up. The output projection starts at
+    (a direction among its phrasings, docs/training.md) can be weighted up. The output projection starts at
     zero: added to a mean-pooled model, the pool first changes nothing.
     """
 
@@ -125,11 +125,11 @@ class TextAttentionPool(nnx.Module):
             raise ValueError(f"TextAttentionPool: out_dim={out_dim} must be divisible by num_heads={num_heads}.")
         self.num_heads = num_heads
         self.attention = attention  # the implementation (spatial.ATTENTION_IMPLEMENTATIONS)
-        self.norm = nnx.LayerNorm(text_dim, rngs=rngs)
-        self.query = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
-        self.q = nnx.Linear(text_dim, out_dim, use_bias=False, dtype=dtype, rngs=rngs)
-        self.kv = nnx.Linear(text_dim, 2 * out_dim, use_bias=False, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(out_dim, out_dim, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
+        self.norm = spatial.layer_norm(text_dim, rngs)
+        self.query = nnx.Param(jnp.zeros((out_dim,), jnp.float32), **sharding.axes(*sharding.VECTOR))
+        self.q = spatial.linear(text_dim, out_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.kv = spatial.linear(text_dim, 2 * out_dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.out = spatial.linear(out_dim, out_dim, zero_init=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, text: jax.Array, text_mask: jax.Array, pooled: jax.Array) -> jax.Array:
         """text: [B, L, Dt]; text_mask: [B, L]; pooled: [B, Dt], the tokens' masked mean -> [B, out_dim]."""
@@ -191,18 +191,17 @@ class STUNet(nnx.Module):
         ch = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * cfg.channels
         num_levels = len(ch)
-        self.time_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
-        self.time_out = nnx.Linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
-        self.text_pool = nnx.Linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.time_in = spatial.linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
+        self.time_out = spatial.linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.text_pool = spatial.linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
         self.text_attn_pool = (TextAttentionPool(cfg.text_dim, emb_dim, cfg.num_heads, dtype=dtype,
                                                  attention=cfg.attention, rngs=rngs)
                                if cfg.text_pooling == "attention" else None)
         self.conv_in = spatial.FrameConv(cfg.in_channels + cfg.cond_channels, ch[0], dtype=dtype, rngs=rngs)
         if cfg.cond_noise_level:
             # Zero-init output: a model fine-tuned into noise conditioning starts where it was.
-            self.cond_level_in = nnx.Linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
-            self.cond_level_out = nnx.Linear(emb_dim, emb_dim, kernel_init=nnx.initializers.zeros_init(),
-                                             dtype=dtype, rngs=rngs)
+            self.cond_level_in = spatial.linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
+            self.cond_level_out = spatial.linear(emb_dim, emb_dim, zero_init=True, dtype=dtype, rngs=rngs)
 
         skips = [ch[0]]
         down, downsample, temporal_down = [], [], []

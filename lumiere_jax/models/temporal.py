@@ -1,6 +1,6 @@
 """Temporal layers that inflate a T2I U-Net into the STUNet; each starts as the identity map.
 
-Lumiere (SPEC section 1) interleaves these with the frozen spatial blocks:
+Lumiere (Lumiere, Sec. 3.1) interleaves these with the frozen spatial blocks:
 factorized space-time conv blocks at every level but the coarsest, stacked
 temporal attention at the coarsest, and temporal down/up-sampling beside every
 spatial resize. Module attribute names start with `temporal` so that optimizer
@@ -44,8 +44,8 @@ class TemporalConv(nnx.Module):
         else:
             kernel = nnx.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)(rngs.params(),
                                                                                (kernel_size, channels, channels))
-        self.kernel = nnx.Param(kernel)
-        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        self.kernel = nnx.Param(kernel, **sharding.axes(*sharding.TEMPORAL_KERNEL))  # [k, in, out]
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32), **sharding.axes(*sharding.VECTOR))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = self.kernel.shape[0] // 2
@@ -73,8 +73,7 @@ class TemporalConvBlock(nnx.Module):
         self.spatial_conv = spatial.FrameConv(channels, channels, dtype=dtype, rngs=rngs)
         self.time_conv = TemporalConv(channels, kernel_size, identity_init=False, dtype=dtype, rngs=rngs)
         # The projection starts at zero, so the whole block starts as the identity map.
-        self.proj = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
-                               rngs=rngs)
+        self.proj = spatial.linear(channels, channels, zero_init=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nnx.silu(self.spatial_conv(nnx.silu(self.norm(x))))
@@ -98,13 +97,12 @@ class TemporalAttention(nnx.Module):
                  rngs: nnx.Rngs):
         self.num_heads = num_heads
         self.attention = attention  # the implementation (spatial.ATTENTION_IMPLEMENTATIONS)
-        self.norm = nnx.LayerNorm(channels, rngs=rngs)
-        self.qkv = nnx.Linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype, rngs=rngs)
-        self.mlp_norm = nnx.LayerNorm(channels, rngs=rngs)
-        self.mlp_in = nnx.Linear(channels, 4 * channels, dtype=dtype, rngs=rngs)
-        self.mlp_out = nnx.Linear(4 * channels, channels, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
-                                  rngs=rngs)
+        self.norm = spatial.layer_norm(channels, rngs)
+        self.qkv = spatial.linear(channels, 3 * channels, use_bias=False, dtype=dtype, rngs=rngs)
+        self.out = spatial.linear(channels, channels, zero_init=True, dtype=dtype, rngs=rngs)
+        self.mlp_norm = spatial.layer_norm(channels, rngs)
+        self.mlp_in = spatial.linear(channels, 4 * channels, dtype=dtype, rngs=rngs)
+        self.mlp_out = spatial.linear(4 * channels, channels, zero_init=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape

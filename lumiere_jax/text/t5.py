@@ -5,9 +5,10 @@ model.safetensors or shards with model.safetensors.index.json) and are read
 with `safetensors`; transformers only supplies the tokenizer. Decoder tensors
 in the checkpoint are ignored.
 
-Every param carries logical axis names ("vocab", "embed", "heads", "mlp") as
-`out_sharding` metadata; `shard_params` maps them onto a mesh so that an XXL
-encoder can be fsdp-sharded instead of living on one device.
+Every param declares logical axis names ("vocab", "embed", "heads", "mlp") where
+it is made, as the STUNet's params do (`sharding.axes`: flax's `out_sharding`
+metadata); `shard_params` maps them onto a mesh by this module's rules, so that
+an XXL encoder can be fsdp-sharded instead of living on one device.
 
 Example:
     encoder = T5TextEncoder.from_pretrained("/data/t5-v1_1-xxl", max_length=64,
@@ -32,7 +33,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from lumiere_jax.sharding import partition_spec
+from lumiere_jax import sharding
+from lumiere_jax.sharding import partition_spec  # noqa: F401  (tests import it from here)
 from lumiere_jax.text.minilm import _ACTIVATIONS, MiniLMTextEncoder, _safetensors_files, fill_from_safetensors
 
 _ACT_FNS = {**_ACTIVATIONS, "silu": jax.nn.silu}
@@ -143,9 +145,9 @@ def relative_position_bucket(
 
 
 def _dense(n_in: int, n_out: int, axes: tuple[str, str], dtype, param_dtype, rngs) -> nnx.Linear:
-    init = nnx.with_partitioning(nnx.initializers.lecun_normal(), axes, eager_sharding=False)
     return nnx.Linear(n_in, n_out, use_bias=False, dtype=dtype, param_dtype=param_dtype,
-                      kernel_init=init, rngs=rngs)
+                      kernel_init=nnx.initializers.lecun_normal(), kernel_metadata=sharding.axes(*axes),
+                      rngs=rngs)
 
 
 class T5LayerNorm(nnx.Module):
@@ -154,8 +156,7 @@ class T5LayerNorm(nnx.Module):
     def __init__(self, dim: int, epsilon: float, *, dtype: Any = jnp.float32):
         self.epsilon = epsilon
         self.dtype = dtype
-        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), out_sharding=("embed",),
-                               eager_sharding=False)
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), **sharding.axes("embed"))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(jnp.float32)
@@ -175,11 +176,10 @@ class T5Attention(nnx.Module):
         self.k = _dense(d, inner, ("embed", "heads"), dtype, param_dtype, rngs)
         self.v = _dense(d, inner, ("embed", "heads"), dtype, param_dtype, rngs)
         self.o = _dense(inner, d, ("heads", "embed"), dtype, param_dtype, rngs)
-        init = nnx.with_partitioning(nnx.initializers.normal(d**-0.5), (None, "heads"),
-                                     eager_sharding=False)
         self.relative_attention_bias = nnx.Embed(
             config.relative_attention_num_buckets, config.num_heads, dtype=jnp.float32,
-            param_dtype=param_dtype, embedding_init=init, rngs=rngs,
+            param_dtype=param_dtype, embedding_init=nnx.initializers.normal(d**-0.5),
+            embedding_metadata=sharding.axes(None, "heads"), rngs=rngs,
         ) if has_relative_bias else None
 
     def position_bias(self, length: int) -> jax.Array:
@@ -254,10 +254,9 @@ class T5Encoder(nnx.Module):
     def __init__(self, config: T5Config, *, dtype: Any = jnp.float32,
                  param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
         self.config = config
-        init = nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed"),
-                                     eager_sharding=False)
         self.shared = nnx.Embed(config.vocab_size, config.d_model, dtype=dtype,
-                                param_dtype=param_dtype, embedding_init=init, rngs=rngs)
+                                param_dtype=param_dtype, embedding_init=nnx.initializers.normal(1.0),
+                                embedding_metadata=sharding.axes("vocab", "embed"), rngs=rngs)
         self.blocks = nnx.List([
             T5Block(config, has_relative_bias=config.per_layer_bias or i == 0, dtype=dtype,
                     param_dtype=param_dtype, rngs=rngs)
@@ -345,22 +344,16 @@ def load_t5_weights(model: T5Encoder, folder: str) -> None:
 
 def shard_params(state: nnx.State, mesh: Mesh,
                  rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> nnx.State:
-    """Places every param of `state` on `mesh`, sharded by its logical axis names and `rules`.
+    """Places every param of `state` on `mesh`, sharded by its declared logical axis names and `rules`.
 
     Host (numpy) params go straight to their shards, so a checkpoint never has
-    to fit on one device.
+    to fit on one device. A param that declares no names (or not one per
+    dimension) raises.
     """
 
     def put(variable: nnx.Variable) -> nnx.Variable:
-        names = variable.get_metadata().get("out_sharding")
-        value = variable.get_value()
-        if names is None or len(names) != np.ndim(value):
-            raise ValueError(
-                f"A {type(variable).__name__} of shape {np.shape(value)} has no logical axis "
-                f"names (out_sharding={names}); build it with nnx.with_partitioning."
-            )
-        spec = partition_spec(names, np.shape(value), mesh, rules)
-        return variable.replace(jax.device_put(value, NamedSharding(mesh, spec)))
+        spec = sharding.declared_spec(variable, mesh, rules)
+        return variable.replace(jax.device_put(variable.get_value(), NamedSharding(mesh, spec)))
 
     return jax.tree.map(put, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
