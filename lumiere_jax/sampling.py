@@ -7,9 +7,9 @@ import functools
 import json
 from typing import Any, Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
-import flax.struct
 import ml_collections
 import numpy as np
 from flax import nnx
