@@ -82,7 +82,9 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None, *, step:
         config = config_lib.run_config(workdir, flag)
     ckpt = checkpointing.Checkpointer(workdir, read_only=True)
     if ckpt.latest_step() is None:
-        raise ValueError(f"No checkpoint in {ckpt.directory}: train first with --mode=train {flag}={workdir}.")
+        where = "" if flag == "--workdir" else f" ({flag}={workdir})"
+        raise ValueError(f"No checkpoint in {ckpt.directory}{where}: train it first with --mode=train "
+                         f"--workdir={workdir}.")
     graphdef, abstract = abstract_graphdef_and_state(config, workdir)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state, _ = ckpt.restore(checkpointing.with_shardings(abstract, sharding), step)
