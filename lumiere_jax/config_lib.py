@@ -64,8 +64,17 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Data: the embedded captioned-shapes world (docs/data.md).
     c.data = ml_collections.ConfigDict()
+    # "shapes_world" (built in) or "videos": a folder or manifest of captioned video files (data.videos), decoded
+    # once into clips under data_dir (data/videos.py, docs/data.md).
     c.data.dataset = "shapes_world"
     c.data.data_dir = "~/tensorflow_datasets"  # built here on first use; the text cache lives beside it
+    # The video source: a folder (searched recursively) or a captions.csv / captions.jsonl manifest.
+    c.data.videos = ""
+    c.data.fps = 8.0  # clips are resampled to this frame rate (Lumiere: 80 frames at 16 fps)
+    c.data.clip_stride = 0.0  # seconds between the starts of a long video's clips; 0: back to back
+    c.data.resize = "crop"  # frames to the square data.resolution: "crop" (short side, centre) or "pad"
+    c.data.test_fraction = 0.1  # share of the videos held out as the test split (by a hash of the path)
+    c.data.prepare_workers = 1  # processes that decode videos while preparing
     c.data.num_frames = 8
     c.data.resolution = 32
     c.data.num_train = 20_000
@@ -172,6 +181,9 @@ def base_config() -> ml_collections.ConfigDict:
     # motion at the noisier ones; 1: every step).
     c.sample.style_alpha = 1.0
     c.sample.style_start = 0.5
+    # --video, --image, --mask and --style_image of any size: "crop" (short side resized, centre square), "pad"
+    # (long side resized, black borders) or "error" (only square inputs).
+    c.sample.resize = "crop"
     c.sample.fps = 8
     c.sample.prompts = ("a red circle moving left", "a blue square moving up", "a green triangle moving right",
                         "a yellow circle that stays still")
@@ -252,6 +264,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"cpu_fusions={config.cpu_fusions!r} must be 'all' (XLA:CPU's YNNPACK fusions, faster) or "
                          f"'default' (XLA's own choice, less memory).")
     validate_sample(config)
+    validate_data(config)
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     d = config.diffusion
@@ -279,6 +292,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
         raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
                          f"and channel_mult entries positive.")
+
+
+DATASETS = ("shapes_world", "videos")
+
+
+def validate_data(config: ml_collections.ConfigDict) -> None:
+    """Checks the `data` section's source keys (the files themselves are checked when the source is prepared)."""
+    d = config.data
+    if d.dataset not in DATASETS:
+        raise ValueError(f"data.dataset={d.dataset!r} must be one of {DATASETS}.")
+    if d.dataset == "videos":
+        if not d.videos:
+            raise ValueError("data.dataset='videos' reads data.videos: give --config.data.videos=PATH, a folder of "
+                             "videos (searched recursively) or a captions.csv / captions.jsonl manifest.")
+        if not os.path.exists(os.path.expanduser(d.videos)):
+            raise ValueError(f"data.videos={d.videos} does not exist: give a folder of videos or a captions.csv / "
+                             f"captions.jsonl manifest.")
+    if d.fps <= 0:
+        raise ValueError(f"data.fps={d.fps} must be positive (frames per second of the training clips).")
+    if d.clip_stride < 0:
+        raise ValueError(f"data.clip_stride={d.clip_stride} must be >= 0 seconds (0: clips back to back).")
+    if d.resize not in ("crop", "pad"):
+        raise ValueError(f"data.resize={d.resize!r} must be 'crop' (short side resized, centre square) or 'pad'.")
+    if not 0.0 <= d.test_fraction < 1.0:
+        raise ValueError(f"data.test_fraction={d.test_fraction} must be in [0, 1): the share of videos held out.")
+    if d.prepare_workers < 1:
+        raise ValueError(f"data.prepare_workers={d.prepare_workers} must be at least 1 process.")
 
 
 def validate_sample(config: ml_collections.ConfigDict) -> None:
@@ -309,6 +349,9 @@ def validate_sample(config: ml_collections.ConfigDict) -> None:
                          f"windows in one model call) or k > 0 (k at a time).")
     if not 0.0 <= s.strength <= 1.0:
         raise ValueError(f"sample.strength={s.strength} must be in [0, 1]: 0 keeps --video, 1 ignores it.")
+    if s.resize not in ("crop", "pad", "error"):
+        raise ValueError(f"sample.resize={s.resize!r} must be 'crop' (short side resized, centre square), 'pad' "
+                         f"(long side resized, black borders) or 'error' (only square inputs).")
     if not 0.0 <= s.style_alpha <= 2.0:
         raise ValueError(f"sample.style_alpha={s.style_alpha} must be in [0, 2] (0: the base model, 1: the tuned "
                          f"style, above 1 extrapolates past it).")
