@@ -1,0 +1,640 @@
+"""A folder (or manifest) of captioned video files as the model's clips: listed, decoded once, stored, read back.
+
+    sources = load_videos(config.data)   # data.dataset="videos", data.videos=PATH
+    example = sources["train"][0]        # {"video": uint8 [T, R, R, 3], "caption": str, "source": str, "start": s}
+
+Listing: data.videos is a folder, searched recursively for VIDEO_EXTENSIONS (sorted), or a .csv / .jsonl
+manifest. A video's caption is the first of: its row in a manifest (`captions.csv` with `path,caption` columns, or
+`captions.jsonl` with one {"path": ..., "caption": ...} per line; in the folder or given as data.videos; paths are
+relative to the manifest's folder), then a sidecar `NAME.txt` beside it. Whitespace in captions is collapsed.
+
+Preparation, once: every listed video is decoded at about the final size (decode.read_video) in
+data.prepare_workers processes, resampled to data.fps by presentation time, cut into clips of data.num_frames
+frames every data.clip_stride seconds (0: back to back) and fitted to the square data.resolution
+(frames.fit_frames, data.resize). The clips are written as array_record by a tfds builder whose config name is a
+hash of the listing (every video's path, size, mtime and caption, and every skipped file) and of the preprocessing
+settings: a change of either prepares again, nothing else does. Whole videos are held out as the test split, by a
+hash of their path (and data.seed).
+
+Bad files never stop a build: each is skipped, counted by reason (REASONS) and named with its reason in
+`skipped.jsonl` beside the prepared data. A source with no usable clip is one ValueError line.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Iterator, Sequence
+
+import av
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+from etils import epath
+
+from lumiere_jax.data import decode
+from lumiere_jax.data import frames as frames_lib
+
+log = logging.getLogger("lumiere_jax")
+
+FORMAT_VERSION = 1  # bump when the preparation's output changes for the same inputs and settings
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
+MANIFESTS = ("captions.csv", "captions.jsonl")  # looked for in a data.videos folder, in this order
+SPLITS = ("train", "test")
+SKIPPED_FILE = "skipped.jsonl"
+
+# Why a file was skipped -> how the summary and the error line say it.
+REASONS = {
+    "missing_caption": "without a caption (no manifest row, no NAME.txt beside it)",
+    "empty_caption": "with an empty caption",
+    "caption_not_utf8": "with a caption that is not UTF-8",
+    "duplicate_path": "listed twice",
+    "missing_file": "listed but missing",
+    "unsupported_extension": "of an unsupported type",
+    "empty_file": "empty (0 bytes)",
+    "undecodable": "undecodable",
+    "no_video_stream": "without a video stream",
+    "no_frames": "without frames",
+    "too_short": "shorter than one clip",
+}
+
+
+# ------------------------------------------------------------------------------------------------------ listing
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A listed video: its file, its caption and what identifies its content for the cache."""
+
+    path: str  # absolute, normalized
+    name: str  # relative to the listing's root: what records and the split hash use
+    caption: str
+    size: int
+    mtime_ns: int
+
+
+@dataclasses.dataclass
+class Listing:
+    root: str  # the folder, or the manifest's folder
+    manifest: str | None  # the manifest that gave captions, if any
+    entries: list[Entry]
+    skipped: list[dict[str, str]]  # {"path", "reason", "detail"}, reason a key of REASONS
+
+
+def list_videos(videos: str) -> Listing:
+    """The captioned videos of a folder or manifest, and the files skipped while listing them (with reasons).
+
+    Raises ValueError (naming the file, the line and the fix) on a malformed manifest.
+    """
+    path = os.path.normpath(os.path.abspath(os.path.expanduser(videos)))
+    if os.path.isdir(path):
+        root = path
+        manifest = next((os.path.join(path, m) for m in MANIFESTS if os.path.isfile(os.path.join(path, m))), None)
+        scanned = _scan(path)
+    elif os.path.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
+        root, manifest, scanned = os.path.dirname(path), path, []
+    elif os.path.exists(path):
+        raise ValueError(f"data.videos={videos} is neither a folder of videos nor a .csv / .jsonl captions manifest: "
+                         f"give the folder, or a captions.csv (path,caption) or captions.jsonl file.")
+    else:
+        raise ValueError(f"data.videos={videos} does not exist: give a folder of videos or a captions.csv / "
+                         f"captions.jsonl manifest.")
+
+    skipped: list[dict[str, str]] = []
+    listed: dict[str, tuple[str | None, str]] = {}  # path -> (caption or None, where it came from)
+    order: list[str] = []
+    if manifest:
+        rows = _read_csv(manifest) if manifest.lower().endswith(".csv") else _read_jsonl(manifest)
+        where = os.path.basename(manifest)
+        for line, raw, caption in rows:
+            full = os.path.normpath(os.path.join(root, os.path.expanduser(raw))) if raw.strip() else ""
+            detail = f"{where} line {line}"
+            if not full or full in listed:
+                skipped.append(_skip(full or raw, "duplicate_path" if full else "missing_file",
+                                     detail + (": listed before" if full else ": empty path")))
+                continue
+            listed[full] = (caption, detail)
+            if not full.lower().endswith(VIDEO_EXTENSIONS):
+                skipped.append(_skip(full, "unsupported_extension",
+                                     f"{detail}: not one of {' '.join(VIDEO_EXTENSIONS)}"))
+            elif not os.path.isfile(full):
+                skipped.append(_skip(full, "missing_file", f"{detail}: no such file"))
+            else:
+                order.append(full)
+    if scanned:  # a folder: its videos (sorted) and the manifest's rows outside it
+        order = sorted(set(scanned) | set(order))
+
+    entries = []
+    for full in order:
+        if full in listed:
+            caption, where = listed[full]
+            reason = _caption_problem(caption)
+        else:
+            caption, where, reason = _sidecar(full)
+        if reason:
+            skipped.append(_skip(full, reason, where))
+            continue
+        try:
+            st = os.stat(full)
+        except OSError as e:  # a dangling link, or gone since
+            skipped.append(_skip(full, "missing_file", f"{type(e).__name__}: {e.strerror}"))
+            continue
+        entries.append(Entry(path=full, name=os.path.relpath(full, root), caption=_clean(caption),
+                             size=st.st_size, mtime_ns=st.st_mtime_ns))
+    return Listing(root=root, manifest=manifest, entries=entries, skipped=skipped)
+
+
+def _scan(folder: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(VIDEO_EXTENSIONS)]
+    return sorted(os.path.normpath(f) for f in found)
+
+
+def _skip(path: str, reason: str, detail: str = "") -> dict[str, str]:
+    assert reason in REASONS, reason
+    return {"path": path, "reason": reason, "detail": detail}
+
+
+def _clean(caption: str) -> str:
+    return " ".join(caption.split())
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that was not UTF-8, kept as a lone surrogate (surrogateescape)
+        return True
+    return False
+
+
+def _caption_problem(caption: str | None) -> str | None:
+    if caption is None:
+        return "missing_caption"
+    if _not_utf8(caption):
+        return "caption_not_utf8"
+    if not _clean(caption):
+        return "empty_caption"
+    return None
+
+
+def _sidecar(video: str) -> tuple[str | None, str, str | None]:
+    """(caption, where, problem) from NAME.txt beside the video."""
+    txt = os.path.splitext(video)[0] + ".txt"
+    where = os.path.basename(txt)
+    if not os.path.isfile(txt):
+        return None, f"no {where} beside it and no manifest row", "missing_caption"
+    with open(txt, "rb") as f:
+        raw = f.read()
+    try:
+        caption = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return None, f"{where}: byte {e.start} is not UTF-8", "caption_not_utf8"
+    return caption, where, _caption_problem(caption)
+
+
+def _manifest_text(manifest: str) -> str:
+    with open(manifest, "rb") as f:
+        # Bytes that are not UTF-8 survive as lone surrogates: only the cells holding them are skipped.
+        return f.read().decode("utf-8-sig", "surrogateescape")
+
+
+def _read_csv(manifest: str) -> list[tuple[int, str, str | None]]:
+    """(line, path, caption or None) per row of a CSV whose header names `path` and `caption` columns."""
+    fix = "the first line must name the columns, e.g. 'path,caption' (other columns are ignored)"
+    reader = csv.reader(_manifest_text(manifest).splitlines(keepends=True))
+    rows = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{manifest} line 1: the manifest is empty: {fix}.")
+        names = [h.strip().lower() for h in header]
+        for column in ("path", "caption"):
+            if column not in names:
+                raise ValueError(f"{manifest} line 1: no '{column}' column in the header {header}: {fix}.")
+        p, c = names.index("path"), names.index("caption")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            rows.append((reader.line_num, row[p] if p < len(row) else "", row[c] if c < len(row) else None))
+    except csv.Error as e:
+        raise ValueError(f"{manifest} line {reader.line_num}: not valid CSV ({e}): quote cells that hold commas, "
+                         f"quotes or line breaks (\"a, b\"; a quote inside is doubled: \"\").") from None
+    return rows
+
+
+def _read_jsonl(manifest: str) -> list[tuple[int, str, str | None]]:
+    """(line, path, caption or None) per line of a JSON lines manifest."""
+    example = '{"path": "clips/a.mp4", "caption": "a dog runs"}'
+    rows = []
+    for line, text in enumerate(_manifest_text(manifest).split("\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{manifest} line {line}: not JSON ({e.msg} at column {e.colno}): each line must be one "
+                             f"object, e.g. {example}.") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
+            raise ValueError(f"{manifest} line {line}: no \"path\" string in {text.strip()[:80]}: each line must be "
+                             f"one object, e.g. {example}.")
+        caption = obj.get("caption")
+        if caption is not None and not isinstance(caption, str):
+            raise ValueError(f"{manifest} line {line}: \"caption\" is a {type(caption).__name__}, not a string: "
+                             f"each line must be one object, e.g. {example}.")
+        rows.append((line, obj["path"], caption))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ preparation
+
+
+def settings_of(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The preprocessing settings the prepared clips depend on (the cache key with the listing)."""
+    return {"num_frames": int(data.num_frames), "resolution": int(data.resolution), "fps": float(data.fps),
+            "clip_stride": float(data.clip_stride), "resize": str(data.resize),
+            "test_fraction": float(data.test_fraction), "seed": int(data.seed), "format": FORMAT_VERSION}
+
+
+def config_name(listing: Listing, settings: dict[str, Any]) -> str:
+    """The builder config's name: a hash of the listing and the settings; any change to them prepares anew."""
+    key = {"settings": settings,
+           "videos": [[e.path, e.size, e.mtime_ns, e.caption] for e in listing.entries],
+           "skipped": [[s["path"], s["reason"]] for s in listing.skipped]}
+    blob = json.dumps(key, sort_keys=True, ensure_ascii=True).encode("ascii")
+    return "v" + hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _unit(name: str, seed: int) -> float:
+    """A stable number in [0, 1) for a video's path: the split hash."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def assign_splits(names: Sequence[str], test_fraction: float, seed: int) -> list[str]:
+    """"test" for the videos whose path hashes below test_fraction, else "train"; a single video trains; with two
+    videos or more and test_fraction > 0, at least one of each."""
+    if len(names) < 2:
+        return ["train"] * len(names)
+    u = [_unit(n, seed) for n in names]
+    test = [x < test_fraction for x in u]
+    if test_fraction > 0:
+        if not any(test):
+            test[int(np.argmin(u))] = True
+        if all(test):
+            test[int(np.argmax(u))] = False
+    return ["test" if t else "train" for t in test]
+
+
+def _decode_short_side(path: str, resolution: int, resize: str) -> int:
+    """The short side to decode at so the frames are about the final size: the short side for crop, the one that
+    makes the long side `resolution` for pad."""
+    if resize == "crop":
+        return resolution
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+    except Exception:  # noqa: BLE001 - read_video reports the file's problem
+        return resolution
+    if not width or not height:
+        return resolution
+    return max(1, math.ceil(resolution * min(width, height) / max(width, height)))
+
+
+def cut_clips(times: np.ndarray, fps: float, num_frames: int, stride: float) -> tuple[list[float], np.ndarray]:
+    """(starts, indices [N, num_frames]): the clips of a video whose frames show at `times`, resampled to `fps`,
+    `stride` seconds apart (0: back to back)."""
+    times = np.asarray(times, np.float64)
+    period = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / fps
+    duration = float(times[-1] + period - times[0])  # as frames.resample_indices counts it
+    starts, indices = [], []
+    for start in frames_lib.clip_starts(duration, num_frames, fps, stride or num_frames / fps):
+        try:
+            indices.append(frames_lib.resample_indices(times, fps, num_frames, start=float(times[0]) + start))
+        except ValueError:  # the last start, a rounding error past the end
+            break
+        starts.append(start)
+    return starts, np.asarray(indices, np.int64).reshape(len(starts), num_frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    index: int
+    path: str
+    out: str  # .npy the clips go to
+    num_frames: int
+    resolution: int
+    fps: float
+    clip_stride: float
+    resize: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    index: int
+    starts: list[float]
+    reason: str | None = None
+    detail: str = ""
+
+
+def _prepare_video(task: _Task) -> _Result:
+    """Decodes one video, writes its clips [N, T, R, R, 3] to task.out; a bad file is a _Result with a reason.
+    Runs in the worker processes (or in-process with one worker)."""
+    try:
+        video = decode.read_video(task.path, short_side=_decode_short_side(task.path, task.resolution, task.resize))
+    except decode.DecodeError as e:
+        return _Result(task.index, [], "missing_file" if e.reason == "missing" else e.reason, str(e))
+    except Exception as e:  # noqa: BLE001 - a bad file never stops a build
+        return _Result(task.index, [], "undecodable", f"{type(e).__name__}: {e}")
+    try:
+        starts, indices = cut_clips(video.times, task.fps, task.num_frames, task.clip_stride)
+        if not starts:
+            period = float(np.median(np.diff(video.times))) if len(video.times) > 1 else 0.0
+            return _Result(task.index, [], "too_short",
+                           f"{video.times[-1] + period:.2f} s ({len(video.times)} frames); a clip is "
+                           f"{task.num_frames / task.fps:g} s")
+        used = np.unique(indices)  # fit each needed frame once (clips may overlap; a lower fps skips frames)
+        fitted = frames_lib.fit_frames(video.frames[used], task.resolution, task.resize)
+        clips = fitted[np.searchsorted(used, indices)]  # [N, T, R, R, 3]
+    except Exception as e:  # noqa: BLE001
+        return _Result(task.index, [], "undecodable", f"{type(e).__name__}: {e}")
+    np.save(task.out, np.ascontiguousarray(clips, dtype=np.uint8))
+    return _Result(task.index, starts)
+
+
+def _decode_all(tasks: list[_Task], workers: int, progress: tqdm.tqdm) -> list[_Result]:
+    """Every task's result, in task order whatever the number of workers."""
+    results: list[_Result] = []
+    clips, t0 = 0, time.perf_counter()
+
+    def advance(result: _Result):
+        nonlocal clips
+        results.append(result)
+        clips += len(result.starts)
+        progress.update(1)
+        progress.set_postfix(clips=clips, clips_per_s=f"{clips / max(time.perf_counter() - t0, 1e-9):.1f}")
+
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            advance(_prepare_video(task))
+        return results
+    methods = multiprocessing.get_all_start_methods()
+    # Not fork: jax (threads) may be imported in this process already.
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        try:
+            for result in pool.map(_prepare_video, tasks):  # ordered
+                advance(result)
+        except concurrent.futures.BrokenExecutor as e:
+            # FFmpeg crashed a worker (no Python exception to catch): which file, is known only in-process.
+            after = tasks[len(results)].path
+            raise RuntimeError(f"a video-decoding worker died ({e}) at or after {after}: prepare with "
+                               f"data.prepare_workers=1 to see which file crashes FFmpeg, and move it away.") from None
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- builder
+
+
+@dataclasses.dataclass(kw_only=True)
+class VideoClipsConfig(tfds.core.BuilderConfig):
+    """Clip geometry; the name (config_name) is a hash of the listing and every preprocessing setting."""
+
+    num_frames: int = 8
+    resolution: int = 32
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What the builder writes: the decoded clips (one .npy per video) and the split of each video."""
+
+    listing: Listing
+    spool: str
+    results: list[_Result]
+    splits: dict[int, str]  # entry index -> split, for the videos with clips
+    metadata: dict[str, Any]
+
+
+class LumiereVideoClips(tfds.core.GeneratorBasedBuilder):
+    """Captioned clips cut from a folder of video files (data.videos)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    code_path = epath.Path(__file__)  # as in shapes_tfds: no importlib_resources lookup
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    BUILDER_CONFIGS = [VideoClipsConfig(name="default")]
+
+    def __init__(self, *, plan: _Plan | None = None, **kwargs):
+        self._plan = plan
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        frame_shape = (cfg.num_frames, cfg.resolution, cfg.resolution, 3)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=frame_shape, dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.BYTES),
+                "caption": tfds.features.Text(),
+                "source": tfds.features.Text(),  # the video's path, relative to data.videos
+                "start": tfds.features.Tensor(shape=(), dtype=np.float32),  # seconds into it
+            }),
+            disable_shuffling=True,  # records in listing order; grain shuffles by index
+            metadata=tfds.core.MetadataDict(),  # the preparation's summary, written with the data
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        del dl_manager  # Nothing to download.
+        if self._plan is None:
+            raise RuntimeError("LumiereVideoClips prepares only through videos.load_videos.")
+        self.info.metadata.update(self._plan.metadata)
+        # tfds writes no empty split: a split without clips is left out (load_videos opens it as empty).
+        return {split: self._generate_examples(split) for split in SPLITS if self._plan.metadata["clips"][split]}
+
+    def _generate_examples(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        plan, key = self._plan, 0
+        for result in plan.results:
+            if plan.splits.get(result.index) != split:
+                continue
+            entry = plan.listing.entries[result.index]
+            clips = np.load(os.path.join(plan.spool, f"{result.index:07d}.npy"))
+            for start, clip in zip(result.starts, clips):
+                yield key, {"video": clip, "caption": entry.caption, "source": _text(entry.name),
+                            "start": np.float32(start)}
+                key += 1
+
+
+def _text(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class VideoSource:
+    """Random-access clips of one split (like shapes_tfds.ShapesWorldSource); an empty split has length 0."""
+
+    def __init__(self, source: Any | None, captions: Sequence[str], config_name: str = "", directory: str = ""):
+        self._source = source
+        self._captions = list(captions)
+        self.config_name = config_name  # the builder config: a hash of the listing and the settings
+        self.directory = directory  # where the prepared data and skipped.jsonl are
+
+    def __len__(self) -> int:
+        return 0 if self._source is None else len(self._source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._source is None:
+            raise IndexError(f"index {index} of an empty video source.")
+        return self._decode(self._source[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        if self._source is None:
+            if len(indices):
+                raise IndexError("an empty video source has no records.")
+            return []
+        return [self._decode(e) for e in self._source.__getitems__(list(indices))]
+
+    def captions(self) -> list[str]:
+        """Distinct captions of the split, in first-seen order (read from the preparation's summary)."""
+        return list(self._captions)
+
+    def __repr__(self) -> str:
+        return f"VideoSource({self.config_name}, {len(self)} clips)"
+
+    @staticmethod
+    def _decode(example: dict[str, Any]) -> dict[str, Any]:
+        example = dict(example)
+        for key in ("caption", "source"):
+            if isinstance(example[key], bytes):
+                example[key] = example[key].decode("utf-8")
+        example["start"] = float(example["start"])
+        return example
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def load_videos(data: ml_collections.ConfigDict) -> dict[str, VideoSource]:
+    """Prepares (once, cached) and opens the video source of config.data; returns {"train": ..., "test": ...}.
+
+    Raises ValueError, one line, on a malformed manifest or when no listed video gives a clip.
+    """
+    listing = list_videos(data.videos)
+    settings = settings_of(data)
+    name = config_name(listing, settings)
+    data_dir = os.path.expanduser(data.data_dir)
+    config = VideoClipsConfig(name=name, num_frames=settings["num_frames"], resolution=settings["resolution"],
+                              description=f"clips of {listing.manifest or listing.root}")
+    builder = LumiereVideoClips(config=config, data_dir=data_dir, file_format="array_record")
+    directory = os.fspath(builder.data_path)
+    skipped_path = os.path.join(os.path.dirname(directory), SKIPPED_FILE)  # beside the version folder
+    reused = builder.is_prepared()
+    if not reused:
+        _prepare(builder, listing, settings, data, skipped_path)
+    meta = dict(builder.info.metadata)
+    if not os.path.isfile(skipped_path):  # deleted since: the summary keeps it
+        _write_skipped(skipped_path, meta["skipped"])
+    log.info("%s%s", _summary(data.videos, meta, skipped_path), " (prepared before: reused)" if reused else "")
+    return {split: VideoSource(builder.as_data_source(split) if meta["clips"][split] else None,
+                               meta["captions"][split], config_name=name, directory=directory)
+            for split in SPLITS}
+
+
+def _prepare(builder: LumiereVideoClips, listing: Listing, settings: dict[str, Any],
+             data: ml_collections.ConfigDict, skipped_path: str) -> None:
+    config_dir = os.path.dirname(skipped_path)
+    os.makedirs(config_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(config_dir, ".decoded-*")):  # left by a preparation that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    spool = tempfile.mkdtemp(prefix=".decoded-", dir=config_dir)
+    try:
+        tasks = [_Task(i, e.path, os.path.join(spool, f"{i:07d}.npy"), settings["num_frames"],
+                       settings["resolution"], settings["fps"], settings["clip_stride"], settings["resize"])
+                 for i, e in enumerate(listing.entries)]
+        with tqdm.tqdm(total=len(tasks), unit="video", desc="Preparing videos", dynamic_ncols=True) as progress:
+            results = _decode_all(tasks, int(data.prepare_workers), progress)
+        skipped = list(listing.skipped)
+        skipped += [_skip(listing.entries[r.index].path, r.reason, r.detail) for r in results if r.reason]
+        usable = [r.index for r in results if r.starts]
+        splits = dict(zip(usable, assign_splits([listing.entries[i].name for i in usable],
+                                                settings["test_fraction"], settings["seed"])))
+        metadata = _metadata(listing, settings, results, splits, skipped)
+        _write_skipped(skipped_path, skipped)
+        if not metadata["clips"]["train"]:
+            raise ValueError(_no_clip_line(data.videos, metadata, skipped_path))
+        builder._plan = _Plan(listing=listing, spool=spool, results=results, splits=splits, metadata=metadata)
+        builder.download_and_prepare()
+        builder._plan = None
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def _metadata(listing: Listing, settings: dict[str, Any], results: list[_Result], splits: dict[int, str],
+              skipped: list[dict[str, str]]) -> dict[str, Any]:
+    clips = {s: 0 for s in SPLITS}
+    videos = {s: 0 for s in SPLITS}
+    captions: dict[str, dict[str, None]] = {s: {} for s in SPLITS}
+    for r in results:
+        if r.starts:
+            split = splits[r.index]
+            clips[split] += len(r.starts)
+            videos[split] += 1
+            captions[split].setdefault(listing.entries[r.index].caption, None)
+    return {"videos": listing.manifest or listing.root, "settings": settings, "read": len(results),
+            "clips": clips, "videos_used": videos, "captions": {s: list(c) for s, c in captions.items()},
+            "skipped": [{k: _text(v) for k, v in s.items()} for s in skipped]}
+
+
+def _write_skipped(path: str, skipped: list[dict[str, str]]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for s in skipped:
+            f.write(json.dumps({k: _text(v) for k, v in s.items()}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _reasons(meta: dict[str, Any]) -> str:
+    counts = collections.Counter(s["reason"] for s in meta["skipped"])
+    parts = []
+    for reason, label in REASONS.items():
+        if counts[reason]:
+            if reason == "too_short":
+                st = meta["settings"]
+                label += (f" ({st['num_frames']} frames at {st['fps']:g} fps = "
+                          f"{st['num_frames'] / st['fps']:g} s)")
+            parts.append(f"{counts[reason]} {label}")
+    return ", ".join(parts)
+
+
+def _no_clip_line(videos: str, meta: dict[str, Any], skipped_path: str) -> str:
+    clips = sum(meta["clips"].values())
+    head = f"data.videos={videos}: no usable clip" if not clips else \
+        f"data.videos={videos}: no usable training clip ({clips} test clips)"
+    if not meta["read"] and not meta["skipped"]:
+        return (f"{head}: no {'/'.join(VIDEO_EXTENSIONS)} file found; give a folder of captioned videos or a "
+                f"captions.csv / captions.jsonl manifest.")
+    return (f"{head}: {meta['read']} videos read, {clips} clips; skipped: {_reasons(meta) or 'none'}. "
+            f"See {skipped_path}.")
+
+
+def _summary(videos: str, meta: dict[str, Any], skipped_path: str) -> str:
+    c, v = meta["clips"], meta["videos_used"]
+    line = (f"data.videos={videos}: {meta['read']} videos read, {c['train'] + c['test']} clips written "
+            f"({c['train']} train / {c['test']} test, from {v['train']} / {v['test']} videos); ")
+    if meta["skipped"]:
+        return line + f"{len(meta['skipped'])} files skipped: {_reasons(meta)}; listed in {skipped_path}."
+    return line + f"no file skipped ({skipped_path})."
