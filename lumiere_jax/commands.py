@@ -140,6 +140,10 @@ def style_tune(config: ml_collections.ConfigDict, workdir: str, style_image: str
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Samples the evaluation prompts (config.eval), checks them, writes eval.json; returns the summary."""
+    if config.data.dataset != "shapes_world":
+        raise UsageError(f"--mode=eval checks samples of the shapes world with its program checker; this run trains "
+                         f"on data.dataset={config.data.dataset!r}, which it cannot check. Sample with "
+                         f"--mode=sample, or evaluate a shapes-world run.")
     t2v, step = load_sampler(config, workdir)
     result = evaluation.run_eval(t2v, config, workdir, step)
     summary = {"step": step, "accuracy": result["accuracy"]}

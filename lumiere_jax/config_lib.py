@@ -309,6 +309,9 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         if not os.path.exists(os.path.expanduser(d.videos)):
             raise ValueError(f"data.videos={d.videos} does not exist: give a folder of videos or a captions.csv / "
                              f"captions.jsonl manifest.")
+        if d.story_fraction:
+            raise ValueError(f"data.story_fraction={d.story_fraction} makes story clips from the shapes world; with "
+                             f"data.dataset='videos' set it to 0.")
     if d.fps <= 0:
         raise ValueError(f"data.fps={d.fps} must be positive (frames per second of the training clips).")
     if d.clip_stride < 0:

@@ -20,7 +20,8 @@ from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, sampling, sharding, video_io
-from lumiere_jax.data import pipeline, shapes_tfds, stories
+from lumiere_jax.data import pipeline, stories
+from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.diffusion.schedule import schedule_from
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, check_resumed_schedule, init_model, \
@@ -53,16 +54,14 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
         # would race; on per-host disks the others then build their own (identical) copies.
         multihost_utils.sync_global_devices("lumiere_data_built")
     d = config.data
-    data_dir = os.path.expanduser(d.data_dir)
-    sources = shapes_tfds.load_shapes_world(data_dir, d.num_frames, d.resolution, d.num_train, d.num_test, d.seed)
+    sources = data_sources.load_sources(d)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    cache_dir = os.path.join(data_dir, "text_cache", shapes_tfds.shapes_world_config(
-        d.num_frames, d.resolution, d.num_train, d.num_test, d.seed).name)
     if d.story_fraction:  # a share of the training clips becomes stories, with a caption per frame
         sources["train"] = stories.StorySource(sources["train"], d.story_fraction, seed=d.seed,
                                                num_frames=d.num_frames, resolution=d.resolution,
                                                changes=stories.parse_changes(d.story_changes))
-    cache = pipeline.build_text_cache(encoder, cache_dir, [sources["train"]], extra=extra_captions)
+    cache = pipeline.build_text_cache(encoder, data_sources.text_cache_dir(d), [sources["train"]],
+                                      extra=extra_captions)
     if jax.process_count() > 1 and jax.process_index() == 0:
         multihost_utils.sync_global_devices("lumiere_data_built")
     return sources, encoder, cache
@@ -204,6 +203,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
 
     # Data.
     sources, encoder, cache = load_data(config, extra_captions=config.sample.prompts)
+    prompts = data_sources.sample_prompts(config, sources)
     dataset = pipeline.train_dataset(sources["train"], cache, global_batch_size=config.batch_size,
                                      seed=config.data.seed, process_index=jax.process_index(),
                                      process_count=jax.process_count())
@@ -287,7 +287,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         if (config.sample_every and config.task in config_lib.UNCONDITIONAL
                 and (step % config.sample_every == 0 or step == config.total_steps)):
             t2v.params = state.ema
-            clips = t2v(list(config.sample.prompts), seed=config.seed, steps=config.sample.steps,
+            clips = t2v(prompts, seed=config.seed, steps=config.sample.steps,
                         guidance=config.sample.guidance, sampler=config.sample.sampler)
             if jax.process_index() == 0:
                 log.info("Wrote samples: %s", write_samples(workdir, step, clips, config.sample.fps))

@@ -1,0 +1,90 @@
+"""Training on a folder of captioned video files, through the command line: t2v and the SSR, then sampling.
+
+The videos are written by the test (smooth moving gradients at odd sizes and frame rates), with sidecar captions.
+"""
+
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _clip(num_frames: int, height: int, width: int, phase: float) -> np.ndarray:
+    t = np.arange(num_frames)[:, None, None]
+    y, x = np.mgrid[:height, :width]
+    red = 127 + 120 * np.sin(0.2 * x[None] + 0.3 * t + phase)
+    green = 127 + 120 * np.cos(0.15 * y[None] - 0.2 * t)
+    blue = np.broadcast_to(60 + 40 * np.sin(0.1 * (x + y))[None], red.shape)
+    return np.stack([red, green, blue], -1).astype(np.uint8)  # [T, H, W, 3]
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("footage")
+    for i, (height, width, fps, seconds) in enumerate([(36, 64, 12, 2.0), (48, 40, 30, 1.5), (46, 80, 24, 2.5)]):
+        frames = _clip(int(fps * seconds), height, width, phase=i)
+        iio.imwrite(folder / f"clip{i}.mp4", frames, fps=fps, codec="libx264", plugin="pyav")
+        (folder / f"clip{i}.txt").write_text(f"waves of colour number {i}")
+    return folder
+
+
+def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lumiere_jax.main", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _video_flags(folder, data_dir) -> list[str]:
+    return ["--config.data.dataset=videos", f"--config.data.videos={folder}", f"--config.data.data_dir={data_dir}",
+            "--config.data.test_fraction=0.3"]
+
+
+def test_t2v_and_ssr_train_on_a_folder_of_videos_then_sample(video_folder, tmp_path):
+    data_dir = tmp_path / "data"
+    run = tmp_path / "t2v"
+    proc = _cli("--config=configs/t2v.py:size=smoke", f"--workdir={run}", *_video_flags(video_folder, data_dir),
+                "--config.total_steps=2", "--config.sample_every=2", "--config.sample.steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.isdir(run / "checkpoints" / "2")
+    assert os.listdir(run / "samples")  # the periodic samples, of held-out captions
+    out = tmp_path / "sample.gif"
+    proc = _cli("--config=configs/t2v.py:size=smoke", f"--workdir={run}", "--mode=sample", *_video_flags(
+        video_folder, data_dir), "--prompt=waves of colour number 1", f"--out={out}", "--config.sample.steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert iio.imread(out, index=None).shape[:3] == (4, 16, 16)
+    # The SSR learns to upsample the same footage (low-res input box-downsampled from each clip).
+    proc = _cli("--config=configs/ssr.py:size=smoke", f"--workdir={tmp_path / 'ssr'}",
+                *_video_flags(video_folder, data_dir), "--config.total_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.isdir(tmp_path / "ssr" / "checkpoints" / "2")
+
+
+def test_a_folder_without_usable_clips_stops_before_compiling(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "broken.mp4").write_bytes(b"not a video" * 50)
+    (folder / "broken.txt").write_text("a caption")
+    run = tmp_path / "run"
+    proc = _cli("--config=configs/t2v.py:size=smoke", f"--workdir={run}",
+                *_video_flags(folder, tmp_path / "data"), "--config.total_steps=2", timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no usable clip" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(run / "checkpoints" / "0")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.data.dataset=videos"], "data.dataset='videos' reads data.videos"),
+    (["--config.data.dataset=videos", "--config.data.videos=/no/such/folder"], "/no/such/folder does not exist"),
+    (["--config.data.dataset=frames"], "data.dataset='frames' must be one of"),
+])
+def test_bad_video_source_keys_get_one_line(tmp_path, flags, message):
+    proc = _cli("--config=configs/t2v.py:size=smoke", f"--workdir={tmp_path}", *flags, timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
