@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.text_encoder_path = "~/models/t5-v1_1-xxl"  # a local Hugging Face folder; nothing is downloaded
         c.text_max_length = 128
         c.sample.fps = 16
+        c.data.fps = 16.0  # clips of real footage are resampled to the paper's rate
         c.sample_every = 5000
         c.checkpoint_every = 1000
         c.log_every = 100

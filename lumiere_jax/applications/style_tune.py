@@ -60,7 +60,7 @@ def check_style_tune(config: ml_collections.ConfigDict, image: str | None, capti
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"--style_weights={out}: folder {folder} does not exist or is not writable.")
-    return inputs.read_style_images(image, caption, config.data.resolution)
+    return inputs.read_style_images(image, caption, config.data.resolution, mode=config.sample.resize)
 
 
 def _style_layers(pattern: str, spatial: Sequence[str]) -> re.Pattern | None:
