@@ -1,4 +1,4 @@
-r"""Builds the training data (the shapes world, or a prepared folder of videos) and its text cache once, before a launch.
+r"""Builds the training data (the shapes world, or a folder of videos) and its text cache once, before a launch.
 
 The trainer builds both on first use, but on a cluster every process would
 then build the same files into the same folder at once. Run this once (CPU is
