@@ -505,6 +505,19 @@ def t_ssr_quality() -> str:
         sources(["ssr_quality_cpu.json"])])
 
 
+def t_prepare_videos() -> str:
+    d = load("prepare_videos_cpu.json")
+    one = d["runs"][0]["clips_per_s"]
+    rows = [[r["workers"], r["videos"], r["clips"], f"{r['seconds']:.1f}", f"{r['clips_per_s']:.1f}",
+             f"{r['clips_per_s'] / one:.2f}x"] for r in d["runs"]]
+    return "\n\n".join([
+        f"`benchmarks/prepare_videos.py`: {d['source']} {d['copies']} times ({d['megabytes']:.1f} MiB), prepared "
+        f"from scratch into {d['num_frames']}-frame clips at {d['fps']:g} fps and {d['resolution']}x"
+        f"{d['resolution']} with each number of decoding processes; {machine(d['machine'])}.",
+        table(["workers", "videos", "clips", "s", "clips/s", "vs 1 worker"], rows, "rrrrrr"),
+        sources(["prepare_videos_cpu.json"])])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Applications (tools/app_bench.py: 12 clips per row, DDIM 25 steps, seed 0).
 
@@ -663,6 +676,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "long-video-memory": ("Long-video sampler memory: the whole clip against windows", t_long_video_memory),
     "ssr-memory": ("SSR sampler memory", t_ssr_memory),
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
+    "prepare-videos": ("Preparing a folder of videos", t_prepare_videos),
     "app-conditional": ("Image-to-video, inpainting, cinemagraphs", t_app_conditional),
     "app-sdedit": ("SDEdit", t_app_sdedit),
     "app-style": ("Stylized generation", t_app_style),
