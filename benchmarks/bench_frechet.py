@@ -1,7 +1,7 @@
 r"""Frechet distance in feature-net space: real vs real near zero, growing as quality drops.
 
-  python -m lumiere_jax.eval.feature_net --config=configs/feature_net.py --workdir=/tmp/feature_net
-  python benchmarks/bench_frechet.py --feature_net=/tmp/feature_net --run=/tmp/t2v
+  python -m lumiere_jax.eval.feature_net --config=configs/feature_net.py --workdir=runs/feature_net
+  python benchmarks/bench_frechet.py --feature_net=runs/feature_net --run=runs/t2v_tiny
 
 Every row compares a set of --num clips with the same reference: the last 128 clips of the test split of
 configs/t2v.py (size=tiny by default). Rows: the first --num real test clips (disjoint from the reference),

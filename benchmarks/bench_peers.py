@@ -4,8 +4,8 @@ Peers, built from configs (no downloads): diffusers' UNet3DConditionModel (the M
 U-Net) and imagen-pytorch's Unet3D (with space-time downsampling, temporal_strides=2, as in Lumiere).
 They live in their own environment, never in setup.py:
 
-  python -m venv /tmp/peervenv && /tmp/peervenv/bin/pip install -e . -r benchmarks/requirements-peers.txt
-  /tmp/peervenv/bin/python benchmarks/bench_peers.py                  # tiny: batch 8, 8 frames at 32x32
+  python -m venv peervenv && peervenv/bin/pip install -e . -r benchmarks/requirements-peers.txt
+  peervenv/bin/python benchmarks/bench_peers.py                  # tiny: batch 8, 8 frames at 32x32
 
 On a GPU the peers run on the GPU that jax uses, in the config's compute dtype (autocast for bfloat16, from
 float32 weights, as ours): install a CUDA jax (`pip install -U "jax[cuda12]"`) into the same venv; the PyPI

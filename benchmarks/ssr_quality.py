@@ -1,7 +1,7 @@
 r"""What a trained SSR model adds over bilinear upsampling, and whether its temporal windows leave seams.
 
-  python -m lumiere_jax.main --config=configs/ssr.py --workdir=/tmp/ssr_tiny   # 32 -> 64 px, 1,000 steps
-  python benchmarks/ssr_quality.py --workdir=/tmp/ssr_tiny --gif=docs/ssr_tiny.gif
+  python -m lumiere_jax.main --config=configs/ssr.py --workdir=runs/ssr_tiny   # 32 -> 64 px, 1,000 steps
+  python benchmarks/ssr_quality.py --workdir=runs/ssr_tiny --gif=docs/ssr_tiny.gif
 
 Test-split clips of the shapes world (`--frames` long, 4x the SSR's 8-frame window by default) are rendered at
 the SSR's output size, box-downsampled to its input size as in training, and upsampled three ways: bilinearly,

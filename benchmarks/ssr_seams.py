@@ -1,7 +1,7 @@
 r"""Seams at window borders of long videos: temporal MultiDiffusion vs independent windows (Lumiere,
 Bar-Tal et al. 2024, Sec. 3.2).
 
-  python benchmarks/ssr_seams.py --workdir=/work/runs/tiny1           # configs/t2v.py tiny, 32 frames
+  python benchmarks/ssr_seams.py --workdir=runs/t2v_tiny           # configs/t2v.py tiny, 32 frames
   python benchmarks/ssr_seams.py --workdir=DIR --config_size=smoke --frames=8 --clips=2 --steps=2
 
 Samples `--clips` prompts (lumiere_jax.evaluate.eval_prompts) as clips of `--frames` frames (4x the
@@ -132,7 +132,7 @@ def ratios(video: np.ndarray, starts, window: int, expected: list[dict]) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="/work/runs/tiny1", help="a trained configs/t2v.py run")
+    parser.add_argument("--workdir", default="runs/t2v_tiny", help="a trained configs/t2v.py run")
     parser.add_argument("--config_size", default="tiny")
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--clips", type=int, default=8)

@@ -1,6 +1,6 @@
 r"""Story mode: one clip 4x the training length, a prompt per time span, each span checked by the evaluator.
 
-  python benchmarks/ssr_story.py --workdir=/work/runs/tiny1 --gif=docs/story_tiny.gif
+  python benchmarks/ssr_story.py --workdir=runs/t2v_tiny --gif=docs/story_tiny.gif
   python benchmarks/ssr_story.py --workdir=DIR --config_size=smoke --frames=16 --seeds=1 --steps=2
 
 The base model (configs/t2v.py tiny, 8 frames) runs on the whole clip with a prompt per frame when it was trained
@@ -14,7 +14,7 @@ each span's frames, for `--seeds` clips of the same story. --story=objects chang
 its motion, then its shape) instead of only its motion.
 The same thing from the command line (one clip):
 
-  python -m lumiere_jax.main --config=configs/t2v.py --workdir=/work/runs/tiny1 --mode=sample --frames=32 \
+  python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v_tiny --mode=sample --frames=32 \
       --prompt="a red circle moving left" --prompt_at="8:a red circle moving up" \
       --prompt_at="16:a red circle moving right" --prompt_at="24:a red circle moving down" --out=story.gif
 
@@ -56,7 +56,7 @@ LONG_VIDEO = sampling.LongVideo()
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="/work/runs/tiny1", help="a trained configs/t2v.py run")
+    parser.add_argument("--workdir", default="runs/t2v_tiny", help="a trained configs/t2v.py run")
     parser.add_argument("--config_size", default="tiny")
     parser.add_argument("--frames", type=int, default=32, help="clip length (4x the training length)")
     parser.add_argument("--seeds", type=int, default=4, help="clips of the same story, one batch")

@@ -1,7 +1,7 @@
 r"""Measures the applications (Lumiere, Bar-Tal et al. 2024, Sec. 4) with the shapes world's program checker.
 
-  python -m tools.app_bench --t2v=/work/runs/tiny1 --conditional=/work/runs/cond1 \
-      --style_weights=/work/runs/outline.safetensors --out=benchmarks/results/applications.json --gif_dir=docs
+  python -m tools.app_bench --t2v=runs/t2v_tiny --conditional=runs/conditional \
+      --style_weights=outline.safetensors --out=benchmarks/results/applications.json --gif_dir=docs
 
 Each row samples `--num` clips of single large shapes (colours, shapes, motions cycled) and reports:
   i2v          frame-1 error of the raw model output (mean |diff|, uint8 levels; 0 after paste-back), and

@@ -1,6 +1,6 @@
 r"""Writes example inputs for the applications (Lumiere, Bar-Tal et al. 2024, Sec. 4) from the shapes world.
 
-  python -m tools.app_inputs --out=/tmp/app_inputs [--frames=8 --resolution=32]
+  python -m tools.app_inputs --out=app_inputs [--frames=8 --resolution=32]
 
 writes, for a red circle moving right: first.png (its first frame, for image-to-video), in.mp4 and in.gif
 (the clip, for inpainting and SDEdit), hole.png (white over the object's whole path, for inpainting),
@@ -59,7 +59,7 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     # Defined here, not at import: tools/app_bench.py imports this module's functions and has flags of its own.
-    flags.DEFINE_string("out", "/tmp/app_inputs", "Folder for the input files.")
+    flags.DEFINE_string("out", "app_inputs", "Folder for the input files.")
     flags.DEFINE_integer("frames", 8, "Clip length (the model's data.num_frames).")
     flags.DEFINE_integer("resolution", 32, "Frame side (the model's data.resolution).")
     app.run(main)

@@ -7,7 +7,7 @@ r"""Can the STUNet learn to pick a trajectory from its caption? A controlled mic
   python -m tools.motion_micro --world=fixed4 --shift=0.1           # or --t_min=0.9, --high_noise_fraction=0.5
   python -m tools.motion_micro --world=directions --t_min=0.9 --steps=1000 --phrasing=varied [--attention_levels=1,2]
         [--text_pooling=attention]
-  python -m tools.motion_micro --t2v=/tmp/t2v [--t2v_step=N]       # only the read-out, on a trained run
+  python -m tools.motion_micro --t2v=runs/t2v_tiny [--t2v_step=N]       # only the read-out, on a trained run
 
 Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1e-3) on clips drawn on the fly:
 `directions`: red or blue circles, squares, triangles moving left/right/up/down from random starts (24 captions);

@@ -7,11 +7,11 @@ samples that show the style and the prompted content (rated by people or by CLIP
 from the base weights, on the reference plus the kept samples. Here the program checker (colour, shape) and
 the style's measure (stripe amplitude) are the raters:
 
-  python -m tools.style_feedback --t2v=/tmp/t2v_p2 --style_weights=/tmp/stripes_all.safetensors \
-      --reference=/tmp/app_inputs/style_stripes.png --caption="a large red circle on a striped background" \
-      --out=/tmp/stripes_round2
-  python -m lumiere_jax.main --config=configs/style_gen.py --workdir=/tmp/t2v_p2 --mode=style_tune \
-      --style_image=/tmp/stripes_round2 --style_weights=/tmp/stripes_round2.safetensors
+  python -m tools.style_feedback --t2v=runs/t2v_motion --style_weights=stripes.safetensors \
+      --reference=app_inputs/style_stripes.png --caption="a large red circle on a striped background" \
+      --out=stripes_round2
+  python -m lumiere_jax.main --config=configs/style_gen.py --workdir=runs/t2v_motion --mode=style_tune \
+      --style_image=stripes_round2 --style_weights=stripes_round2.safetensors
 
 Every colour x shape is prompted "a large <colour> <shape> <--style_words>" with `--seeds` seeds, sampled
 with the first-round weights (a = --style_alpha, from --style_start). A sample is kept when the checker finds

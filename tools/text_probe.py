@@ -1,6 +1,6 @@
 r"""Prints which caption words a trained text-to-video run uses (lumiere_jax/eval/text_probe.py).
 
-  python -m tools.text_probe --t2v=/tmp/t2v [--size=tiny --num=32 --step=N --out=probe.json]
+  python -m tools.text_probe --t2v=runs/t2v_tiny [--size=tiny --num=32 --step=N --out=probe.json]
 
 For each noise level: loss with the clip's own caption, with the empty caption, and the increase when the
 colour, shape or motion word is swapped. A column of ~0 means the model ignores that word.

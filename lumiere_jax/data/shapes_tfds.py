@@ -4,7 +4,7 @@ Builds and reads without TensorFlow: tfds 4.9 serializes array_record
 examples with its own numpy code, and `as_data_source` reads them back through
 `array_record` for grain. Nothing is downloaded; the generator renders clips.
 
-    sources = load_shapes_world("/tmp/shapes", num_frames=8, resolution=32,
+    sources = load_shapes_world("~/tensorflow_datasets", num_frames=8, resolution=32,
                                 num_train=10_000, num_test=500, seed=0)
     example = sources["train"][0]  # == shapes.make_example(0, 0, 8, 32)
 """

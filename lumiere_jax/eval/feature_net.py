@@ -5,7 +5,7 @@ Kinetics features say little about coloured shapes on a grey background, so the 
 embedding the same way: a 3D-conv network that learns which colours, shapes and motions a clip shows
 (multi-label: a clip can hold two objects), trained on the shapes world (`configs/feature_net.py`).
 
-  python -m lumiere_jax.eval.feature_net --config=configs/feature_net.py --workdir=/tmp/feature_net
+  python -m lumiere_jax.eval.feature_net --config=configs/feature_net.py --workdir=runs/feature_net
 
 writes `<workdir>/params` (orbax) and `<workdir>/feature_net.json` (its config and held-out accuracy);
 `FeatureNet.load(workdir)` gives the embedding that `--mode=eval` uses via `--config.eval.feature_net`.

@@ -6,7 +6,7 @@ the opposite direction), on the same noise and times. A model that uses the word
 right caption; a gap of ~0 at every noise level means the word is ignored, which no amount of guidance can
 fix at sampling time. Cheaper than sampling and checking: forward passes only.
 
-  python -m tools.text_probe --config=configs/t2v.py --t2v=/tmp/t2v
+  python -m tools.text_probe --config=configs/t2v.py --t2v=runs/t2v_tiny
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ once, stored as one .npz per (encoder, max_length), and gathered by index in the
 data pipeline.
 
 Example:
-    cache = TextEmbeddingCache(encoder, "/tmp/text_cache", captions)
+    cache = TextEmbeddingCache(encoder, "runs/text_cache", captions)
     features, mask = cache.lookup(batch_captions)  # [B, L, D], [B, L]
     rows = cache.index_of(batch_captions)          # or gather cache.features[rows]
 """
