@@ -44,6 +44,7 @@ def test_nearest_resizing_keeps_labels_binary():
 
 def test_resampling_picks_the_frame_shown_at_each_output_time():
     times = np.arange(60) / 30.0  # 2 s at 30 fps
+    assert F.duration(times, 16) == pytest.approx(2.0) and F.duration([0.5], 8) == pytest.approx(0.125)
     assert F.resample_indices(times, 16, 16).tolist() == [int(np.floor(i / 16 * 30 + 1e-6)) for i in range(16)]
     assert F.resample_indices(times, 30).tolist() == list(range(60))  # same rate: every frame
     assert F.resample_indices(np.arange(8) / 8.0, 16).tolist() == [i // 2 for i in range(16)]  # slower: repeats

@@ -347,9 +347,13 @@ def test_portrait_and_rotated_sources_come_out_square_and_upright(tmp_path, resi
 
 
 def test_pad_decodes_at_about_the_final_size(clips):
-    assert videos._decode_short_side(clips["good"], 16, "crop") == 16
-    assert videos._decode_short_side(clips["good"], 16, "pad") == 12  # 32x24: long side 16 -> short side 12
-    assert videos._decode_short_side("/nonexistent.mp4", 16, "pad") == 16
+    crop = decode.read_video(clips["good"], short_side=16, max_frames=1)
+    pad = decode.read_video(clips["good"], long_side=16, max_frames=1)
+    assert crop.size == pad.size == (24, 32)  # the file's own frames
+    assert crop.frames.shape[1:3] == (16, 21)  # 32x24: short side 16
+    assert pad.frames.shape[1:3] == (12, 16)  # long side 16 -> short side 12
+    with pytest.raises(decode.DecodeError, match="missing"):
+        decode.read_video("/nonexistent.mp4", long_side=16)
 
 
 # ------------------------------------------------------------------------------------------- splits and cache

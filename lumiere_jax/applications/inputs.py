@@ -126,14 +126,11 @@ def _read_frames(path: str, flag: str, *, short_side: int | None = None, max_fra
 
 def _read_video_file(path: str, flag: str, ext: str, short_side: int | None, max_frames: int | None) -> _Source:
     try:
-        size = None
-        if short_side:  # the file's own size (upright), for the log and the mask's size check
-            size = decode.read_video(path, max_frames=1).frames.shape[1:3]
         video = decode.read_video(path, short_side=short_side, max_frames=max_frames)
     except decode.DecodeError as e:
         raise InputError(f"{flag}={path} cannot be decoded ({e.reason.replace('_', ' ')}): is it a valid "
                          f"{ext[1:].upper()} video?") from None
-    return _Source(video.frames, tuple(size or video.frames.shape[1:3]), video.times, video.fps)
+    return _Source(video.frames, video.size, video.times, video.fps)
 
 
 def _gif_times(path: str, count: int) -> np.ndarray | None:
@@ -201,8 +198,7 @@ def _read_clip(path: str, num_frames: int, resolution: int, flag: str, mode: str
     source = _read_frames(path, flag, short_side=resolution)
     n = len(source.frames)
     times = source.times if source.times is not None else np.arange(n) / fps
-    period = float(np.median(np.diff(times))) if n > 1 else 1.0 / fps
-    duration, needed = float(times[-1] - times[0]) + period, num_frames / fps
+    duration, needed = frames_lib.duration(times, fps), num_frames / fps
     rate = source.rate
     if source.times is not None and path.lower().endswith(".gif") and n > 1 \
             and np.abs(np.diff(times) - 1.0 / fps).max() <= GIF_TICK + 1e-9:

@@ -34,21 +34,27 @@ class Video:
     times: np.ndarray  # float64 [T]: presentation time of each frame, seconds from the stream's start
     fps: float  # the stream's average rate (informative: resample by `times`)
     rotation: int  # degrees the stored frames were turned to come out upright (0, 90, 180, 270)
+    size: tuple[int, int]  # (height, width) of the file's upright frames, before any scaling
 
 
-def _scaled(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """The decoded (width, height) whose short side is about `short_side`, aspect kept (never upscaled; at least
-    `short_side`, so a centre crop of that size fits)."""
-    if not short_side or min(width, height) <= short_side:
-        return width, height
-    scale = short_side / min(width, height)
-    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+def _scaled(width: int, height: int, short_side: int | None, long_side: int | None) -> tuple[int, int]:
+    """The decoded (width, height): the short side about `short_side` (at least that, so a centre crop of that size
+    fits) or the long side `long_side`, aspect kept, never upscaled."""
+    if short_side and min(width, height) > short_side:
+        scale = short_side / min(width, height)
+        return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+    if long_side and max(width, height) > long_side:
+        scale = long_side / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height
 
 
-def read_video(path: str, *, short_side: int | None = None, max_frames: int | None = None) -> Video:
+def read_video(path: str, *, short_side: int | None = None, long_side: int | None = None,
+               max_frames: int | None = None) -> Video:
     """Decodes the first video stream of `path` (every frame, or the first `max_frames`) to upright RGB frames.
 
-    short_side: scale so the frames' short side is this many pixels (never up), inside FFmpeg's scaler.
+    short_side / long_side: scale so the frames' short (or long) side is this many pixels (never up), inside
+    FFmpeg's scaler.
     """
     if not os.path.isfile(path):
         raise DecodeError(path, "missing")
@@ -63,11 +69,12 @@ def read_video(path: str, *, short_side: int | None = None, max_frames: int | No
             raise DecodeError(path, "no_video_stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames, times, rotation = [], [], 0
+        frames, times, rotation, size = [], [], 0, (0, 0)
         try:
             for frame in container.decode(stream):
                 rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-                width, height = _scaled(frame.width, frame.height, short_side)
+                size = (frame.height, frame.width)
+                width, height = _scaled(frame.width, frame.height, short_side, long_side)
                 rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
                 frames.append(rgb.to_ndarray())
                 times.append(float(frame.time) if frame.time is not None else len(times) / _rate(stream))
@@ -84,7 +91,8 @@ def read_video(path: str, *, short_side: int | None = None, max_frames: int | No
             out = np.ascontiguousarray(np.rot90(out, k=rotation // 90, axes=(1, 2)))
         order = np.argsort(np.asarray(times), kind="stable")  # presentation order (B-frames decode out of it)
         times = np.asarray(times, np.float64)[order]
-        return Video(frames=out[order], times=times - times[0], fps=_rate(stream), rotation=rotation)
+        upright = size[::-1] if rotation in (90, 270) else size
+        return Video(frames=out[order], times=times - times[0], fps=_rate(stream), rotation=rotation, size=upright)
 
 
 def _rate(stream) -> float:

@@ -62,6 +62,14 @@ def _resize(frame: np.ndarray, width: int, height: int, method: int) -> np.ndarr
     return np.asarray(Image.fromarray(frame).resize((width, height), method))
 
 
+def duration(timestamps: Sequence[float], fps: float) -> float:
+    """Seconds a video whose frames show at `timestamps` lasts: to its last frame's time plus one frame period (the
+    median gap between frames; 1 / fps for a single frame)."""
+    times = np.asarray(timestamps, np.float64)
+    period = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / fps
+    return float(times[-1] - times[0]) + period
+
+
 def resample_indices(timestamps: Sequence[float], fps: float, num_frames: int | None = None,
                      start: float | None = None) -> np.ndarray:
     """Indices into decoded frames (presentation times `timestamps`, seconds, increasing) that sample the video
@@ -74,9 +82,7 @@ def resample_indices(timestamps: Sequence[float], fps: float, num_frames: int | 
     if fps <= 0:
         raise ValueError(f"fps={fps} must be positive.")
     start = times[0] if start is None else start
-    # The video lasts until its last frame's time plus one frame period (the median gap between frames).
-    period = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / fps
-    end = times[-1] + period
+    end = times[0] + duration(times, fps)
     available = int(np.floor((end - start) * fps + 1e-6))
     count = available if num_frames is None else num_frames
     if count > available:

@@ -30,7 +30,6 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -38,7 +37,6 @@ import tempfile
 import time
 from typing import Any, Iterator, Sequence
 
-import av
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -300,30 +298,12 @@ def assign_splits(names: Sequence[str], test_fraction: float, seed: int) -> list
     return ["test" if t else "train" for t in test]
 
 
-def _decode_short_side(path: str, resolution: int, resize: str) -> int:
-    """The short side to decode at so the frames are about the final size: the short side for crop, the one that
-    makes the long side `resolution` for pad."""
-    if resize == "crop":
-        return resolution
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-    except Exception:  # noqa: BLE001 - read_video reports the file's problem
-        return resolution
-    if not width or not height:
-        return resolution
-    return max(1, math.ceil(resolution * min(width, height) / max(width, height)))
-
-
 def cut_clips(times: np.ndarray, fps: float, num_frames: int, stride: float) -> tuple[list[float], np.ndarray]:
     """(starts, indices [N, num_frames]): the clips of a video whose frames show at `times`, resampled to `fps`,
     `stride` seconds apart (0: back to back)."""
     times = np.asarray(times, np.float64)
-    period = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / fps
-    duration = float(times[-1] + period - times[0])  # as frames.resample_indices counts it
     starts, indices = [], []
-    for start in frames_lib.clip_starts(duration, num_frames, fps, stride or num_frames / fps):
+    for start in frames_lib.clip_starts(frames_lib.duration(times, fps), num_frames, fps, stride or num_frames / fps):
         try:
             indices.append(frames_lib.resample_indices(times, fps, num_frames, start=float(times[0]) + start))
         except ValueError:  # the last start, a rounding error past the end
@@ -356,7 +336,9 @@ def _prepare_video(task: _Task) -> _Result:
     """Decodes one video, writes its clips [N, T, R, R, 3] to task.out; a bad file is a _Result with a reason.
     Runs in the worker processes (or in-process with one worker)."""
     try:
-        video = decode.read_video(task.path, short_side=_decode_short_side(task.path, task.resolution, task.resize))
+        # Decoded at about the final size: the short side for crop, the long side for pad.
+        side = {"short_side" if task.resize == "crop" else "long_side": task.resolution}
+        video = decode.read_video(task.path, **side)
     except decode.DecodeError as e:
         return _Result(task.index, [], "missing_file" if e.reason == "missing" else e.reason, str(e))
     except Exception as e:  # noqa: BLE001 - a bad file never stops a build
@@ -364,9 +346,8 @@ def _prepare_video(task: _Task) -> _Result:
     try:
         starts, indices = cut_clips(video.times, task.fps, task.num_frames, task.clip_stride)
         if not starts:
-            period = float(np.median(np.diff(video.times))) if len(video.times) > 1 else 0.0
             return _Result(task.index, [], "too_short",
-                           f"{video.times[-1] + period:.2f} s ({len(video.times)} frames); a clip is "
+                           f"{frames_lib.duration(video.times, task.fps):.2f} s ({len(video.times)} frames); a clip is "
                            f"{task.num_frames / task.fps:g} s")
         used = np.unique(indices)  # fit each needed frame once (clips may overlap; a lower fps skips frames)
         fitted = frames_lib.fit_frames(video.frames[used], task.resolution, task.resize)
