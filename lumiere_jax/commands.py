@@ -43,9 +43,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def load_sampler(config: ml_collections.ConfigDict, workdir: str) -> tuple[sampling.TextToVideo, int]:
-    """The text-to-video sampler of the newest checkpoint's EMA weights in workdir."""
-    if not os.path.isdir(workdir):
-        raise UsageError(f"--workdir={workdir} does not exist: train there first with --mode=train.")
+    """The text-to-video sampler of the newest checkpoint's EMA weights in workdir (one-line errors: runs.load)."""
     return sampling.load_text_to_video(config, workdir)
 
 

@@ -14,7 +14,7 @@ import ml_collections
 
 from lumiere_jax import compile_options
 from lumiere_jax.data import stories
-from lumiere_jax.diffusion.samplers import THRESHOLDING
+from lumiere_jax.diffusion.samplers import SAMPLERS, THRESHOLDING
 from lumiere_jax.diffusion.multidiffusion import NOISES, WEIGHTS
 from lumiere_jax.models.stunet import STUNetConfig, check_frames
 
@@ -25,7 +25,6 @@ MASKED = ("conditional", "i2v", "inpaint", "cinemagraph")
 TASKS = UNCONDITIONAL + SSR + MASKED
 # How a clip longer than the training length is sampled (sample.long_video; sampling.long_video_method).
 LONG_VIDEO_METHODS = ("auto", "whole", "windows")
-SAMPLERS = ("ddim", "ancestral")
 
 
 def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
@@ -363,15 +362,18 @@ def validate_sample(config: ml_collections.ConfigDict) -> None:
                          f"style weights apply (1: every step).")
 
 
-def run_config(workdir: str, flag: str = "--workdir") -> ml_collections.ConfigDict:
-    """The config a run in `workdir` trained with (its config.json, keys added since at their defaults)."""
+def run_config(workdir: str, flag: str = "--workdir",
+               fix: str = "train a run there first with --mode=train") -> ml_collections.ConfigDict:
+    """The config a run in `workdir` trained with (its config.json, keys added since at their defaults).
+
+    flag names the input in the one-line errors; fix says how to make the run it should point at.
+    """
     if not workdir:
         raise ValueError(f"{flag} is empty: give the workdir of a trained run.")
     if not os.path.isdir(os.path.expanduser(workdir)):
-        raise ValueError(f"{flag}={workdir} does not exist: train a run there first with --mode=train.")
+        raise ValueError(f"{flag}={workdir} does not exist: {fix}.")
     if not os.path.isfile(os.path.join(os.path.expanduser(workdir), "config.json")):
-        raise ValueError(f"{flag}={workdir} holds no trained run (no config.json): train there first with "
-                         f"--mode=train.")
+        raise ValueError(f"{flag}={workdir} holds no trained run (no config.json): {fix}.")
     saved = read_run_config(workdir)
     if not saved:
         raise ValueError(f"{flag}={workdir}: its config.json is not a readable JSON object; it was not written by "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +25,8 @@ def load_t2i_weights(workdir: str) -> tuple[nnx.State, ml_collections.ConfigDict
 
 
 def _run_config(workdir: str) -> ml_collections.ConfigDict:
-    if not os.path.isfile(os.path.join(os.path.expanduser(workdir), "config.json")):
-        raise FileNotFoundError(f"init_from={workdir} has no config.json: point --config.init_from at the workdir "
-                                f"of a configs/t2i.py or configs/t2v.py run.")
-    return config_lib.run_config(workdir, flag="init_from")
+    return config_lib.run_config(workdir, flag="init_from", fix="point --config.init_from at the workdir of a "
+                                 "configs/t2i.py or configs/t2v.py run")
 
 
 def inflate(stunet_params: nnx.State, t2i_params: nnx.State) -> nnx.State:

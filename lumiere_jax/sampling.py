@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lumiere_jax import runs
+from lumiere_jax import config_lib, runs
 from lumiere_jax.data.pipeline import NULL_CAPTION
 from lumiere_jax.diffusion import multidiffusion, samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
@@ -200,7 +200,7 @@ class LongVideo:
                    window_batch=sample.window_batch)
 
 
-LONG_VIDEO_METHODS = ("auto", "whole", "windows")
+LONG_VIDEO_METHODS = config_lib.LONG_VIDEO_METHODS
 
 
 def long_video_method(method: str, num_spans: int, num_frames: int, frame_multiple: int,

@@ -131,12 +131,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config an SSR run was trained with (its config.json); one-line errors for anything else."""
     if not workdir:
         raise ValueError("--ssr_workdir is empty: give the workdir of a run trained with configs/ssr.py.")
-    try:
-        config = config_lib.run_config(workdir, flag="--ssr_workdir")
-    except ValueError as e:
-        raise ValueError(str(e).replace("train a run there first", "train an SSR model there first").replace(
-            "train there first", "train an SSR model there first").replace(
-            "--mode=train", "--config=configs/ssr.py --mode=train")) from None
+    config = config_lib.run_config(workdir, flag="--ssr_workdir",
+                                   fix="train an SSR model there first with --config=configs/ssr.py --mode=train")
     if config.get("task") != "ssr" or "ssr" not in config:
         raise ValueError(f"--ssr_workdir={workdir} is a task={config.get('task')!r} run, not a super-resolution "
                          f"run: give a workdir trained with --config=configs/ssr.py.")

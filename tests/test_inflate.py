@@ -112,3 +112,12 @@ def test_spatial_only_optimizer_moves_spatial_weights_and_freezes_temporal_ones(
     assert all(moved[k] > 0.0 for k in moved if k not in temporal)
     with pytest.raises(ValueError, match="trainable='spatial' needs model.temporal=True"):
         config_lib.validate(_t2i_config("", trainable="spatial"))
+
+
+def test_init_from_that_is_not_a_run_is_named_with_the_fix(tmp_path):
+    params = None  # never reached: the source run is read first
+    with pytest.raises(ValueError, match=r"init_from=/no/such/run does not exist: point --config.init_from at the "
+                                         r"workdir of a configs/t2i.py or configs/t2v.py run"):
+        inflate.load_init_weights(params, "/no/such/run")
+    with pytest.raises(ValueError, match=r"holds no trained run \(no config.json\): point --config.init_from"):
+        inflate.load_init_weights(params, str(tmp_path))

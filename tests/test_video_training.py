@@ -50,7 +50,7 @@ def test_t2v_and_ssr_train_on_a_folder_of_videos_then_sample(video_folder, tmp_p
                 "--config.total_steps=2", "--config.sample_every=2", "--config.sample.steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.path.isdir(run / "checkpoints" / "2")
-    assert os.listdir(run / "samples")  # the periodic samples, of held-out captions
+    assert os.listdir(run / "samples")  # the periodic samples
     out = tmp_path / "sample.gif"
     proc = _cli("--config=configs/t2v.py:size=smoke", f"--workdir={run}", "--mode=sample", *_video_flags(
         video_folder, data_dir), "--prompt=waves of colour number 1", f"--out={out}", "--config.sample.steps=2")
@@ -88,3 +88,25 @@ def test_bad_video_source_keys_get_one_line(tmp_path, flags, message):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_periodic_samples_take_held_out_captions_for_videos():
+    from configs import t2v
+    from lumiere_jax.data.sources import sample_prompts
+
+    class Split:
+        def __init__(self, captions):
+            self._captions = captions
+
+        def __len__(self):
+            return len(self._captions)
+
+        def captions(self):
+            return list(self._captions)
+
+    config = t2v.get_config("size=smoke")
+    train = Split([f"train caption {i}" for i in range(6)])
+    assert sample_prompts(config, {"train": train, "test": Split(["held out"])}) == list(config.sample.prompts)
+    config.data.dataset = "videos"
+    assert sample_prompts(config, {"train": train, "test": Split(["held out"])}) == ["held out"]
+    assert sample_prompts(config, {"train": train, "test": Split([])}) == [f"train caption {i}" for i in range(4)]
