@@ -251,8 +251,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
                                     prefetch=config.data.prefetch)
     pending: list[dict[str, jax.Array]] = []
     t_last, s_last = time.time(), start
+    waited = 0.0  # seconds the loop spent waiting for the input pipeline since the last log line
     for step in range(start + 1, config.total_steps + 1):
+        t_wait = time.perf_counter()
         local = next(batches)
+        waited += time.perf_counter() - t_wait
         batch = {k: jax.make_array_from_process_local_data(batch_sharding[k], v) for k, v in local.items()}
         with sharding.use_mesh(mesh, rules):  # the model's activation constraints and frame-parallel convs
             state, metrics = step_fn(state, batch, null_text, null_mask)
@@ -264,16 +267,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
             now = time.time()
             rate = (step - s_last) / max(now - t_last, 1e-9)
             eta = (config.total_steps - step) / max(rate, 1e-9)
-            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  ETA %s", step, config.total_steps,
-                     summary["loss"], summary["grad_norm"], rate, _duration(eta))
+            # The input pipeline's share of the loop: time blocked on the next batch over the interval's wall time.
+            data_share = waited / max(now - t_last, 1e-9)
+            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  input %.1f%%  ETA %s", step,
+                     config.total_steps, summary["loss"], summary["grad_norm"], rate, 100 * data_share, _duration(eta))
             if jax.process_index() == 0:
                 with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
+                    f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate,
+                                        "input_wait_fraction": data_share}) + "\n")
             if writer:
                 for k, v in summary.items():
                     writer.add_scalar(f"train/{k}", v, step)
                 writer.add_scalar("train/steps_per_sec", rate, step)
-            t_last, s_last = now, step
+                writer.add_scalar("train/input_wait_fraction", data_share, step)
+            t_last, s_last, waited = now, step, 0.0
 
         preempted = stop.requested or _reached_preemption(step)
         if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
