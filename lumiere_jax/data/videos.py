@@ -16,6 +16,9 @@ hash of the listing (every video's path, size, mtime and caption, and every skip
 settings: a change of either prepares again, nothing else does. Whole videos are held out as the test split, by a
 hash of their path (and data.seed).
 
+Images (data.images, kind=IMAGES: IMAGE_EXTENSIONS, listed and captioned the same way) go through the same path
+as single-frame clips [1, R, R, 3]: the text-to-image model's data, or the image share of a data.mixture.
+
 Bad files never stop a build: each is skipped, counted by reason (REASONS) and named with its reason in
 `skipped.jsonl` beside the prepared data. A source with no usable clip is one ValueError line.
 """
@@ -50,9 +53,24 @@ log = logging.getLogger("lumiere_jax")
 
 FORMAT_VERSION = 1  # bump when the preparation's output changes for the same inputs and settings
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MANIFESTS = ("captions.csv", "captions.jsonl")  # looked for in a data.videos folder, in this order
 SPLITS = ("train", "test")
 SKIPPED_FILE = "skipped.jsonl"
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a source's files are: the config key naming it, the word for them, the extensions listed."""
+
+    key: str
+    noun: str
+    extensions: tuple[str, ...]
+
+
+VIDEOS = Kind("data.videos", "videos", VIDEO_EXTENSIONS)
+IMAGES = Kind("data.images", "images", IMAGE_EXTENSIONS)  # single-frame clips (num_frames 1), decoded the same way
 
 # Why a file was skipped -> how the summary and the error line say it.
 REASONS = {
@@ -92,8 +110,9 @@ class Listing:
     skipped: list[dict[str, str]]  # {"path", "reason", "detail"}, reason a key of REASONS
 
 
-def list_videos(videos: str) -> Listing:
-    """The captioned videos of a folder or manifest, and the files skipped while listing them (with reasons).
+def list_videos(videos: str, kind: Kind = VIDEOS) -> Listing:
+    """The captioned videos (or images, for kind=IMAGES) of a folder or manifest, and the files skipped while
+    listing them (with reasons).
 
     Raises ValueError (naming the file, the line and the fix) on a malformed manifest.
     """
@@ -101,14 +120,14 @@ def list_videos(videos: str) -> Listing:
     if os.path.isdir(path):
         root = path
         manifest = next((os.path.join(path, m) for m in MANIFESTS if os.path.isfile(os.path.join(path, m))), None)
-        scanned = _scan(path)
+        scanned = _scan(path, kind.extensions)
     elif os.path.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
         root, manifest, scanned = os.path.dirname(path), path, []
     elif os.path.exists(path):
-        raise ValueError(f"data.videos={videos} is neither a folder of videos nor a .csv / .jsonl captions manifest: "
-                         f"give the folder, or a captions.csv (path,caption) or captions.jsonl file.")
+        raise ValueError(f"{kind.key}={videos} is neither a folder of {kind.noun} nor a .csv / .jsonl captions "
+                         f"manifest: give the folder, or a captions.csv (path,caption) or captions.jsonl file.")
     else:
-        raise ValueError(f"data.videos={videos} does not exist: give a folder of videos or a captions.csv / "
+        raise ValueError(f"{kind.key}={videos} does not exist: give a folder of {kind.noun} or a captions.csv / "
                          f"captions.jsonl manifest.")
 
     skipped: list[dict[str, str]] = []
@@ -125,9 +144,9 @@ def list_videos(videos: str) -> Listing:
                                      detail + (": listed before" if full else ": empty path")))
                 continue
             listed[full] = (caption, detail)
-            if not full.lower().endswith(VIDEO_EXTENSIONS):
+            if not full.lower().endswith(kind.extensions):
                 skipped.append(_skip(full, "unsupported_extension",
-                                     f"{detail}: not one of {' '.join(VIDEO_EXTENSIONS)}"))
+                                     f"{detail}: not one of {' '.join(kind.extensions)}"))
             elif not os.path.isfile(full):
                 skipped.append(_skip(full, "missing_file", f"{detail}: no such file"))
             else:
@@ -155,11 +174,11 @@ def list_videos(videos: str) -> Listing:
     return Listing(root=root, manifest=manifest, entries=entries, skipped=skipped)
 
 
-def _scan(folder: str) -> list[str]:
+def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
-        found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(VIDEO_EXTENSIONS)]
+        found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(extensions)]
     return sorted(os.path.normpath(f) for f in found)
 
 
@@ -261,11 +280,22 @@ def _read_jsonl(manifest: str) -> list[tuple[int, str, str | None]]:
 # ------------------------------------------------------------------------------------------------ preparation
 
 
-def settings_of(data: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The preprocessing settings the prepared clips depend on (the cache key with the listing)."""
-    return {"num_frames": int(data.num_frames), "resolution": int(data.resolution), "fps": float(data.fps),
+def settings_of(data: ml_collections.ConfigDict, kind: Kind = VIDEOS) -> dict[str, Any]:
+    """The preprocessing settings the prepared clips depend on (the cache key with the listing). Images give
+    single-frame clips whatever data.num_frames is."""
+    return {"kind": kind.noun, "num_frames": 1 if kind is IMAGES else int(data.num_frames),
+            "resolution": int(data.resolution), "fps": float(data.fps),
             "clip_stride": float(data.clip_stride), "resize": str(data.resize),
             "test_fraction": float(data.test_fraction), "seed": int(data.seed), "format": FORMAT_VERSION}
+
+
+def source_path(data: ml_collections.ConfigDict, kind: Kind = VIDEOS) -> str:
+    """The folder or manifest that config.data names for `kind` (data.videos or data.images)."""
+    return data.images if kind is IMAGES else data.videos
+
+
+def _kind_of(meta: dict[str, Any]) -> Kind:
+    return IMAGES if meta["settings"].get("kind") == IMAGES.noun else VIDEOS
 
 
 def config_name(listing: Listing, settings: dict[str, Any]) -> str:
@@ -509,13 +539,14 @@ class VideoSource:
 # ------------------------------------------------------------------------------------------------ entry point
 
 
-def load_videos(data: ml_collections.ConfigDict) -> dict[str, VideoSource]:
-    """Prepares (once, cached) and opens the video source of config.data; returns {"train": ..., "test": ...}.
+def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS) -> dict[str, VideoSource]:
+    """Prepares (once, cached) and opens the video source of config.data (data.videos; data.images for
+    kind=IMAGES, as single-frame clips); returns {"train": ..., "test": ...}.
 
-    Raises ValueError, one line, on a malformed manifest or when no listed video gives a clip.
+    Raises ValueError, one line, on a malformed manifest or when no listed file gives a clip.
     """
-    listing = list_videos(data.videos)
-    settings = settings_of(data)
+    listing = list_videos(source_path(data, kind), kind)
+    settings = settings_of(data, kind)
     name = config_name(listing, settings)
     data_dir = os.path.expanduser(data.data_dir)
     config = VideoClipsConfig(name=name, num_frames=settings["num_frames"], resolution=settings["resolution"],
@@ -529,7 +560,8 @@ def load_videos(data: ml_collections.ConfigDict) -> dict[str, VideoSource]:
     meta = dict(builder.info.metadata)
     if not os.path.isfile(skipped_path):  # deleted since: the summary keeps it
         _write_skipped(skipped_path, meta["skipped"])
-    log.info("%s%s", _summary(data.videos, meta, skipped_path), " (prepared before: reused)" if reused else "")
+    log.info("%s%s", _summary(source_path(data, kind), meta, skipped_path),
+             " (prepared before: reused)" if reused else "")
     return {split: VideoSource(builder.as_data_source(split) if meta["clips"][split] else None,
                                meta["captions"][split], config_name=name, directory=directory)
             for split in SPLITS}
@@ -556,7 +588,7 @@ def _prepare(builder: LumiereVideoClips, listing: Listing, settings: dict[str, A
         metadata = _metadata(listing, settings, results, splits, skipped)
         _write_skipped(skipped_path, skipped)
         if not metadata["clips"]["train"]:
-            raise ValueError(_no_clip_line(data.videos, metadata, skipped_path))
+            raise ValueError(_no_clip_line(source_path(data, _kind_of(metadata)), metadata, skipped_path))
         builder._plan = _Plan(listing=listing, spool=spool, results=results, splits=splits, metadata=metadata)
         builder.download_and_prepare()
         builder._plan = None
@@ -603,19 +635,21 @@ def _reasons(meta: dict[str, Any]) -> str:
 
 def _no_clip_line(videos: str, meta: dict[str, Any], skipped_path: str) -> str:
     clips = sum(meta["clips"].values())
-    head = f"data.videos={videos}: no usable clip" if not clips else \
-        f"data.videos={videos}: no usable training clip ({clips} test clips)"
+    kind = _kind_of(meta)
+    head = f"{kind.key}={videos}: no usable clip" if not clips else \
+        f"{kind.key}={videos}: no usable training clip ({clips} test clips)"
     if not meta["read"] and not meta["skipped"]:
-        return (f"{head}: no {'/'.join(VIDEO_EXTENSIONS)} file found; give a folder of captioned videos or a "
+        return (f"{head}: no {'/'.join(kind.extensions)} file found; give a folder of captioned {kind.noun} or a "
                 f"captions.csv / captions.jsonl manifest.")
-    return (f"{head}: {meta['read']} videos read, {clips} clips; skipped: {_reasons(meta) or 'none'}. "
+    return (f"{head}: {meta['read']} {kind.noun} read, {clips} clips; skipped: {_reasons(meta) or 'none'}. "
             f"See {skipped_path}.")
 
 
 def _summary(videos: str, meta: dict[str, Any], skipped_path: str) -> str:
     c, v = meta["clips"], meta["videos_used"]
-    line = (f"data.videos={videos}: {meta['read']} videos read, {c['train'] + c['test']} clips written "
-            f"({c['train']} train / {c['test']} test, from {v['train']} / {v['test']} videos); ")
+    kind = _kind_of(meta)
+    line = (f"{kind.key}={videos}: {meta['read']} {kind.noun} read, {c['train'] + c['test']} clips written "
+            f"({c['train']} train / {c['test']} test, from {v['train']} / {v['test']} {kind.noun}); ")
     if meta["skipped"]:
         return line + f"{len(meta['skipped'])} files skipped: {_reasons(meta)}; listed in {skipped_path}."
     return line + f"no file skipped ({skipped_path})."
