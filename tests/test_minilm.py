@@ -1,4 +1,5 @@
-"""Tests for the Flax MiniLM encoder (PyTorch parity, weight loading) and the text cache."""
+"""Tests for the Flax MiniLM encoder (PyTorch parity, weight loading) and its features in the text cache
+(the cache itself: test_text_cache.py)."""
 
 import json
 import os
@@ -145,53 +146,13 @@ def test_bad_folders_raise_with_path_and_fix(tmp_path):
         MiniLMTextEncoder.from_pretrained(max_length=1000)
 
 
-class CountingEncoder:
-    """A stand-in encoder whose features identify the text, and that counts what it encodes."""
-
-    name = "fake"
-    feature_dim = 3
-    max_length = 4
-
-    def __init__(self):
-        self.encoded: list[str] = []
-
-    def encode(self, texts):
-        self.encoded.extend(texts)
-        lengths = np.array([len(t) for t in texts], np.float32)
-        features = np.broadcast_to(lengths[:, None, None], (len(texts), 4, 3)).copy()
-        mask = np.arange(4)[None] < np.minimum(lengths, 4)[:, None]
-        return features, mask
-
-
-def test_cache_computes_once_reloads_and_extends(tmp_path):
-    fake = CountingEncoder()
-    cache = TextEmbeddingCache(fake, str(tmp_path), ["a", "bb", "a", "ccc"])
-    assert fake.encoded == ["a", "bb", "ccc"]
-    assert os.path.basename(cache.path) == "text_fake_L4.npz" and os.path.isfile(cache.path)
-    features, mask = cache.lookup(["ccc", "a"])
-    assert features.dtype == np.float32 and features.shape == (2, 4, 3)
-    np.testing.assert_array_equal(features[:, 0, 0], [3.0, 1.0])
-    np.testing.assert_array_equal(mask, [[True, True, True, False], [True, False, False, False]])
-
-    fresh = CountingEncoder()
-    reloaded = TextEmbeddingCache(fresh, str(tmp_path), ["bb", "a"])
-    assert fresh.encoded == []
-    np.testing.assert_array_equal(reloaded.lookup(["ccc"])[0], cache.lookup(["ccc"])[0])
-
-    extended = TextEmbeddingCache(fresh, str(tmp_path), ["a", "dddd", "ee"])
-    assert fresh.encoded == ["dddd", "ee"]
-    rows = extended.index_of(["ee", "a", "dddd"])
-    assert rows.dtype == np.int32
-    np.testing.assert_array_equal(extended.features[rows][:, 0, 0], [2.0, 1.0, 4.0])
-    assert [f for f in os.listdir(tmp_path)] == ["text_fake_L4.npz"]  # no temp file left behind
-
-    again = CountingEncoder()
-    assert len(TextEmbeddingCache(again, str(tmp_path))) == 5 and again.encoded == []
-
-
-def test_cache_lookup_names_missing_caption(tmp_path):
-    cache = TextEmbeddingCache(CountingEncoder(), str(tmp_path), ["a red circle"], dtype=np.float32)
-    with pytest.raises(KeyError, match="a blue square"):
-        cache.lookup(["a red circle", "a blue square"])
-    with pytest.raises(KeyError, match="a blue square"):
-        cache.index_of(["a blue square"])
+def test_text_cache_serves_the_encoders_features_after_reopen(encoder, reference, tmp_path):
+    sentences = [str(s) for s in reference["sentences"]]
+    captions = sentences + ["", "a red circle moves left"]
+    TextEmbeddingCache(encoder, str(tmp_path), captions, chunk_size=3)
+    cache = TextEmbeddingCache(encoder, str(tmp_path))
+    assert list(cache.strings) == captions
+    features, mask = cache.lookup(captions[::-1])
+    want_features, want_mask = encoder.encode(captions[::-1])
+    np.testing.assert_allclose(features, want_features, rtol=1e-3, atol=1e-3)  # stored as float16
+    np.testing.assert_array_equal(mask, want_mask)

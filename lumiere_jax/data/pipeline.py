@@ -26,13 +26,13 @@ class ToModelInputs(grain.transforms.Map):
 
     def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
         # A caption per frame (data/stories.py) gives text [T, L, D]; one per clip gives [L, D].
+        # The cache reads just these rows from disk, so host memory does not grow with the number of captions.
         per_frame = "frame_captions" in example
-        index = self._cache.index_of(list(example["frame_captions"]) if per_frame else [example["caption"]])
-        index = index if per_frame else index[0]
+        text, mask = self._cache.lookup(list(example["frame_captions"]) if per_frame else [example["caption"]])
         return {
             "video": example["video"].astype(np.float32) / 127.5 - 1.0,  # [T, H, W, 3]
-            "text": self._cache.features[index].astype(np.float32),  # [(T,) L, D]
-            "text_mask": self._cache.masks[index],  # [(T,) L]
+            "text": text if per_frame else text[0],  # [(T,) L, D] float32
+            "text_mask": mask if per_frame else mask[0],  # [(T,) L]
         }
 
 
