@@ -244,8 +244,7 @@ class _Generation:
                    np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(1, np.int64), None)
 
     def caption_bytes(self, row: int) -> bytes:
-        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
-        return b"" if stop == start or self.text is None else self.text.read(start, stop)
+        return self._read(int(self.offsets[row]), int(self.offsets[row + 1]))
 
     def find(self, captions: Sequence[str]) -> np.ndarray:
         """Rows of captions as int64 [N], -1 where absent: hash, binary search, then compare the stored text."""
@@ -254,21 +253,27 @@ class _Generation:
             return found
         wanted = caption_hashes(captions)
         positions = np.searchsorted(self.hashes, wanted)
-        for i, (caption, pos) in enumerate(zip(captions, positions.tolist())):
-            encoded = None
+        first = np.minimum(positions, self.size - 1)
+        hit = np.asarray(self.hashes[first]) == wanted
+        rows = np.asarray(self.rows[first], np.int64)
+        starts = np.asarray(self.offsets[rows], np.int64).tolist()
+        stops = np.asarray(self.offsets[rows + 1], np.int64).tolist()
+        for i in np.flatnonzero(hit).tolist():
+            encoded = captions[i].encode("utf-8")
+            if self._read(starts[i], stops[i]) == encoded:
+                found[i] = rows[i]
+                continue
+            pos = int(positions[i]) + 1  # two captions with one hash: a later entry may be ours
             while pos < self.size and self.hashes[pos] == wanted[i]:
                 row = int(self.rows[pos])
-                encoded = caption.encode("utf-8") if encoded is None else encoded
                 if self.caption_bytes(row) == encoded:
                     found[i] = row
                     break
-                pos += 1  # two captions with one hash: the next entry may be ours
+                pos += 1
         return found
 
-    def close(self) -> None:
-        for part in (self.features, self.masks, self.text):
-            if isinstance(part, (NpyRows, _RawFile)):
-                part.close()
+    def _read(self, start: int, stop: int) -> bytes:
+        return b"" if stop == start or self.text is None else self.text.read(start, stop)
 
 
 class _Strings(Sequence[str]):
