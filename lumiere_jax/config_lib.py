@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from lumiere_jax import compile_options
-from lumiere_jax.data import stories
+from lumiere_jax.data import mixture, stories
 from lumiere_jax.diffusion.samplers import SAMPLERS, THRESHOLDING
 from lumiere_jax.diffusion.multidiffusion import NOISES, WEIGHTS
 from lumiere_jax.models.stunet import STUNetConfig, check_frames
@@ -63,12 +63,17 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Data: the embedded captioned-shapes world (docs/data.md).
     c.data = ml_collections.ConfigDict()
-    # "shapes_world" (built in) or "videos": a folder or manifest of captioned video files (data.videos), decoded
-    # once into clips under data_dir (data/videos.py, docs/data.md).
+    # "shapes_world" (built in), "videos": a folder or manifest of captioned video files (data.videos), decoded
+    # once into clips under data_dir (data/videos.py, docs/data.md), or "images" (data.images, num_frames 1).
     c.data.dataset = "shapes_world"
     c.data.data_dir = "~/tensorflow_datasets"  # built here on first use; the text cache lives beside it
     # The video source: a folder (searched recursively) or a captions.csv / captions.jsonl manifest.
     c.data.videos = ""
+    # Captioned images, listed like videos: the T2I model's data (dataset="images"), or a share of a video run.
+    c.data.images = ""
+    # Joint image-video training: "videos:0.7,images:0.3" draws each step's batch from data.dataset or from
+    # data.images (single frames, temporal layers bypassed) by weight; "" reads data.dataset alone.
+    c.data.mixture = ""
     c.data.fps = 8.0  # clips are resampled to this frame rate (Lumiere: 80 frames at 16 fps)
     c.data.clip_stride = 0.0  # seconds between the starts of a long video's clips; 0: back to back
     c.data.resize = "crop"  # frames to the square data.resolution: "crop" (short side, centre) or "pad"
@@ -293,7 +298,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"and channel_mult entries positive.")
 
 
-DATASETS = ("shapes_world", "videos")
+DATASETS = ("shapes_world", "videos", "images")
 
 
 def validate_data(config: ml_collections.ConfigDict) -> None:
@@ -311,6 +316,33 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         if d.story_fraction:
             raise ValueError(f"data.story_fraction={d.story_fraction} makes story clips from the shapes world; with "
                              f"data.dataset='videos' set it to 0.")
+    images = d.dataset == "images" or d.mixture
+    if images:
+        if not d.images:
+            raise ValueError(f"{'data.dataset=images' if d.dataset == 'images' else f'data.mixture={d.mixture!r}'} "
+                             f"reads data.images: give --config.data.images=PATH, a folder of captioned images "
+                             f"(searched recursively) or a captions.csv / captions.jsonl manifest.")
+        if not os.path.exists(os.path.expanduser(d.images)):
+            raise ValueError(f"data.images={d.images} does not exist: give a folder of images or a captions.csv / "
+                             f"captions.jsonl manifest.")
+    if d.dataset == "images" and d.num_frames != 1:
+        raise ValueError(f"data.dataset='images' gives single frames, but data.num_frames={d.num_frames}: train "
+                         f"configs/t2i.py on it, or mix images into a video run with "
+                         f"data.mixture='{'videos' if d.videos else 'shapes_world'}:0.7,images:0.3'.")
+    if d.mixture:
+        if d.dataset == "images":
+            raise ValueError(f"data.mixture={d.mixture!r} mixes images into a video run; data.dataset is 'images' "
+                             f"already: leave data.mixture empty.")
+        weights = mixture.parse_mixture(d.mixture, (d.dataset, mixture.IMAGES))
+        if set(weights) != {d.dataset, mixture.IMAGES}:
+            raise ValueError(f"data.mixture={d.mixture!r} must weigh data.dataset ({d.dataset!r}) against "
+                             f"'images', e.g. '{d.dataset}:0.7,images:0.3'.")
+        if config.task not in UNCONDITIONAL or not config.model.temporal:
+            raise ValueError(f"data.mixture={d.mixture!r} trains a text-to-video model jointly on images; task="
+                             f"{config.task!r} (temporal={config.model.temporal}) is not one: leave it empty.")
+        if config.mesh.frames != 1:
+            raise ValueError(f"data.mixture={d.mixture!r}: image batches have one frame, which mesh.frames="
+                             f"{config.mesh.frames} cannot split; use mesh.frames=1 (batch over data x fsdp).")
     if d.fps <= 0:
         raise ValueError(f"data.fps={d.fps} must be positive (frames per second of the training clips).")
     if d.clip_stride < 0:

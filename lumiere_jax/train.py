@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, sampling, sharding, video_io
-from lumiere_jax.data import pipeline, stories
+from lumiere_jax.data import mixture, pipeline, stories
 from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.diffusion.schedule import schedule_from
@@ -48,7 +48,10 @@ def check_mesh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> No
 
 
 def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dict[str, Any], Any, Any]:
-    """Builds (first run) and opens the dataset; encodes every caption once into a cache beside it."""
+    """Builds (first run) and opens the dataset; encodes every caption once into a cache beside it.
+
+    Returns ({"train", "test"[, "images"]}, encoder, cache): "images" (the training images of data.images) when
+    data.mixture mixes them in."""
     if jax.process_count() > 1 and jax.process_index() != 0:
         # Process 0 builds the dataset and the text cache first: on a shared filesystem two builders
         # would race; on per-host disks the others then build their own (identical) copies.
@@ -60,8 +63,10 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
         sources["train"] = stories.StorySource(sources["train"], d.story_fraction, seed=d.seed,
                                                num_frames=d.num_frames, resolution=d.resolution,
                                                changes=stories.parse_changes(d.story_changes))
-    cache = pipeline.build_text_cache(encoder, data_sources.text_cache_dir(d), [sources["train"]],
-                                      extra=extra_captions)
+    if d.mixture:
+        sources[mixture.IMAGES] = data_sources.load_image_sources(d)["train"]
+    trained = [sources["train"]] + ([sources[mixture.IMAGES]] if d.mixture else [])
+    cache = pipeline.build_text_cache(encoder, data_sources.text_cache_dir(d), trained, extra=extra_captions)
     if jax.process_count() > 1 and jax.process_index() == 0:
         multihost_utils.sync_global_devices("lumiere_data_built")
     return sources, encoder, cache
@@ -89,8 +94,12 @@ def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float = 0.0
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
-                    config: ml_collections.ConfigDict) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """The pure step: (state, batch, null text) -> (state, metrics). Follows the v-prediction loss."""
+                    config: ml_collections.ConfigDict,
+                    images: bool = False) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """The pure step: (state, batch, null text) -> (state, metrics). Follows the v-prediction loss.
+
+    images=True: the batch holds single-frame clips of images (data.mixture), run with the STUNet's temporal
+    layers bypassed; they get no gradient from it."""
     base_rng = jax.random.key(config.seed)
     p_drop = config.data.text_dropout
     ema_decay = config.optim.ema_decay
@@ -121,7 +130,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
 
         # 4. Loss: mean squared error of the v prediction.
         def loss_fn(params: nnx.State) -> jax.Array:
-            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask, **cond)
+            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask, **cond, **({"images": True} if images else {}))
             return jnp.mean(jnp.square(v_hat - v))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -142,10 +151,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
 
 
 def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
-                   config: ml_collections.ConfigDict, **jit_kwargs: Any) -> Any:
+                   config: ml_collections.ConfigDict, images: bool = False, **jit_kwargs: Any) -> Any:
     """The train step under `jax.jit(**jit_kwargs)`, with the compiler options measured best for its platform
     and dtype (`compile_options`); the trainer, style tuning and the benchmarks all compile it this way."""
-    return jax.jit(make_train_step(graphdef, tx, schedule, config),
+    return jax.jit(make_train_step(graphdef, tx, schedule, config, images),
                    compiler_options=compile_options.train_step_options(config.model.dtype,
                                                                        cpu_fusions=config.cpu_fusions),
                    **jit_kwargs)
@@ -204,10 +213,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     # Data.
     sources, encoder, cache = load_data(config, extra_captions=config.sample.prompts)
     prompts = data_sources.sample_prompts(config, sources)
-    dataset = pipeline.train_dataset(sources["train"], cache, global_batch_size=config.batch_size,
-                                     seed=config.data.seed, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+    clip_batches = pipeline.train_dataset(sources["train"], cache, global_batch_size=config.batch_size,
+                                          seed=config.data.seed, process_index=jax.process_index(),
+                                          process_count=jax.process_count())
+    dataset = clip_batches  # element k: the batch of step k + 1
     null_text, null_mask = (jnp.asarray(a) for a in cache.lookup([pipeline.NULL_CAPTION]))
+    steps_of_images = None  # data.mixture: step k + 1 reads an image batch where steps_of_images[k]
+    if config.data.mixture:
+        weights = mixture.parse_mixture(config.data.mixture, (config.data.dataset, mixture.IMAGES))
+        image_batches = pipeline.train_dataset(sources[mixture.IMAGES], cache, global_batch_size=config.batch_size,
+                                               seed=config.data.seed, process_index=jax.process_index(),
+                                               process_count=jax.process_count())
+        dataset = mixture.mixture_dataset({config.data.dataset: clip_batches, mixture.IMAGES: image_batches}, weights,
+                                          seed=config.data.seed, num_steps=config.total_steps)
+        steps_of_images = mixture.plan(weights, config.data.seed, config.total_steps) == list(weights).index(
+            mixture.IMAGES)
+        log.info("data.mixture: %s; %d of %d steps read images (single frames, temporal layers bypassed).",
+                 ", ".join(f"{n} {w:.2f}" for n, w in weights.items()), int(steps_of_images.sum()),
+                 config.total_steps)
 
     # State: restore the newest checkpoint, or initialize.
     tx = make_optimizer(config)
@@ -230,12 +253,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
              "all train" if config.trainable == "all" else f"only the {config.trainable} layers train")
 
     # Step: compiled once, state donated so params and optimizer are updated in place.
-    global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
-                    for k, v in dataset[0].items()}
-    batch_sharding = sharding.batch_shardings(global_batch, mesh, rules)
-    step_fn = jit_train_step(graphdef, tx, schedule, config,
-                             in_shardings=(state_sharding, batch_sharding, replicated, replicated),
-                             out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    def compile_step(example: dict[str, np.ndarray], images: bool = False) -> tuple[Any, dict[str, Any]]:
+        global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
+                        for k, v in example.items()}
+        shardings = sharding.batch_shardings(global_batch, mesh, rules)
+        return jit_train_step(graphdef, tx, schedule, config, images,
+                              in_shardings=(state_sharding, shardings, replicated, replicated),
+                              out_shardings=(state_sharding, replicated), donate_argnums=(0,)), shardings
+
+    step_fn, batch_sharding = compile_step(clip_batches[0])
+    if steps_of_images is not None:  # a second compiled step: the same state, single-frame image batches
+        image_step_fn, image_sharding = compile_step(image_batches[0], images=True)
     t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule, num_frames=config.data.num_frames,
                                resolution=config.data.resolution, channels=config.model.out_channels,
                                thresholding=config.sample.thresholding)
@@ -256,9 +284,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         t_wait = time.perf_counter()
         local = next(batches)
         waited += time.perf_counter() - t_wait
-        batch = {k: jax.make_array_from_process_local_data(batch_sharding[k], v) for k, v in local.items()}
+        images = steps_of_images is not None and bool(steps_of_images[step - 1])
+        fn, shardings = (image_step_fn, image_sharding) if images else (step_fn, batch_sharding)
+        batch = {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in local.items()}
         with sharding.use_mesh(mesh, rules):  # the model's activation constraints and frame-parallel convs
-            state, metrics = step_fn(state, batch, null_text, null_mask)
+            state, metrics = fn(state, batch, null_text, null_mask)
         pending.append(metrics)
 
         if step % config.log_every == 0 or step == config.total_steps:

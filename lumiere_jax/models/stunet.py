@@ -167,17 +167,20 @@ class Level(nnx.Module):
             self.temporal_blocks = nnx.List([
                 temporal.TemporalConvBlock(cout, cfg.temporal_kernel, dtype=dtype, rngs=rngs) for _ in cins])
 
-    def block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
-        """Runs the i-th (ResBlock, attention, temporal block) triple, rematerialized if configured."""
+    def block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array,
+              images: bool = False) -> jax.Array:
+        """Runs the i-th (ResBlock, attention, temporal block) triple, rematerialized if configured; with
+        images=True the temporal block is bypassed (frames are independent images)."""
         if self.remat:
-            return nnx.remat(Level._block, static_argnums=(1,))(self, i, x, emb, text, text_mask)
-        return self._block(i, x, emb, text, text_mask)
+            return nnx.remat(Level._block, static_argnums=(1, 6))(self, i, x, emb, text, text_mask, images)
+        return self._block(i, x, emb, text, text_mask, images)
 
-    def _block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+    def _block(self, i: int, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array,
+               images: bool = False) -> jax.Array:
         x = self.res[i](x, emb)
         if self.attn is not None:
             x = self.attn[i](x, text, text_mask)
-        if self.temporal_blocks is not None:
+        if self.temporal_blocks is not None and not images:
             x = self.temporal_blocks[i](x)
         return sharding.constrain(x)
 
@@ -252,7 +255,8 @@ class STUNet(nnx.Module):
         self.conv_out = spatial.FrameConv(ch[0], cfg.out_channels, zero_init=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, t: jax.Array, text: jax.Array, text_mask: jax.Array,
-                 cond: jax.Array | None = None, cond_level: jax.Array | None = None) -> jax.Array:
+                 cond: jax.Array | None = None, cond_level: jax.Array | None = None,
+                 images: bool = False) -> jax.Array:
         """x: [B, T, H, W, Cin]; t: [B] in [0, 1]; text: [B, L, Dt]; text_mask: [B, L] -> [B, T, H, W, Cout].
 
         Captions that change over time: text [B, T, L, Dt] and text_mask [B, T, L], one caption per frame. Each
@@ -261,9 +265,14 @@ class STUNet(nnx.Module):
         frames all share one caption gives the clip-level result.
         cond: [B, T, H, W, cond_channels], concatenated to x on channels (when cfg.cond_channels > 0);
         cond_level: [B] in [0, 1], the noise level of augmented conditioning (when cfg.cond_noise_level).
+        images: a static flag: x holds independent images ([B, T, ...], usually T = 1) and every temporal layer
+        (convs, attention, temporal down- and upsampling) is bypassed, so the spatial path alone runs, exactly
+        as the T2I U-Net of the same weights does. Joint image-video training (data.mixture) uses it.
         """
         cfg = self.cfg
-        check_frames(x.shape[1], cfg)
+        temporal_on = cfg.temporal and not images
+        if temporal_on:
+            check_frames(x.shape[1], cfg)
         if (cond is None) != (cfg.cond_channels == 0):
             raise ValueError(f"This STUNet has cond_channels={cfg.cond_channels}, but cond was "
                              f"{'not given' if cond is None else 'given'}.")
@@ -300,26 +309,26 @@ class STUNet(nnx.Module):
         hs = [h]
         for level, blocks in enumerate(self.down):
             for i in range(cfg.num_res_blocks):
-                h = blocks.block(i, h, emb, text, text_mask)
+                h = blocks.block(i, h, emb, text, text_mask, images)
                 hs.append(h)
             if level < len(self.downsample):
                 h = self.downsample[level](h)  # [B, T, H/2, W/2, C]
-                if cfg.temporal:
+                if temporal_on:
                     h = self.temporal_down[level](h)  # [B, T/2, H/2, W/2, C]
                 h = sharding.constrain(h)
                 hs.append(h)
 
         h = self.mid_res1(h, emb)
         h = self.mid_attn(h, text, text_mask)
-        if self.temporal_mid is not None:
+        if self.temporal_mid is not None and not images:
             h = self.temporal_mid(h)
         h = self.mid_res2(h, emb)
 
         for j, blocks in enumerate(self.up):
             for i in range(cfg.num_res_blocks + 1):
-                h = blocks.block(i, jnp.concatenate([h, hs.pop()], axis=-1), emb, text, text_mask)
+                h = blocks.block(i, jnp.concatenate([h, hs.pop()], axis=-1), emb, text, text_mask, images)
             if j < len(self.upsample):
-                if cfg.temporal:
+                if temporal_on:
                     h = self.temporal_up[j](h)  # [B, 2T, H, W, C]
                 h = sharding.constrain(self.upsample[j](h))  # [B, 2T, 2H, 2W, C]
 
