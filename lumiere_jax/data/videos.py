@@ -33,12 +33,13 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import ml_collections
 import numpy as np
@@ -313,19 +314,47 @@ def _unit(name: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
+class SplitStats(NamedTuple):
+    """What the split rule needs of the usable videos as a whole: how many, the lowest- and highest-hashing ones
+    and how many hash below test_fraction. Merges in any grouping, so a Beam combine computes it too."""
+
+    count: int
+    lowest: tuple[float, int]  # (unit, index): the first index wins a tie
+    highest: tuple[float, int]  # (unit, -index): the first index wins a tie
+    below: int
+
+    @classmethod
+    def of(cls, unit: float, index: int, test_fraction: float) -> SplitStats:
+        return cls(1, (unit, index), (unit, -index), int(unit < test_fraction))
+
+    @classmethod
+    def merge(cls, parts: Iterable[SplitStats]) -> SplitStats:
+        count, lowest, highest, below = 0, (math.inf, 0), (-math.inf, 0), 0
+        for p in parts:
+            count, below = count + p.count, below + p.below
+            lowest, highest = min(lowest, tuple(p.lowest)), max(highest, tuple(p.highest))
+        return cls(count, lowest, highest, below)
+
+
+def split_of(unit: float, index: int, stats: SplitStats, test_fraction: float) -> str:
+    """The split of one usable video (its split hash `unit`, its place `index`) among all of them (`stats`)."""
+    if stats.count < 2:
+        return "train"
+    test = unit < test_fraction
+    if test_fraction > 0:
+        if not stats.below and (unit, index) == tuple(stats.lowest):
+            test = True  # none hashes below: the lowest is held out
+        if stats.below == stats.count and (unit, -index) == tuple(stats.highest):
+            test = False  # all do: the highest trains
+    return "test" if test else "train"
+
+
 def assign_splits(names: Sequence[str], test_fraction: float, seed: int) -> list[str]:
     """"test" for the videos whose path hashes below test_fraction, else "train"; a single video trains; with two
     videos or more and test_fraction > 0, at least one of each."""
-    if len(names) < 2:
-        return ["train"] * len(names)
-    u = [_unit(n, seed) for n in names]
-    test = [x < test_fraction for x in u]
-    if test_fraction > 0:
-        if not any(test):
-            test[int(np.argmin(u))] = True
-        if all(test):
-            test[int(np.argmax(u))] = False
-    return ["test" if t else "train" for t in test]
+    units = [_unit(n, seed) for n in names]
+    stats = SplitStats.merge(SplitStats.of(u, i, test_fraction) for i, u in enumerate(units))
+    return [split_of(u, i, stats, test_fraction) for i, u in enumerate(units)]
 
 
 def cut_clips(times: np.ndarray, fps: float, num_frames: int, stride: float) -> tuple[list[float], np.ndarray]:
@@ -352,6 +381,12 @@ class _Task:
     fps: float
     clip_stride: float
     resize: str
+
+
+def task_of(index: int, path: str, out: str, settings: dict[str, Any]) -> _Task:
+    """The decoding task of listed file `index`, its clips written to `out` (.npy)."""
+    return _Task(index, path, out, settings["num_frames"], settings["resolution"], settings["fps"],
+                 settings["clip_stride"], settings["resize"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -479,16 +514,28 @@ class LumiereVideoClips(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in SPLITS if self._plan.metadata["clips"][split]}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-        plan, key = self._plan, 0
+        plan = self._plan
         for result in plan.results:
             if plan.splits.get(result.index) != split:
                 continue
             entry = plan.listing.entries[result.index]
             clips = np.load(os.path.join(plan.spool, f"{result.index:07d}.npy"))
-            for start, clip in zip(result.starts, clips):
-                yield key, {"video": clip, "caption": entry.caption, "source": _text(entry.name),
-                            "start": np.float32(start)}
-                key += 1
+            for k, (start, clip) in enumerate(zip(result.starts, clips)):
+                yield clip_key(result.index, k), clip_example(entry.name, entry.caption, start, clip)
+
+
+CLIP_KEY_SPAN = 2 ** 32  # room for a video's clips in the record keys
+
+
+def clip_key(index: int, clip: int) -> int:
+    """A record's key: its video's place in the listing, then the clip's place in the video. tfds orders
+    unshuffled records by key, so every preparation path (local or Beam) writes them in listing order."""
+    return index * CLIP_KEY_SPAN + clip
+
+
+def clip_example(name: str, caption: str, start: float, clip: np.ndarray) -> dict[str, Any]:
+    """One record: a clip [T, R, R, 3] of the listed file `name` (relative to the listing's root)."""
+    return {"video": clip, "caption": caption, "source": _text(name), "start": np.float32(start)}
 
 
 def _text(path: str) -> str:
@@ -498,11 +545,13 @@ def _text(path: str) -> str:
 class VideoSource:
     """Random-access clips of one split (like shapes_tfds.ShapesWorldSource); an empty split has length 0."""
 
-    def __init__(self, source: Any | None, captions: Sequence[str], config_name: str = "", directory: str = ""):
+    def __init__(self, source: Any | None, captions: Sequence[str], config_name: str = "", directory: str = "",
+                 summary: str = ""):
         self._source = source
         self._captions = list(captions)
         self.config_name = config_name  # the builder config: a hash of the listing and the settings
         self.directory = directory  # where the prepared data and skipped.jsonl are
+        self.summary = summary  # the preparation's summary line, as load_videos logs it
 
     def __len__(self) -> int:
         return 0 if self._source is None else len(self._source)
@@ -539,9 +588,16 @@ class VideoSource:
 # ------------------------------------------------------------------------------------------------ entry point
 
 
-def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS) -> dict[str, VideoSource]:
+# What prepares a builder's clips from a listing: (builder, listing, settings, data, skipped_path) -> None.
+# _prepare decodes in data.prepare_workers local processes; videos_beam.preparer on an Apache Beam runner.
+Preparer = Callable[["LumiereVideoClips", Listing, dict[str, Any], ml_collections.ConfigDict, str], None]
+
+
+def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS,
+                prepare: Preparer | None = None) -> dict[str, VideoSource]:
     """Prepares (once, cached) and opens the video source of config.data (data.videos; data.images for
-    kind=IMAGES, as single-frame clips); returns {"train": ..., "test": ...}.
+    kind=IMAGES, as single-frame clips); returns {"train": ..., "test": ...}. `prepare` replaces the local
+    preparation (videos_beam.preparer: on Apache Beam); the records and the summary are the same either way.
 
     Raises ValueError, one line, on a malformed manifest or when no listed file gives a clip.
     """
@@ -556,14 +612,15 @@ def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS) -> dict[st
     skipped_path = os.path.join(os.path.dirname(directory), SKIPPED_FILE)  # beside the version folder
     reused = builder.is_prepared()
     if not reused:
-        _prepare(builder, listing, settings, data, skipped_path)
+        (prepare or _prepare)(builder, listing, settings, data, skipped_path)
+        builder = LumiereVideoClips(config=config, data_dir=data_dir, file_format="array_record")  # as written
     meta = dict(builder.info.metadata)
-    if not os.path.isfile(skipped_path):  # deleted since: the summary keeps it
+    if not epath.Path(skipped_path).exists():  # deleted since: the summary keeps it
         _write_skipped(skipped_path, meta["skipped"])
-    log.info("%s%s", _summary(source_path(data, kind), meta, skipped_path),
-             " (prepared before: reused)" if reused else "")
+    summary = _summary(source_path(data, kind), meta, skipped_path) + (" (prepared before: reused)" if reused else "")
+    log.info("%s", summary)
     return {split: VideoSource(builder.as_data_source(split) if meta["clips"][split] else None,
-                               meta["captions"][split], config_name=name, directory=directory)
+                               meta["captions"][split], config_name=name, directory=directory, summary=summary)
             for split in SPLITS}
 
 
@@ -575,8 +632,7 @@ def _prepare(builder: LumiereVideoClips, listing: Listing, settings: dict[str, A
         shutil.rmtree(stale, ignore_errors=True)
     spool = tempfile.mkdtemp(prefix=".decoded-", dir=config_dir)
     try:
-        tasks = [_Task(i, e.path, os.path.join(spool, f"{i:07d}.npy"), settings["num_frames"],
-                       settings["resolution"], settings["fps"], settings["clip_stride"], settings["resize"])
+        tasks = [task_of(i, e.path, os.path.join(spool, f"{i:07d}.npy"), settings)
                  for i, e in enumerate(listing.entries)]
         with tqdm.tqdm(total=len(tasks), unit="video", desc="Preparing videos", dynamic_ncols=True) as progress:
             results = _decode_all(tasks, int(data.prepare_workers), progress)
@@ -613,11 +669,11 @@ def _metadata(listing: Listing, settings: dict[str, Any], results: list[_Result]
 
 
 def _write_skipped(path: str, skipped: list[dict[str, str]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for s in skipped:
-            f.write(json.dumps({k: _text(v) for k, v in s.items()}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """skipped.jsonl, one {"path", "reason", "detail"} a line; through epath, so a gs:// data_dir works too."""
+    tmp = epath.Path(path + ".tmp")
+    tmp.write_text("".join(json.dumps({k: _text(v) for k, v in s.items()}, ensure_ascii=False) + "\n"
+                           for s in skipped), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _reasons(meta: dict[str, Any]) -> str:
