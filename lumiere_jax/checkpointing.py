@@ -8,6 +8,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from lumiere_jax import paths
+
 
 class Checkpointer:
     """Saves and restores `<workdir>/checkpoints/<step>/{state,meta}`, keeping the newest `max_to_keep`.
@@ -17,7 +19,7 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+        self.directory = os.fspath(paths.resolve(workdir) / "checkpoints")  # a local folder or a gs:// URL
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                                create=not read_only, read_only=read_only,
                                                # a save killed mid-write leaves a tmp folder: remove it

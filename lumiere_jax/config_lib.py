@@ -7,12 +7,11 @@ or anything compiles; `read_run_config` / `run_config` read what a run in a work
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import ml_collections
 
-from lumiere_jax import compile_options
+from lumiere_jax import compile_options, paths
 from lumiere_jax.data import mixture, stories
 from lumiere_jax.diffusion.samplers import SAMPLERS, THRESHOLDING
 from lumiere_jax.diffusion.multidiffusion import NOISES, WEIGHTS
@@ -231,8 +230,7 @@ def read_run_config(workdir: str | None) -> dict:
     if not workdir:
         return {}
     try:
-        with open(os.path.join(os.path.expanduser(workdir), "config.json")) as f:
-            saved = json.load(f)
+        saved = json.loads((paths.resolve(workdir) / "config.json").read_text())
     except (OSError, ValueError):
         return {}
     return saved if isinstance(saved, dict) else {}
@@ -310,7 +308,7 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         if not d.videos:
             raise ValueError("data.dataset='videos' reads data.videos: give --config.data.videos=PATH, a folder of "
                              "videos (searched recursively) or a captions.csv / captions.jsonl manifest.")
-        if not os.path.exists(os.path.expanduser(d.videos)):
+        if not paths.resolve(d.videos).exists():
             raise ValueError(f"data.videos={d.videos} does not exist: give a folder of videos or a captions.csv / "
                              f"captions.jsonl manifest.")
         if d.story_fraction:
@@ -322,7 +320,7 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{'data.dataset=images' if d.dataset == 'images' else f'data.mixture={d.mixture!r}'} "
                              f"reads data.images: give --config.data.images=PATH, a folder of captioned images "
                              f"(searched recursively) or a captions.csv / captions.jsonl manifest.")
-        if not os.path.exists(os.path.expanduser(d.images)):
+        if not paths.resolve(d.images).exists():
             raise ValueError(f"data.images={d.images} does not exist: give a folder of images or a captions.csv / "
                              f"captions.jsonl manifest.")
     if d.dataset == "images" and d.num_frames != 1:
@@ -402,9 +400,9 @@ def run_config(workdir: str, flag: str = "--workdir",
     """
     if not workdir:
         raise ValueError(f"{flag} is empty: give the workdir of a trained run.")
-    if not os.path.isdir(os.path.expanduser(workdir)):
+    if not paths.resolve(workdir).is_dir():
         raise ValueError(f"{flag}={workdir} does not exist: {fix}.")
-    if not os.path.isfile(os.path.join(os.path.expanduser(workdir), "config.json")):
+    if not (paths.resolve(workdir) / "config.json").is_file():
         raise ValueError(f"{flag}={workdir} holds no trained run (no config.json): {fix}.")
     saved = read_run_config(workdir)
     if not saved:

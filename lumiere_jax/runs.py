@@ -8,13 +8,12 @@ the newest (or a given) checkpoint's EMA weights on the first device, and one-li
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import ml_collections
 from flax import nnx
 
-from lumiere_jax import checkpointing, config_lib
+from lumiere_jax import checkpointing, config_lib, paths
 from lumiere_jax.diffusion.schedule import SCHEDULE_KEYS, CosineSchedule, schedule_from
 from lumiere_jax.state import abstract_graphdef_and_state
 
@@ -64,7 +63,7 @@ def with_run_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collec
 
 def latest_step(workdir: str) -> int | None:
     """The newest checkpoint's step of the run in `workdir`, or None (no run or no checkpoint there)."""
-    if not os.path.isdir(os.path.expanduser(workdir)):
+    if not paths.resolve(workdir).is_dir():
         return None
     return checkpointing.Checkpointer(workdir, read_only=True).latest_step()
 
@@ -76,7 +75,7 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None, *, step:
     config: the config to build the model from (default: the run's own config.json, `config_lib.run_config`).
     flag names the input in the one-line errors (e.g. "--ssr_workdir", "init_from").
     """
-    if not workdir or not os.path.isdir(os.path.expanduser(workdir)):
+    if not workdir or not paths.resolve(workdir).is_dir():
         raise ValueError(f"{flag}={workdir} does not exist: train a run there first with --mode=train.")
     if config is None:
         config = config_lib.run_config(workdir, flag)

@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
-from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, sampling, sharding, video_io
+from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, paths, sampling, sharding, \
+    video_io
 from lumiere_jax.data import mixture, pipeline, stories
 from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
@@ -169,7 +171,7 @@ def checkpoint_meta(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def write_samples(workdir: str, step: int, clips: np.ndarray, fps: int) -> str:
     """Writes a grid of clips [N, T, H, W, C] in [-1, 1] as MP4 and GIF; returns the GIF path."""
     frames = video_io.upscale(video_io.grid(video_io.to_uint8(clips)), 4)
-    base = os.path.join(workdir, "samples", f"step_{step:07d}")
+    base = os.fspath(paths.resolve(workdir) / "samples" / f"step_{step:07d}")
     video_io.write_video(base + ".mp4", frames, fps)
     video_io.write_video(base + ".gif", frames, fps)
     return base + ".gif"
@@ -186,8 +188,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals") -> TrainState:
     config_lib.validate(config)
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    root = paths.resolve(workdir)  # a local folder or a gs:// URL
+    root.mkdir(parents=True, exist_ok=True)
+    workdir = os.fspath(root)
     # Fixed for the life of the run (config.json keeps it): resumes never depend on init_from again.
     config.trainable = resolve_trainable(config, workdir)
 
@@ -246,8 +249,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         log.info("No checkpoint in %s: starting from %s.", ckpt.directory,
                  f"the run {config.init_from}" if config.init_from else "scratch")
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        paths.write_atomic(root / "config.json", config.to_json_best_effort(indent=2))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     log.info("STUNet: %.2fM parameters; %s.", num_params / 1e6,
              "all train" if config.trainable == "all" else f"only the {config.trainable} layers train")
@@ -273,8 +275,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     writer = None
     if jax.process_index() == 0:
         # Steps after the restored checkpoint were lost with the crash: drop their rows, they will be redone.
-        writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start + 1 if start else None)
-        _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start)
+        writer = SummaryWriter(os.fspath(root / "tb"), purge_step=start + 1 if start else None)
+        _truncate_metrics(root / "metrics.jsonl", start)
     batches = pipeline.iterate_from(dataset, start, num_threads=config.data.num_threads,
                                     prefetch=config.data.prefetch)
     pending: list[dict[str, jax.Array]] = []
@@ -302,9 +304,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
             log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  input %.1f%%  ETA %s", step,
                      config.total_steps, summary["loss"], summary["grad_norm"], rate, 100 * data_share, _duration(eta))
             if jax.process_index() == 0:
-                with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps({"step": step, **summary, "steps_per_sec": rate,
-                                        "input_wait_fraction": data_share}) + "\n")
+                paths.append_line(root / "metrics.jsonl", json.dumps({"step": step, **summary, "steps_per_sec": rate,
+                                                                      "input_wait_fraction": data_share}))
             if writer:
                 for k, v in summary.items():
                     writer.add_scalar(f"train/{k}", v, step)
@@ -338,26 +339,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     if writer:
         writer.close()
     if int(state.step) >= config.total_steps and jax.process_index() == 0:
-        with open(os.path.join(workdir, "train_done.json"), "w") as f:
-            json.dump({"step": int(state.step), "skipped_steps": int(state.skipped)}, f)
+        paths.write_atomic(root / "train_done.json",
+                           json.dumps({"step": int(state.step), "skipped_steps": int(state.skipped)}))
     return state
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
+def _truncate_metrics(path: epath.Path, last_step: int) -> None:
     """Keeps metrics.jsonl rows up to last_step (and drops a torn last line), atomically."""
-    if not os.path.exists(path):
+    if not path.exists():
         return
     keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                if json.loads(line)["step"] <= last_step:
-                    keep.append(line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError):
-                continue
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError):
+            continue
+    paths.write_atomic(path, "".join(keep))
 
 
 def _check_finite(metrics: list[dict[str, np.ndarray]], first_step: int, config: ml_collections.ConfigDict,

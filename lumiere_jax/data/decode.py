@@ -11,11 +11,15 @@ of REASONS, for the callers that count skipped files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
+from typing import Any
 
 import av
 import numpy as np
+from etils import epath
+
+from lumiere_jax import paths
 
 REASONS = ("missing", "empty_file", "undecodable", "no_video_stream", "no_frames")
 
@@ -56,43 +60,51 @@ def read_video(path: str, *, short_side: int | None = None, long_side: int | Non
     short_side / long_side: scale so the frames' short (or long) side is this many pixels (never up), inside
     FFmpeg's scaler.
     """
-    if not os.path.isfile(path):
+    file = epath.Path(path)  # a local file, or an object in a bucket (gs://...), read through a file object
+    if not file.is_file():
         raise DecodeError(path, "missing")
-    if os.path.getsize(path) == 0:
+    if file.stat().length == 0:
         raise DecodeError(path, "empty_file")
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
-        raise DecodeError(path, "undecodable", type(e).__name__) from None
-    with container:
-        if not container.streams.video:
-            raise DecodeError(path, "no_video_stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frames, times, rotation, size = [], [], 0, (0, 0)
+    with contextlib.ExitStack() as stack:
         try:
-            for frame in container.decode(stream):
-                rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-                size = (frame.height, frame.width)
-                width, height = _scaled(frame.width, frame.height, short_side, long_side)
-                rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
-                frames.append(rgb.to_ndarray())
-                times.append(float(frame.time) if frame.time is not None else len(times) / _rate(stream))
-                if max_frames and len(frames) >= max_frames:
-                    break
-        except (av.error.FFmpegError, OSError, ValueError) as e:
-            if not frames:  # a truncated file keeps the frames decoded before the damage
-                raise DecodeError(path, "undecodable", type(e).__name__) from None
-        if not frames:
-            raise DecodeError(path, "no_frames")
-        out = np.stack(frames)  # [T, H, W, 3]
-        if rotation:
-            # FFmpeg's display rotation is counter-clockwise; np.rot90 turns counter-clockwise for k > 0.
-            out = np.ascontiguousarray(np.rot90(out, k=rotation // 90, axes=(1, 2)))
-        order = np.argsort(np.asarray(times), kind="stable")  # presentation order (B-frames decode out of it)
-        times = np.asarray(times, np.float64)[order]
-        upright = size[::-1] if rotation in (90, 270) else size
-        return Video(frames=out[order], times=times - times[0], fps=_rate(stream), rotation=rotation, size=upright)
+            container = av.open(stack.enter_context(file.open("rb")) if paths.is_remote(path) else path)
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+            raise DecodeError(path, "undecodable", type(e).__name__) from None
+        stack.enter_context(container)
+        return _decode(path, container, short_side, long_side, max_frames)
+
+
+def _decode(path: str, container: Any, short_side: int | None, long_side: int | None,
+            max_frames: int | None) -> Video:
+    """read_video's decoding of an opened container."""
+    if not container.streams.video:
+        raise DecodeError(path, "no_video_stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    frames, times, rotation, size = [], [], 0, (0, 0)
+    try:
+        for frame in container.decode(stream):
+            rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+            size = (frame.height, frame.width)
+            width, height = _scaled(frame.width, frame.height, short_side, long_side)
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+            frames.append(rgb.to_ndarray())
+            times.append(float(frame.time) if frame.time is not None else len(times) / _rate(stream))
+            if max_frames and len(frames) >= max_frames:
+                break
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        if not frames:  # a truncated file keeps the frames decoded before the damage
+            raise DecodeError(path, "undecodable", type(e).__name__) from None
+    if not frames:
+        raise DecodeError(path, "no_frames")
+    out = np.stack(frames)  # [T, H, W, 3]
+    if rotation:
+        # FFmpeg's display rotation is counter-clockwise; np.rot90 turns counter-clockwise for k > 0.
+        out = np.ascontiguousarray(np.rot90(out, k=rotation // 90, axes=(1, 2)))
+    order = np.argsort(np.asarray(times), kind="stable")  # presentation order (B-frames decode out of it)
+    times = np.asarray(times, np.float64)[order]
+    upright = size[::-1] if rotation in (90, 270) else size
+    return Video(frames=out[order], times=times - times[0], fps=_rate(stream), rotation=rotation, size=upright)
 
 
 def _rate(stream) -> float:

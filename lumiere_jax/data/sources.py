@@ -16,6 +16,7 @@ from typing import Any
 
 import ml_collections
 
+from lumiere_jax import paths
 from lumiere_jax.data import shapes_tfds, videos
 
 NUM_SAMPLE_PROMPTS = 4
@@ -27,7 +28,7 @@ def load_sources(data: ml_collections.ConfigDict) -> dict[str, Any]:
         return videos.load_videos(data)
     if data.dataset == "images":
         return videos.load_videos(data, videos.IMAGES)
-    return shapes_tfds.load_shapes_world(os.path.expanduser(data.data_dir), data.num_frames, data.resolution,
+    return shapes_tfds.load_shapes_world(os.fspath(paths.resolve(data.data_dir)), data.num_frames, data.resolution,
                                          data.num_train, data.num_test, data.seed)
 
 
@@ -36,12 +37,18 @@ def load_image_sources(data: ml_collections.ConfigDict) -> dict[str, Any]:
     return videos.load_videos(data, videos.IMAGES)
 
 
+LOCAL_TEXT_CACHE = "~/.cache/lumiere_jax/text_cache"  # for a data_dir in a bucket: the cache is read by row
+
+
 def text_cache_dir(data: ml_collections.ConfigDict) -> str:
-    """Where the source's caption features are cached: beside its data, one folder per source."""
-    root = os.path.join(os.path.expanduser(data.data_dir), "text_cache")
+    """Where the source's caption features are cached: beside its data, one folder per source; on local disk
+    (LOCAL_TEXT_CACHE, a folder per data_dir) when data_dir is a gs:// URL, since rows are read at random."""
+    root = os.path.join(os.fspath(paths.resolve(data.data_dir)), "text_cache")
+    if paths.is_remote(root):
+        root = os.path.join(os.path.expanduser(LOCAL_TEXT_CACHE), hashlib.sha1(root.encode()).hexdigest()[:12])
     if data.dataset in ("videos", "images"):
-        path = os.path.abspath(os.path.expanduser(videos.source_path(data, videos.IMAGES if data.dataset == "images"
-                                                                     else videos.VIDEOS)))
+        path = os.fspath(paths.resolve(videos.source_path(data, videos.IMAGES if data.dataset == "images"
+                                                          else videos.VIDEOS)))
         return os.path.join(root, f"{data.dataset}_" + hashlib.sha1(path.encode()).hexdigest()[:12])
     return os.path.join(root, shapes_tfds.shapes_world_config(data.num_frames, data.resolution, data.num_train,
                                                               data.num_test, data.seed).name)

@@ -36,6 +36,7 @@ import logging
 import math
 import multiprocessing
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -47,6 +48,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
+from lumiere_jax import paths
 from lumiere_jax.data import decode
 from lumiere_jax.data import frames as frames_lib
 
@@ -117,14 +119,15 @@ def list_videos(videos: str, kind: Kind = VIDEOS) -> Listing:
 
     Raises ValueError (naming the file, the line and the fix) on a malformed manifest.
     """
-    path = os.path.normpath(os.path.abspath(os.path.expanduser(videos)))
-    if os.path.isdir(path):
+    given = paths.resolve(videos)  # a local folder or file, or a gs:// URL
+    path = paths.normalize(os.fspath(given))
+    if given.is_dir():
         root = path
-        manifest = next((os.path.join(path, m) for m in MANIFESTS if os.path.isfile(os.path.join(path, m))), None)
-        scanned = _scan(path, kind.extensions)
-    elif os.path.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
+        manifest = next((os.path.join(path, m) for m in MANIFESTS if (given / m).is_file()), None)
+        scanned = _scan(given, kind.extensions)
+    elif given.is_file() and path.lower().endswith((".csv", ".jsonl")):
         root, manifest, scanned = os.path.dirname(path), path, []
-    elif os.path.exists(path):
+    elif given.exists():
         raise ValueError(f"{kind.key}={videos} is neither a folder of {kind.noun} nor a .csv / .jsonl captions "
                          f"manifest: give the folder, or a captions.csv (path,caption) or captions.jsonl file.")
     else:
@@ -138,7 +141,7 @@ def list_videos(videos: str, kind: Kind = VIDEOS) -> Listing:
         rows = _read_csv(manifest) if manifest.lower().endswith(".csv") else _read_jsonl(manifest)
         where = os.path.basename(manifest)
         for line, raw, caption in rows:
-            full = os.path.normpath(os.path.join(root, os.path.expanduser(raw))) if raw.strip() else ""
+            full = paths.normalize(os.path.join(root, os.path.expanduser(raw))) if raw.strip() else ""
             detail = f"{where} line {line}"
             if not full or full in listed:
                 skipped.append(_skip(full or raw, "duplicate_path" if full else "missing_file",
@@ -148,7 +151,7 @@ def list_videos(videos: str, kind: Kind = VIDEOS) -> Listing:
             if not full.lower().endswith(kind.extensions):
                 skipped.append(_skip(full, "unsupported_extension",
                                      f"{detail}: not one of {' '.join(kind.extensions)}"))
-            elif not os.path.isfile(full):
+            elif not epath.Path(full).is_file():
                 skipped.append(_skip(full, "missing_file", f"{detail}: no such file"))
             else:
                 order.append(full)
@@ -166,21 +169,30 @@ def list_videos(videos: str, kind: Kind = VIDEOS) -> Listing:
             skipped.append(_skip(full, reason, where))
             continue
         try:
-            st = os.stat(full)
+            size, mtime_ns = _size_and_mtime(full)
         except OSError as e:  # a dangling link, or gone since
-            skipped.append(_skip(full, "missing_file", f"{type(e).__name__}: {e.strerror}"))
+            skipped.append(_skip(full, "missing_file", f"{type(e).__name__}: {e.strerror or e}"))
             continue
-        entries.append(Entry(path=full, name=os.path.relpath(full, root), caption=_clean(caption),
-                             size=st.st_size, mtime_ns=st.st_mtime_ns))
+        entries.append(Entry(path=full, name=posixpath.relpath(full, root), caption=_clean(caption),
+                             size=size, mtime_ns=mtime_ns))
     return Listing(root=root, manifest=manifest, entries=entries, skipped=skipped)
 
 
-def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
+def _scan(folder: epath.Path, extensions: tuple[str, ...]) -> list[str]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in folder.walk():
         dirnames.sort()
-        found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(extensions)]
-    return sorted(os.path.normpath(f) for f in found)
+        found += [os.path.join(os.fspath(dirpath), f) for f in filenames if f.lower().endswith(extensions)]
+    return sorted(paths.normalize(f) for f in found)
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    """A file's size and modification time (ns): the cache key's view of its content."""
+    if paths.is_remote(path):
+        st = epath.Path(path).stat()
+        return int(st.length), int(st.mtime * 1e9)
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 def _skip(path: str, reason: str, detail: str = "") -> dict[str, str]:
@@ -214,10 +226,9 @@ def _sidecar(video: str) -> tuple[str | None, str, str | None]:
     """(caption, where, problem) from NAME.txt beside the video."""
     txt = os.path.splitext(video)[0] + ".txt"
     where = os.path.basename(txt)
-    if not os.path.isfile(txt):
+    if not epath.Path(txt).is_file():
         return None, f"no {where} beside it and no manifest row", "missing_caption"
-    with open(txt, "rb") as f:
-        raw = f.read()
+    raw = epath.Path(txt).read_bytes()
     try:
         caption = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -226,9 +237,8 @@ def _sidecar(video: str) -> tuple[str | None, str, str | None]:
 
 
 def _manifest_text(manifest: str) -> str:
-    with open(manifest, "rb") as f:
-        # Bytes that are not UTF-8 survive as lone surrogates: only the cells holding them are skipped.
-        return f.read().decode("utf-8-sig", "surrogateescape")
+    # Bytes that are not UTF-8 survive as lone surrogates: only the cells holding them are skipped.
+    return epath.Path(manifest).read_bytes().decode("utf-8-sig", "surrogateescape")
 
 
 def _read_csv(manifest: str) -> list[tuple[int, str, str | None]]:
@@ -604,7 +614,7 @@ def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS,
     listing = list_videos(source_path(data, kind), kind)
     settings = settings_of(data, kind)
     name = config_name(listing, settings)
-    data_dir = os.path.expanduser(data.data_dir)
+    data_dir = os.fspath(paths.resolve(data.data_dir))
     config = VideoClipsConfig(name=name, num_frames=settings["num_frames"], resolution=settings["resolution"],
                               description=f"clips of {listing.manifest or listing.root}")
     builder = LumiereVideoClips(config=config, data_dir=data_dir, file_format="array_record")
@@ -627,10 +637,13 @@ def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS,
 def _prepare(builder: LumiereVideoClips, listing: Listing, settings: dict[str, Any],
              data: ml_collections.ConfigDict, skipped_path: str) -> None:
     config_dir = os.path.dirname(skipped_path)
-    os.makedirs(config_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(config_dir, ".decoded-*")):  # left by a preparation that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    spool = tempfile.mkdtemp(prefix=".decoded-", dir=config_dir)
+    epath.Path(config_dir).mkdir(parents=True, exist_ok=True)
+    if paths.is_remote(config_dir):  # data_dir in a bucket: the decoded clips wait on local disk
+        spool = tempfile.mkdtemp(prefix=".decoded-")
+    else:
+        for stale in glob.glob(os.path.join(config_dir, ".decoded-*")):  # left by a preparation that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        spool = tempfile.mkdtemp(prefix=".decoded-", dir=config_dir)
     try:
         tasks = [task_of(i, e.path, os.path.join(spool, f"{i:07d}.npy"), settings)
                  for i, e in enumerate(listing.entries)]
