@@ -518,6 +518,38 @@ def t_prepare_videos() -> str:
         sources(["prepare_videos_cpu.json"])])
 
 
+def t_text_cache_memory() -> str:
+    d = load("text_cache_memory_cpu.json")
+    labels = {"in_memory": "all in RAM, one .npz (earlier versions)",
+              "on_disk": "on disk, rows read with pread (current)",
+              "on_disk_memmap_read": "on disk, read through np.memmap (rejected)",
+              "memmap_write": "on disk, written through open_memmap (rejected)"}
+
+    def mib(case: dict | None) -> str:
+        return "-" if case is None else f"{case['peak_mb']:,.0f}"
+
+    rows = []
+    for r in d["runs"]:
+        build, read = r.get("build"), r.get("read")
+        encoded = build is not None and r["design"] != "memmap_write"
+        rows.append([labels[r["design"]], f"{r['captions']:,}", mib(build), mib(read),
+                     f"{build['captions_per_s']:.0f}" if encoded else "-",
+                     f"{read['ms_per_batch']:.2f}" if read else "-"])
+    setup = [r["build"]["setup"]["VmRSS"] for r in d["runs"] if r["design"] == "on_disk"]
+    return "\n\n".join([
+        f"`benchmarks/text_cache_memory.py`: `{d['encoder']}` features (L={d['text_max_length']}, "
+        f"D={d['feature_dim']}, {d['dtype']}) of N distinct generated captions. Peak RSS (VmHWM, MiB) of a fresh "
+        f"process that builds the cache (it holds about {min(setup):,.0f} MiB with the encoder loaded, before any "
+        f"caption is encoded), and of one that opens it and gathers {d['batches']:,} random batches of "
+        f"{d['batch_size']} (caption, row, float32 features and mask); {machine(d['machine'])}, "
+        f"{d['ram_gib']:.0f} GiB RAM. Both designs encode in the same batches of 32; their rates differ by "
+        "the other jobs sharing the CPU. The open_memmap writer ran with a stand-in encoder of MiniLM's output "
+        "shape.",
+        table(["design", "captions", "build peak", "read peak", "encoded captions/s", "ms per batch"], rows,
+              "lrrrrr"),
+        sources(["text_cache_memory_cpu.json"])])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Applications (tools/app_bench.py: 12 clips per row, DDIM 25 steps, seed 0).
 
@@ -677,6 +709,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "ssr-memory": ("SSR sampler memory", t_ssr_memory),
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
     "prepare-videos": ("Preparing a folder of videos", t_prepare_videos),
+    "text-cache-memory": ("Text cache host memory", t_text_cache_memory),
     "app-conditional": ("Image-to-video, inpainting, cinemagraphs", t_app_conditional),
     "app-sdedit": ("SDEdit", t_app_sdedit),
     "app-style": ("Stylized generation", t_app_style),
