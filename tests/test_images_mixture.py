@@ -101,6 +101,8 @@ def test_mixture_plan_follows_the_weights_and_reads_each_source_in_order():
     plan = mixture.plan(weights, seed=3, num_steps=4000)
     assert abs((plan == 1).mean() - 0.3) < 0.03
     np.testing.assert_array_equal(plan, mixture.plan(weights, seed=3, num_steps=4000))  # resumable
+    # A run resumed with a larger total_steps keeps the plan of the steps it already took.
+    np.testing.assert_array_equal(plan[:200], mixture.plan(weights, seed=3, num_steps=200))
     assert not np.array_equal(plan, mixture.plan(weights, seed=4, num_steps=4000))
     import grain
     streams = {"videos": grain.MapDataset.range(0, 10_000), "images": grain.MapDataset.range(100_000, 110_000)}
