@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from lumiere_jax import video_io
+from lumiere_jax import paths, video_io
 from lumiere_jax.data import shapes
 from lumiere_jax.eval import feature_net, frechet, i3d, shapes_checker
 
@@ -101,12 +101,11 @@ def run_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
         result["frechet"] = frechet_scores(clips_uint8, real, feature_net_dir=feature_net_dir,
                                            i3d_weights=i3d_weights, i3d_resolution=e.i3d_resolution)
         result["frechet"]["num_real"] = int(len(real))
+    # Each file is written whole or not at all (a full disk: paths.DiskFullError, one line naming it).
     out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"eval_{step:07d}.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    text = json.dumps(result, indent=2)
+    paths.write_atomic(paths.resolve(out_dir) / f"eval_{step:07d}.json", text)
+    paths.write_atomic(paths.resolve(workdir) / "eval.json", text)
     columns = 10 if len(clips_uint8) > 30 else 6
     video_io.write_video(os.path.join(out_dir, f"grid_{step:07d}.gif"),
                          video_io.upscale(video_io.grid(clips_uint8[:100], columns=columns), 2), config.sample.fps)

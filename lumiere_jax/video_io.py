@@ -8,6 +8,8 @@ import imageio
 import imageio.v3 as iio
 import numpy as np
 
+from lumiere_jax import paths
+
 
 def to_uint8(video: np.ndarray) -> np.ndarray:
     """Model space [-1, 1] -> uint8 [0, 255]."""
@@ -34,23 +36,26 @@ def grid(videos: np.ndarray, columns: int | None = None, pad: int = 2) -> np.nda
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 8) -> None:
-    """Writes uint8 [T, H, W, 3] as MP4 (H.264) or GIF (looping), chosen by the file extension."""
+    """Writes uint8 [T, H, W, 3] as MP4 (H.264) or GIF (looping), chosen by the file extension.
+
+    The clip is encoded in memory and written whole (paths.write_atomic; a URL works too), so a reader or a
+    crash never sees half a clip; a full disk raises paths.DiskFullError, one line naming path."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"write_video wants uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}.")
     ext = os.path.splitext(path)[1].lower()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if ext == ".gif":
-        iio.imwrite(path, frames, extension=".gif", duration=int(1000 / fps), loop=0)
+        data = iio.imwrite("<bytes>", frames, extension=".gif", duration=int(1000 / fps), loop=0)
     elif ext == ".mp4":
         # H.264 in yuv420p (the ffmpeg plugin's default, which plays everywhere) wants even sizes.
         h, w = frames.shape[1:3]
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        iio.imwrite(path, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
+        data = iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
     elif ext == ".png":
-        iio.imwrite(path, frames[0])
+        data = iio.imwrite("<bytes>", frames[0], extension=".png")
     else:
         raise ValueError(f"Cannot write {path!r}: use an .mp4, .gif or .png file name.")
+    paths.write_atomic(paths.resolve(path), data)
 
 
 def read_video(path: str) -> np.ndarray:
