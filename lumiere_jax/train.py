@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,8 +21,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
-from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, paths, sampling, sharding, \
-    video_io
+from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, paths, run_lock, sampling, \
+    sharding, video_io
 from lumiere_jax.data import mixture, pipeline, stories
 from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
@@ -181,16 +182,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains to config.total_steps, resuming from the newest checkpoint in workdir.
 
     SIGTERM/SIGINT at any point (startup included) make it checkpoint after the current step and return.
+    A second trainer on the same workdir is refused (run_lock); the lock is released however this returns.
     """
-    with _StopSignals() as stop:
-        return _train(config, workdir, stop)
+    with _StopSignals() as stop, contextlib.ExitStack() as held:
+        return _train(config, workdir, stop, held)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals") -> TrainState:
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals",
+           held: contextlib.ExitStack) -> TrainState:
     config_lib.validate(config)
     root = paths.resolve(workdir)  # a local folder or a gs:// URL
     root.mkdir(parents=True, exist_ok=True)
     workdir = os.fspath(root)
+    # One trainer per workdir: taken before anything is written, so a refused second trainer leaves the live
+    # one's files alone. Process 0 holds it for all processes of a multi-host run (they share the workdir).
+    refused = None
+    if jax.process_index() == 0:
+        try:
+            held.enter_context(run_lock.RunLock(workdir))
+        except ValueError as e:  # RunLockedError, or a disk too full to write the lock file
+            refused = e
+    if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(np.int32(refused is None)):
+        raise refused or run_lock.RunLockedError(f"Process 0 could not lock {workdir}: see its log.")
+    if refused:
+        raise refused
     # Fixed for the life of the run (config.json keeps it): resumes never depend on init_from again.
     config.trainable = resolve_trainable(config, workdir)
 
