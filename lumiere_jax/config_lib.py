@@ -91,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.story_changes = "motion"
     c.data.num_threads = 2
     c.data.prefetch = 4
+    # Prepared records (data.videos, data.images) found damaged while training are skipped, counted in the log
+    # and TensorBoard (train/bad_records), and replaced by the next readable record; more than this stops the run.
+    c.data.max_bad_records = 100
 
     # Inflation (Lumiere, Sec. 3.1): start from a text-to-image run's weights and train the temporal layers.
     c.init_from = ""  # a T2I workdir (configs/t2i.py) whose newest checkpoint's EMA weights are inflated

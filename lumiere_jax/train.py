@@ -299,7 +299,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     waited = 0.0  # seconds the loop spent waiting for the input pipeline since the last log line
     for step in range(start + 1, config.total_steps + 1):
         t_wait = time.perf_counter()
-        local = next(batches)
+        try:
+            local = next(batches)
+            bad_records = pipeline.check_bad_records(sources.values(), config.data.max_bad_records)
+        except pipeline.DamagedDataError:
+            # Prepared data damaged since the run started: keep the steps trained so far, then stop with one line.
+            if step - 1 > start and (step - 1) % config.checkpoint_every:
+                ckpt.save(step - 1, state, checkpoint_meta(config), force=True)
+            ckpt.wait()
+            if writer:
+                writer.close()
+            raise
         waited += time.perf_counter() - t_wait
         images = steps_of_images is not None and bool(steps_of_images[step - 1])
         fn, shardings = (image_step_fn, image_sharding) if images else (step_fn, batch_sharding)
@@ -316,16 +326,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
             eta = (config.total_steps - step) / max(rate, 1e-9)
             # The input pipeline's share of the loop: time blocked on the next batch over the interval's wall time.
             data_share = waited / max(now - t_last, 1e-9)
-            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  input %.1f%%  ETA %s", step,
-                     config.total_steps, summary["loss"], summary["grad_norm"], rate, 100 * data_share, _duration(eta))
+            log.info("step %d/%d  loss %.4f  grad_norm %.3f  %.2f steps/s  input %.1f%%  ETA %s%s", step,
+                     config.total_steps, summary["loss"], summary["grad_norm"], rate, 100 * data_share, _duration(eta),
+                     f"  damaged records skipped {bad_records}" if bad_records else "")
             if jax.process_index() == 0:
                 paths.append_line(root / "metrics.jsonl", json.dumps({"step": step, **summary, "steps_per_sec": rate,
-                                                                      "input_wait_fraction": data_share}))
+                                                                      "input_wait_fraction": data_share,
+                                                                      "bad_records": bad_records}))
             if writer:
                 for k, v in summary.items():
                     writer.add_scalar(f"train/{k}", v, step)
                 writer.add_scalar("train/steps_per_sec", rate, step)
                 writer.add_scalar("train/input_wait_fraction", data_share, step)
+                writer.add_scalar("train/bad_records", bad_records, step)
             t_last, s_last, waited = now, step, 0.0
 
         preempted = stop.requested or _reached_preemption(step)

@@ -8,11 +8,12 @@ batches an uninterrupted run would have (no iterator state to checkpoint).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import grain
 import numpy as np
 
+from lumiere_jax.data.videos import DamagedDataError
 from lumiere_jax.text.cache import TextEmbeddingCache
 
 NULL_CAPTION = ""  # the caption that classifier-free guidance trains and samples as "unconditional"
@@ -72,6 +73,28 @@ def train_dataset(source: Any, cache: TextEmbeddingCache, *, global_batch_size: 
 
 def iterate_from(ds: grain.MapDataset, start_step: int, *, num_threads: int = 2,
                  prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
-    """Iterates batches start_step, start_step + 1, ... with background prefetch."""
+    """Iterates batches start_step, start_step + 1, ... with background prefetch.
+
+    An error reading a batch in a prefetch thread (DamagedDataError: a prepared shard deleted, resized or
+    unreadable) is raised by the `next()` that asks for that batch, in the caller's thread.
+    """
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     return iter(ds[start_step:].to_iter_dataset(options))
+
+
+def check_bad_records(sources: Iterable[Any], limit: int) -> int:
+    """The damaged records the sources skipped so far (VideoSource.bad_records; other sources skip none).
+
+    Reading happens in grain's prefetch threads, which skip a damaged record and count it; the train loop calls
+    this after each batch, so more than `limit` (data.max_bad_records) stops the run with one line.
+    """
+    count, last, fix = 0, "", ""
+    for source in sources:
+        bad = getattr(source, "bad_records", None)
+        if bad:
+            count += len(bad)
+            last, fix = list(bad.values())[-1], source.fix()
+    if count > limit:
+        raise DamagedDataError(f"{count} damaged records of the prepared data were skipped, more than "
+                               f"data.max_bad_records={limit} (the last: {last}): {fix}.")
+    return count

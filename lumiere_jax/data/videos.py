@@ -39,6 +39,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -46,7 +47,9 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
+from array_record.python import array_record_module  # what tfds reads the prepared shards with
 from etils import epath
+from tensorflow_datasets.core.data_sources import base as tfds_sources
 
 from lumiere_jax import paths
 from lumiere_jax.data import decode
@@ -60,6 +63,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MANIFESTS = ("captions.csv", "captions.jsonl")  # looked for in a data.videos folder, in this order
 SPLITS = ("train", "test")
 SKIPPED_FILE = "skipped.jsonl"
+LISTING_FILE = "listing.json"  # beside skipped.jsonl: the listing that was prepared, to say what changed since
 
 
 
@@ -552,8 +556,29 @@ def _text(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+class DamagedDataError(ValueError):
+    """Prepared data that can no longer be read as it was written (a shard deleted, truncated or overwritten since
+    it was prepared, or more damaged records than data.max_bad_records): one line naming the shard and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """One prepared array_record file of a split: its path, the split's first record in it, how many, its size."""
+
+    path: str
+    first: int
+    count: int
+    size: int | None  # bytes when the source was opened (None: a remote file, not checked on each read)
+
+
 class VideoSource:
-    """Random-access clips of one split (like shapes_tfds.ShapesWorldSource); an empty split has length 0."""
+    """Random-access clips of one split (like shapes_tfds.ShapesWorldSource); an empty split has length 0.
+
+    Reading checks the prepared files: a shard deleted or resized since the source was opened, or one that no
+    longer opens, stops the run (DamagedDataError, naming the shard and the folder to delete); a record that fails
+    its checksum or is missing while its shard still opens is skipped, counted in `bad_records`, and the next
+    readable record is read in its place (the same one on every read, so a resumed run reads the same batches).
+    """
 
     def __init__(self, source: Any | None, captions: Sequence[str], config_name: str = "", directory: str = "",
                  summary: str = ""):
@@ -562,6 +587,9 @@ class VideoSource:
         self.config_name = config_name  # the builder config: a hash of the listing and the settings
         self.directory = directory  # where the prepared data and skipped.jsonl are
         self.summary = summary  # the preparation's summary line, as load_videos logs it
+        self._shards = _shards_of(source)
+        self._bad: dict[int, str] = {}  # record -> why it was skipped (one line)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return 0 if self._source is None else len(self._source)
@@ -569,30 +597,130 @@ class VideoSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._source is None:
             raise IndexError(f"index {index} of an empty video source.")
-        return self._decode(self._source[index])
+        return self._read(int(index))
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         if self._source is None:
             if len(indices):
                 raise IndexError("an empty video source has no records.")
             return []
-        return [self._decode(e) for e in self._source.__getitems__(list(indices))]
+        return [self._read(int(i)) for i in indices]
 
     def captions(self) -> list[str]:
         """Distinct captions of the split, in first-seen order (read from the preparation's summary)."""
         return list(self._captions)
 
+    @property
+    def bad_records(self) -> dict[int, str]:
+        """The damaged records skipped so far: record index -> why (a copy)."""
+        with self._lock:
+            return dict(self._bad)
+
     def __repr__(self) -> str:
         return f"VideoSource({self.config_name}, {len(self)} clips)"
 
+    def fix(self) -> str:
+        """What to do about damaged prepared data: delete the preparation's folder, so the next run prepares it."""
+        folder = os.path.dirname(self.directory) if self.directory else "the prepared folder under data.data_dir"
+        return (f"delete {folder} and run the same command again: it prepares the source again (checkpoints are "
+                f"kept)")
+
+    def _read(self, index: int) -> dict[str, Any]:
+        """Record `index`, or the next readable one after it when it is damaged."""
+        n = len(self)
+        for k in range(n):
+            i = (index + k) % n
+            if i in self._bad:
+                continue
+            shard = self._shard_of(i)
+            if shard is not None:
+                self._check_shard(shard, i)
+            try:
+                return self._decode(self._source[i])
+            except Exception as e:  # noqa: BLE001 - array_record and tfds raise RuntimeError/ValueError for damage
+                self._skip(i, shard, e)
+        raise DamagedDataError(f"no record of the prepared data in {self.directory} is readable: {self.fix()}.")
+
+    def _shard_of(self, index: int) -> Shard | None:
+        for shard in self._shards:
+            if shard.first <= index < shard.first + shard.count:
+                return shard
+        return None
+
+    def _check_shard(self, shard: Shard, index: int) -> None:
+        """Raises DamagedDataError when the shard's file is gone or has another size than when it was opened."""
+        if shard.size is None:
+            return
+        try:
+            size = os.stat(shard.path).st_size
+        except OSError:
+            raise DamagedDataError(f"prepared shard {shard.path} was deleted (reading record {index}): "
+                                   f"{self.fix()}.") from None
+        if size != shard.size:
+            raise DamagedDataError(f"prepared shard {shard.path} changed size since the run opened it ({shard.size} "
+                                   f"-> {size} bytes; reading record {index}): {self.fix()}.")
+
+    def _skip(self, index: int, shard: Shard | None, error: Exception) -> None:
+        """A record failed to read: stop when its whole shard no longer opens, else count it as skipped."""
+        why = _first_line(error)
+        where = shard.path if shard is not None else self.directory
+        if shard is not None:
+            problem = _open_problem(shard.path)
+            if problem:
+                raise DamagedDataError(f"prepared shard {shard.path} is unreadable ({problem}; reading record "
+                                       f"{index}): {self.fix()}.") from None
+        with self._lock:
+            new = index not in self._bad
+            self._bad[index] = f"record {index} of {where} ({why})"
+            count = len(self._bad)
+        if new:
+            log.warning("Skipped damaged record %d of %s (%s): %d skipped so far; the next readable record is read "
+                        "in its place.", index, where, why, count)
+
     @staticmethod
-    def _decode(example: dict[str, Any]) -> dict[str, Any]:
+    def _decode(example: dict[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(example, dict):  # a record tfds could not deserialize
+            raise ValueError(f"record is {type(example).__name__}, not a clip")
         example = dict(example)
         for key in ("caption", "source"):
             if isinstance(example[key], bytes):
                 example[key] = example[key].decode("utf-8")
         example["start"] = float(example["start"])
         return example
+
+
+def _shards_of(source: Any | None) -> list[Shard]:
+    """The array_record files of a tfds data source's split, with the records each holds and its size now."""
+    if source is None or not hasattr(source, "dataset_info"):
+        return []
+    shards, first = [], 0
+    for instruction in tfds_sources.file_instructions(source.dataset_info, source.split):
+        path = os.fspath(instruction.filename)
+        size = None
+        if not paths.is_remote(path):
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = -1  # gone already: the first read of it says so
+        shards.append(Shard(path=path, first=first, count=int(instruction.take), size=size))
+        first += int(instruction.take)
+    return shards
+
+
+def _open_problem(path: str) -> str | None:
+    """Why an array_record file does not open (footer, index, size), or None when it opens."""
+    try:
+        reader = array_record_module.ArrayRecordReader(path)
+        reader.num_records()
+        reader.close()
+    except Exception as e:  # noqa: BLE001
+        return _first_line(e)
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -621,9 +749,16 @@ def load_videos(data: ml_collections.ConfigDict, kind: Kind = VIDEOS,
     directory = os.fspath(builder.data_path)
     skipped_path = os.path.join(os.path.dirname(directory), SKIPPED_FILE)  # beside the version folder
     reused = builder.is_prepared()
+    listing_path = os.path.join(os.path.dirname(directory), LISTING_FILE)
     if not reused:
+        change = _change_line(source_path(data, kind), kind, listing, settings, os.path.dirname(directory),
+                              os.path.basename(directory))
+        if change:
+            log.info("%s", change)
         (prepare or _prepare)(builder, listing, settings, data, skipped_path)
         builder = LumiereVideoClips(config=config, data_dir=data_dir, file_format="array_record")  # as written
+    if not epath.Path(listing_path).exists():  # what the next start compares a changed source with
+        _write_listing(listing_path, listing, settings)
     meta = dict(builder.info.metadata)
     if not epath.Path(skipped_path).exists():  # deleted since: the summary keeps it
         _write_skipped(skipped_path, meta["skipped"])
@@ -679,6 +814,66 @@ def _metadata(listing: Listing, settings: dict[str, Any], results: list[_Result]
     return {"videos": listing.manifest or listing.root, "settings": settings, "read": len(results),
             "clips": clips, "videos_used": videos, "captions": {s: list(c) for s, c in captions.items()},
             "skipped": [{k: _text(v) for k, v in s.items()} for s in skipped]}
+
+
+def _listing_record(listing: Listing, settings: dict[str, Any]) -> dict[str, Any]:
+    """What listing.json keeps of a prepared listing: each file's size, mtime and a hash of its caption, and each
+    skipped file's reason; enough to say what changed when the source is prepared again."""
+    files = {e.name: [e.size, e.mtime_ns, hashlib.sha256(e.caption.encode("utf-8", "surrogateescape")).hexdigest()[:16]]
+             for e in listing.entries}
+    for s in listing.skipped:
+        name = posixpath.relpath(s["path"], listing.root) if s["path"].startswith(listing.root + "/") else s["path"]
+        files.setdefault(_text(name), ["skipped", s["reason"]])
+    return {"settings": settings, "files": files}
+
+
+def _write_listing(path: str, listing: Listing, settings: dict[str, Any]) -> None:
+    tmp = epath.Path(path + ".tmp")
+    tmp.write_text(json.dumps(_listing_record(listing, settings), ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _change_line(videos: str, kind: Kind, listing: Listing, settings: dict[str, Any], config_dir: str,
+                 version: str) -> str | None:
+    """The one log line that says why a source prepared before is prepared again: how many files were added,
+    removed, changed or recaptioned (and which settings changed), against the newest complete earlier preparation
+    of the same source (preferring one of the same settings); None when there is none. That preparation is left
+    where it is: it stays whole while the new one is written, and usable until it is deleted."""
+    where, here = listing.manifest or listing.root, epath.Path(config_dir)
+    earlier = []  # (same settings, mtime, folder, its settings)
+    try:
+        folders = [f for f in here.parent.iterdir() if f.name != here.name and f.is_dir()]
+    except OSError:
+        return None
+    for folder in folders:
+        try:  # written by tfds with the data: only a complete preparation has it
+            meta = json.loads((folder / version / "metadata.json").read_text())
+            stamp = (folder / version / "metadata.json").stat().mtime
+        except (OSError, ValueError):
+            continue
+        old = meta.get("settings") if isinstance(meta, dict) else None
+        if meta.get("videos") == where and isinstance(old, dict) and old.get("kind") == settings["kind"]:
+            earlier.append((old == settings, stamp, folder, old))
+    if not earlier:
+        return None
+    _, _, folder, old = max(earlier, key=lambda e: e[:2])
+    try:
+        before = json.loads((folder / LISTING_FILE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        before = None  # prepared before listing.json was kept: what changed is not known
+    files = []
+    if before is not None:
+        now = _listing_record(listing, settings)["files"]
+        counts = {"added": sum(n not in before for n in now), "removed": sum(n not in now for n in before),
+                  "changed": sum(n in before and before[n][:2] != now[n][:2] for n in now),
+                  "recaptioned": sum(n in before and before[n][:2] == now[n][:2] and before[n] != now[n]
+                                     for n in now)}
+        files = [f"{c} {'file' if c == 1 else 'files'} {what}" for what, c in counts.items() if c]
+    changed_settings = [f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+    what = "was prepared with other settings" if changed_settings and not files else "changed since it was prepared"
+    detail = ", ".join(files + changed_settings)
+    return (f"{kind.key}={videos} {what}{f' ({detail})' if detail else ''}: preparing again; the earlier "
+            f"preparation stays in {folder} until you delete it.")
 
 
 def _write_skipped(path: str, skipped: list[dict[str, str]]) -> None:
