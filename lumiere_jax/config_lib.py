@@ -7,6 +7,9 @@ or anything compiles; `read_run_config` / `run_config` read what a run in a work
 from __future__ import annotations
 
 import json
+import math
+import os
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -247,15 +250,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks what a config can get wrong before any data is built or anything compiles."""
     if config.task not in TASKS:
         raise ValueError(f"task={config.task!r} is not one of {TASKS}.")
-    cfg = model_config(config)
-    check_frames(config.data.num_frames, cfg)
-    factor = 2 ** (len(cfg.channel_mult) - 1)
+    check_finite(config)
+    check_ranges(config, TRAIN_RANGES)
+    cfg = validate_model(config)
     res = config.data.resolution
-    if res < factor or res % factor:
-        raise ValueError(f"data.resolution={res} cannot be halved {len(cfg.channel_mult) - 1} times "
-                         f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1.")
+    check_fits(f"batch_size={config.batch_size}", config.batch_size, config.data.num_frames, res,
+               config.model.in_channels)
     if cfg.attention == "cudnn" and (jax.default_backend() != "gpu" or cfg.dtype not in ("bfloat16", "float16")):
         raise ValueError(f"model.attention='cudnn' runs on an NVIDIA GPU with model.dtype bfloat16 or float16 (here: "
                          f"{jax.default_backend()}, {cfg.dtype}): use model.attention='xla' here.")
@@ -294,9 +296,165 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"mid-clip: it needs an unconditional task {UNCONDITIONAL} (task={config.task!r}) "
                          f"and data.num_frames >= 4 (num_frames={config.data.num_frames}); or story_fraction=0.")
     stories.parse_changes(config.data.story_changes)
-    if config.model.text_dim <= 0 or any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
+
+
+def validate_model(config: ml_collections.ConfigDict) -> STUNetConfig:
+    """Checks the `model` section against the clip size (data.num_frames, data.resolution) and this host's memory:
+    what every mode that builds the model needs (training, sampling, evaluation, style tuning). Returns it."""
+    check_finite(config)
+    check_ranges(config, MODEL_RANGES)
+    mult = config.model.channel_mult
+    if not mult or len(mult) > 12:
+        raise ValueError(f"model.channel_mult={tuple(mult)} must list 1 to 12 levels, e.g. (1, 2).")
+    cfg = model_config(config)
+    check_frames(config.data.num_frames, cfg)
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    res = config.data.resolution
+    if res < factor or res % factor:
+        raise ValueError(f"data.resolution={res} cannot be halved {len(cfg.channel_mult) - 1} times "
+                         f"(model.channel_mult={tuple(cfg.channel_mult)}): use a multiple of {factor}.")
+    if any(m <= 0 for m in cfg.channel_mult) or cfg.channels % cfg.num_heads:
         raise ValueError(f"model.channels={cfg.channels} must be divisible by model.num_heads={cfg.num_heads}, "
                          f"and channel_mult entries positive.")
+    if config.text_encoder == "minilm" and config.text_max_length > 512:
+        raise ValueError(f"text_max_length={config.text_max_length}: the MiniLM text encoder reads at most 512 "
+                         f"tokens.")
+    # The widest 3x3 convolution alone, with its EMA and two Adam moments: a lower bound on the model's memory.
+    widest = cfg.channels * max(cfg.channel_mult)
+    needed, total = 4 * 4 * 9 * widest * widest, host_memory_bytes()
+    if total and needed > total:
+        raise ValueError(f"model.channels={cfg.channels} (channel_mult={tuple(cfg.channel_mult)}) makes a model "
+                         f"whose widest layer alone needs {needed / 2 ** 30:,.0f} GiB with its optimizer state, more "
+                         f"than this host's {total / 2 ** 30:,.0f} GiB: use fewer channels.")
+    return cfg
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a config, tuples' items included."""
+    if isinstance(node, (ml_collections.ConfigDict, dict)):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, f"{prefix}{key}.")]
+    if isinstance(node, (tuple, list)):
+        return [leaf for i, value in enumerate(node) for leaf in _leaves(value, f"{prefix[:-1]}[{i}].")]
+    return [(prefix[:-1], node)]
+
+
+def check_finite(config: ml_collections.ConfigDict) -> None:
+    """Refuses a NaN or infinite number anywhere in the config: no key means anything by them (a NaN passes every
+    range check, since comparisons with it are false)."""
+    for key, value in _leaves(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}={value} must be a finite number.")
+
+
+# Numeric keys every config has, with the values they take: key -> (accepts, "must be ...").
+Range = tuple[Callable[[float], bool], str]
+TRAIN_RANGES: dict[str, Range] = {
+    "seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
+    "total_steps": (lambda v: 1 <= v < 2 ** 31, "in [1, 2**31) (the step counter is int32)"),
+    "log_every": (lambda v: v >= 1, "at least 1 (steps between log lines)"),
+    "checkpoint_every": (lambda v: v >= 1, "at least 1 (steps between checkpoints)"),
+    "keep_checkpoints": (lambda v: v >= 1, "at least 1 (checkpoints kept)"),
+    "sample_every": (lambda v: v >= 0, ">= 0 (steps between periodic samples; 0: none)"),
+    "data.num_train": (lambda v: 1 <= v <= 10 ** 9, "in [1, 10**9] clips (built on first use)"),
+    "data.num_test": (lambda v: 1 <= v <= 10 ** 9, "in [1, 10**9] clips (built on first use)"),
+    "data.seed": (lambda v: 0 <= v < 2 ** 32, "in [0, 2**32) (grain's shuffle seed)"),
+    "data.num_threads": (lambda v: v >= 0, ">= 0 (input threads; 0 reads in the train loop)"),
+    "data.prefetch": (lambda v: v >= 0, ">= 0 (batches read ahead)"),
+    "data.max_bad_records": (lambda v: v >= 0, ">= 0 (the damaged records a run skips before it stops; 0: stop "
+                                               "at the first)"),
+    "diffusion.shift": (lambda v: v > 0, "positive"),
+    "optim.learning_rate": (lambda v: v >= 0, ">= 0"),
+    "optim.warmup_steps": (lambda v: 0 <= v < 2 ** 31, "in [0, 2**31) steps"),
+    "optim.decay_steps": (lambda v: 0 <= v < 2 ** 31, "in [0, 2**31) (0: no decay)"),
+    "optim.decay_start": (lambda v: 0 <= v < 2 ** 31, "in [0, 2**31)"),
+    "optim.decay_to": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of the peak rate)"),
+    "optim.b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optim.grad_clip": (lambda v: v > 0, "positive (the global gradient norm clipped to)"),
+    "optim.ema_decay": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "sample.fps": (lambda v: v >= 1, "at least 1 frame per second"),
+}
+STYLE_RANGES: dict[str, Range] = {
+    "style.steps": (lambda v: 1 <= v < 2 ** 31, "in [1, 2**31) steps"),
+    "style.batch_size": (lambda v: 1 <= v <= 4096, "in [1, 4096]"),
+    "style.learning_rate": (lambda v: v >= 0, ">= 0"),
+    "style.warmup_steps": (lambda v: 0 <= v < 2 ** 31, "in [0, 2**31) steps"),
+    "style.max_shift": (lambda v: 0 <= v < 1, "in [0, 1) (a fraction of the image's side)"),
+    "style.log_every": (lambda v: v >= 1, "at least 1"),
+    "style.prior_steps": (lambda v: 1 <= v <= 100_000, "in [1, 100000] denoising steps"),
+    **{k: v for k, v in TRAIN_RANGES.items() if k.startswith(("optim.", "diffusion.", "seed"))},
+}
+MODEL_RANGES: dict[str, Range] = {
+    "model.in_channels": (lambda v: 1 <= v <= 1024, "in [1, 1024]"),
+    "model.out_channels": (lambda v: 1 <= v <= 1024, "in [1, 1024]"),
+    "model.channels": (lambda v: v >= 1, "at least 1"),
+    "model.num_res_blocks": (lambda v: 1 <= v <= 100, "in [1, 100]"),
+    "model.num_heads": (lambda v: v >= 1, "at least 1"),
+    "model.text_dim": (lambda v: 1 <= v <= 65536, "in [1, 65536]"),
+    "model.temporal_kernel": (lambda v: 1 <= v <= 63, "in [1, 63] frames"),
+    "model.temporal_attention_depth": (lambda v: 0 <= v <= 100, "in [0, 100]"),
+    "model.cond_channels": (lambda v: 0 <= v <= 1024, "in [0, 1024]"),
+    "text_max_length": (lambda v: 1 <= v <= 4096, "in [1, 4096] tokens"),
+    "data.num_frames": (lambda v: v < 2 ** 31, "below 2**31"),
+    "data.resolution": (lambda v: v < 2 ** 31, "below 2**31"),
+}
+EVAL_RANGES: dict[str, Range] = {
+    "eval.num_clips": (lambda v: v >= 1, "at least 1 clip"),
+    "eval.steps": (lambda v: 1 <= v <= 100_000, "in [1, 100000] denoising steps"),
+    "eval.guidance": (lambda v: v >= 0, ">= 0 (1: no guidance)"),
+    "eval.batch_size": (lambda v: v >= 1, "at least 1"),
+    "eval.seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
+    "eval.num_real": (lambda v: v >= 1, "at least 1 clip"),
+    "eval.i3d_resolution": (lambda v: v >= 1, "at least 1 pixel"),
+}
+
+
+def check_ranges(config: ml_collections.ConfigDict, ranges: dict[str, Range]) -> None:
+    """Refuses a numeric key of `ranges` outside its range, naming the key, the value and the range."""
+    for key, (accepts, text) in ranges.items():
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if _is_number(node) and not accepts(node):
+            raise ValueError(f"{key}={node} must be {text}.")
+
+
+def host_memory_bytes() -> int | None:
+    """This host's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits(what: str, clips: int, frames: int, resolution: int, channels: int = 3) -> None:
+    """Refuses sizes whose float32 clips alone would not fit in this host's memory (the model needs many times
+    more): a typo like batch_size=1600000 or --frames=10000000 fails here in one line (`what` names the value, e.g.
+    "batch_size=1600000"), not as an allocation failure minutes later."""
+    total = host_memory_bytes()
+    needed = 4 * clips * frames * resolution * resolution * channels
+    if total and needed > total:
+        raise ValueError(f"{what} needs {needed / 2 ** 30:,.0f} GiB for its clips alone ({clips} x {frames} frames "
+                         f"x {resolution}x{resolution}), more than this host's {total / 2 ** 30:,.0f} GiB: use a "
+                         f"smaller value.")
+
+
+def validate_style(config: ml_collections.ConfigDict) -> None:
+    """Checks the numbers --mode=style_tune reads: the `style` section, the optimizer and the diffusion keys."""
+    check_finite(config)
+    check_ranges(config, STYLE_RANGES)
+    validate_sample(config)
+
+
+def validate_eval(config: ml_collections.ConfigDict) -> None:
+    """Checks the `eval` section that --mode=eval reads."""
+    check_finite(config)
+    check_ranges(config, EVAL_RANGES)
 
 
 DATASETS = ("shapes_world", "videos", "images")
@@ -314,6 +472,7 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         if not paths.resolve(d.videos).exists():
             raise ValueError(f"data.videos={d.videos} does not exist: give a folder of videos or a captions.csv / "
                              f"captions.jsonl manifest.")
+        _check_source(d.videos, "data.videos", "videos")
         if d.story_fraction:
             raise ValueError(f"data.story_fraction={d.story_fraction} makes story clips from the shapes world; with "
                              f"data.dataset='videos' set it to 0.")
@@ -326,6 +485,7 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         if not paths.resolve(d.images).exists():
             raise ValueError(f"data.images={d.images} does not exist: give a folder of images or a captions.csv / "
                              f"captions.jsonl manifest.")
+        _check_source(d.images, "data.images", "images")
     if d.dataset == "images" and d.num_frames != 1:
         raise ValueError(f"data.dataset='images' gives single frames, but data.num_frames={d.num_frames}: train "
                          f"configs/t2i.py on it, or mix images into a video run with "
@@ -356,13 +516,26 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.prepare_workers={d.prepare_workers} must be at least 1 process.")
 
 
+def _check_source(path: str, key: str, noun: str) -> None:
+    """A source that exists must be a folder or a .csv / .jsonl manifest (what data/videos.py lists)."""
+    if not paths.resolve(path).is_dir() and not path.lower().endswith((".csv", ".jsonl")):
+        raise ValueError(f"{key}={path} is neither a folder of {noun} nor a .csv / .jsonl captions manifest: give "
+                         f"the folder, or a captions.csv (path,caption) or captions.jsonl file.")
+
+
 def validate_sample(config: ml_collections.ConfigDict) -> None:
     """Checks the `sample` section: the sampler and its long-video and application options."""
     s, window = config.sample, config.data.num_frames
+    check_finite(config)
+    check_ranges(config, {k: v for k, v in TRAIN_RANGES.items() if k.startswith("sample.")})
     if s.sampler not in SAMPLERS:
         raise ValueError(f"sample.sampler={s.sampler!r} must be one of {SAMPLERS}.")
     if s.steps < 1:
         raise ValueError(f"sample.steps={s.steps} must be at least 1 denoising step.")
+    if s.steps > 100_000:
+        raise ValueError(f"sample.steps={s.steps} must be at most 100000 denoising steps.")
+    if config.data.fps <= 0:
+        raise ValueError(f"data.fps={config.data.fps} must be positive (the frame rate --video is resampled to).")
     if s.guidance < 0:
         raise ValueError(f"sample.guidance={s.guidance} must be >= 0 (1: no guidance; 0: the unconditional model).")
     if s.thresholding not in THRESHOLDING:
@@ -403,6 +576,8 @@ def run_config(workdir: str, flag: str = "--workdir",
     """
     if not workdir:
         raise ValueError(f"{flag} is empty: give the workdir of a trained run.")
+    if paths.resolve(workdir).exists() and not paths.resolve(workdir).is_dir():
+        raise ValueError(f"{flag}={workdir} is a file, not a run's folder: give the workdir of a trained run.")
     if not paths.resolve(workdir).is_dir():
         raise ValueError(f"{flag}={workdir} does not exist: {fix}.")
     if not (paths.resolve(workdir) / "config.json").is_file():

@@ -14,11 +14,12 @@ What each mode does lives in lumiere_jax/commands.py.
 from __future__ import annotations
 
 import ast
-import json
 import logging as std_logging
 import os
 import sys
+from typing import Callable, Sequence
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -126,30 +127,44 @@ def _check_mode_flags(mode: str) -> None:
                              f"{' or '.join(f'--mode={m}' for m in users)} (add that, or drop --{name}).")
 
 
-def main(argv) -> None:
-    _setup_logging()
+def _check_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str]:
+    """The checks of the parsed flags themselves: no stray arguments, the mode's flags, --config and --workdir."""
     if len(argv) > 1:
-        raise UsageError(f"Unexpected arguments {argv[1:]}: flags are written --name=value.")
+        raise UsageError(f"Unexpected arguments {list(argv[1:])}: flags are written --name=value.")
     _check_mode_flags(_MODE.value)
     config, workdir = _CONFIG.value, _WORKDIR.value
     if config is None:
         raise UsageError("--config is required, e.g. --config=configs/t2v.py.")
     if not workdir:
         raise UsageError("--workdir is required: the run directory for checkpoints and samples.")
+    return config, workdir
+
+
+def _check_mode(config: ml_collections.ConfigDict, workdir: str) -> Callable[[], str | None]:
+    """--mode's input checks (commands.check): what runs it, once nothing is left to refuse."""
+    return commands.check(_MODE.value, config, workdir, commands.SampleInputs(
+        prompt=_PROMPT.value, out=_OUT.value, seed=_SEED.value, frames=_FRAMES.value,
+        prompt_at=tuple(_PROMPT_AT.value), image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
+        style_weights=_STYLE_WEIGHTS.value, ssr_workdir=_SSR_WORKDIR.value),
+        commands.StyleInputs(_STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value))
+
+
+def check_inputs(argv: Sequence[str]) -> Callable[[], str | None]:
+    """Every check of a command line whose flags are parsed (`parse_flags`) that needs nothing restored or
+    compiled; raises the one-line errors (UsageError, ValueError, FileNotFoundError) and returns what runs the
+    mode. The seam that tests call in-process, without a process per command line."""
+    return _check_mode(*_check_command_line(argv))
+
+
+def main(argv) -> None:
+    _setup_logging()
+    config, workdir = _check_command_line(argv)
     if _DISTRIBUTED.value:
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
-    if _MODE.value == "train":
-        commands.train_run(config, workdir)
-    elif _MODE.value == "sample":
-        print(commands.sample(config, workdir, commands.SampleInputs(
-            prompt=_PROMPT.value, out=_OUT.value, seed=_SEED.value, frames=_FRAMES.value,
-            prompt_at=tuple(_PROMPT_AT.value), image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
-            style_weights=_STYLE_WEIGHTS.value, ssr_workdir=_SSR_WORKDIR.value)))
-    elif _MODE.value == "style_tune":
-        print(commands.style_tune(config, workdir, _STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value))
-    else:
-        print(json.dumps(commands.evaluate(config, workdir), indent=2))
+    output = _check_mode(config, workdir)()  # every input refused before anything is restored or compiles
+    if output is not None:
+        print(output)
 
 
 def _one_line(error: BaseException) -> str:
@@ -170,15 +185,24 @@ def _one_line(error: BaseException) -> str:
     return line
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Parses flags and loads the config file; any problem there is one line on stderr and exit code 2."""
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags and loads the config file; returns the arguments left. Any problem there is a UsageError with
+    the one line to print."""
     try:
         rest = flags.FLAGS(argv)
         if _CONFIG.value is not None:
             _CONFIG.value.keys()  # a config file that failed to load raises on first use: surface it here
         return rest
     except Exception as e:  # absl, ml_collections and the config file raise many types
-        _exit_with(_moved_flag(argv) or _one_line(e))
+        raise UsageError(_moved_flag(argv) or _one_line(e)) from e
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """parse_flags for app.run: any problem is one line on stderr and exit code 2."""
+    try:
+        return parse_flags(argv)
+    except UsageError as e:
+        _exit_with(str(e))
 
 
 def _exit_with(message: str) -> None:

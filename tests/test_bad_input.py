@@ -121,6 +121,13 @@ CASES = [
      "params.conv_in.conv.bias is (8,) in the checkpoint but (16,) in the config"),
     ("train_on_checkpoint_of_another_config", [SMOKE, "--workdir={run}", "--config.model.channels=16",
                                                "--config.data.data_dir={tmp}/data"], "does not match this config"),
+    # Found trying a trained run as a new user would: each sampled, or ended in a traceback, before.
+    ("guidance_nan", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle", "--out={tmp}/x.mp4",
+                      "--config.sample.guidance=nan"], "sample.guidance=nan must be a finite number"),
+    ("frames_zero", [SMOKE, "--workdir={run}", "--mode=sample", "--prompt=a red circle", "--out={tmp}/x.mp4",
+                     "--frames=0"], "--frames=0 must be a positive number of frames"),
+    ("workdir_is_a_file", [SMOKE, "--workdir={run}/config.json"], "config.json is a file, not a folder"),
+    ("workdir_under_a_file", [SMOKE, "--workdir={run}/config.json/run"], "config.json is a file, not a folder"),
 ]
 
 
