@@ -62,6 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA:CPU, float32 model: "all" YNNPACK fusion kinds (12-14% faster tiny step, 33% more temporaries) or
     # XLA's "default" (lumiere_jax/compile_options.py). No effect on GPU/TPU or for bfloat16 models.
     c.cpu_fusions = "all"
+    # GiB of memory per device the train step may use: the trainer refuses a config whose compiled step needs
+    # more by XLA's plan, before the first step, naming the estimate and the keys that would shrink it
+    # (lumiere_jax/memory_check.py). 0: the device's own (GPU/TPU: its allocator's limit; CPU: the host's
+    # available memory, shared by the process's devices).
+    c.memory_limit_gb = 0.0
 
     # Data: the embedded captioned-shapes world (docs/data.md).
     c.data = ml_collections.ConfigDict()
@@ -272,6 +277,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"'default' (XLA's own choice, less memory).")
     validate_sample(config)
     validate_data(config)
+    if config.memory_limit_gb < 0:
+        raise ValueError(f"memory_limit_gb={config.memory_limit_gb} must be >= 0: GiB per device the train step may "
+                         f"use (0: the device's own memory).")
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     d = config.diffusion

@@ -21,8 +21,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
-from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, paths, run_lock, sampling, \
-    sharding, video_io
+from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, memory_check, paths, \
+    run_lock, sampling, sharding, video_io
 from lumiere_jax.data import mixture, pipeline, stories
 from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
@@ -274,9 +274,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
                         for k, v in example.items()}
         shardings = sharding.batch_shardings(global_batch, mesh, rules)
-        return jit_train_step(graphdef, tx, schedule, config, images,
-                              in_shardings=(state_sharding, shardings, replicated, replicated),
-                              out_shardings=(state_sharding, replicated), donate_argnums=(0,)), shardings
+        fn = jit_train_step(graphdef, tx, schedule, config, images,
+                            in_shardings=(state_sharding, shardings, replicated, replicated),
+                            out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+        # Compiled now for the batches it will get: a step that would not fit in memory is refused here, before
+        # the first step; the first call reuses this compile (jax caches it).
+        batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings[k]) for k, v in global_batch.items()}
+        memory_check.check_train_step(fn, (state, batch, null_text, null_mask), config, mesh, rules)
+        return fn, shardings
 
     step_fn, batch_sharding = compile_step(clip_batches[0])
     if steps_of_images is not None:  # a second compiled step: the same state, single-frame image batches
