@@ -216,6 +216,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.i3d_resolution = 224
     c.eval.num_real = 256
 
+    # Multi-process runs (--distributed; lumiere_jax/peers.py): seconds a process may go without a heartbeat
+    # before the others count it as lost and exit (code 3) with a line naming it, instead of waiting in a
+    # collective; restarting every process resumes from the newest checkpoint all of them finished.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.peer_timeout_s = 60.0
+
     # Mesh (lumiere_jax/sharding.py): axis sizes, one of them -1 = all remaining devices. `data` and
     # `fsdp` split the batch, `fsdp` also parameters and optimizer state, `frames` splits clips in time.
     c.mesh = ml_collections.ConfigDict()
@@ -277,6 +283,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"'default' (XLA's own choice, less memory).")
     validate_sample(config)
     validate_data(config)
+    validate_distributed(config)
     if config.memory_limit_gb < 0:
         raise ValueError(f"memory_limit_gb={config.memory_limit_gb} must be >= 0: GiB per device the train step may "
                          f"use (0: the device's own memory).")
@@ -335,6 +342,14 @@ def validate_model(config: ml_collections.ConfigDict) -> STUNetConfig:
                          f"whose widest layer alone needs {needed / 2 ** 30:,.0f} GiB with its optimizer state, more "
                          f"than this host's {total / 2 ** 30:,.0f} GiB: use fewer channels.")
     return cfg
+
+
+def validate_distributed(config: ml_collections.ConfigDict) -> None:
+    """Checks the `distributed` section (main.py checks it before jax.distributed starts)."""
+    timeout = config.distributed.peer_timeout_s
+    if not timeout >= 1:
+        raise ValueError(f"distributed.peer_timeout_s={timeout} must be at least 1 second: how long a process may go "
+                         f"without a heartbeat before the others count it as lost (default 60).")
 
 
 def _is_number(value: Any) -> bool:

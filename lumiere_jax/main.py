@@ -35,7 +35,7 @@ if __name__ == "__main__":
 
 import jax  # noqa: E402  (after the re-execution above)
 
-from lumiere_jax import commands  # noqa: E402
+from lumiere_jax import commands, config_lib, peers  # noqa: E402
 from lumiere_jax.commands import UsageError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, e.g. configs/t2v.py[:size=tiny].",
@@ -160,11 +160,14 @@ def main(argv) -> None:
     _setup_logging()
     config, workdir = _check_command_line(argv)
     if _DISTRIBUTED.value:
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
+        if "distributed" in config:
+            config_lib.validate_distributed(config)
+        # Processes watch each other: a lost one ends the others with a line naming it (lumiere_jax/peers.py).
+        peers.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, peers.peer_timeout(config))
     output = _check_mode(config, workdir)()  # every input refused before anything is restored or compiles
     if output is not None:
         print(output)
+    peers.finished()
 
 
 def _one_line(error: BaseException) -> str:
@@ -223,6 +226,9 @@ def run() -> None:
         if _DEBUG.present and _DEBUG.value:
             raise
         _exit_with(_one_line(e))
+    except jax.errors.JaxRuntimeError:
+        peers.wait_for_verdict()  # a collective that failed because a process died: the watchdog's line, exit 3
+        raise
 
 
 if __name__ == "__main__":

@@ -18,17 +18,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(workdir: str, data_dir: str, total_steps: int, log_dir: str, tag: str) -> list[subprocess.Popen]:
+def launch(workdir: str, data_dir: str, total_steps: int, log_dir: str, tag: str,
+           extra: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+    """Starts the two processes of a smoke run (flags in `extra` added); their output goes to <tag>_<pid>.log."""
     port = free_port()
     procs = []
     for pid in range(2):
         log = open(os.path.join(log_dir, f"{tag}_{pid}.log"), "w")
-        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+        # One CPU device each; the conftest's XLA flags (a fast compile for tiny programs) kept.
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=" ".join(flags + ["--xla_force_host_platform_device_count=1"]))
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "lumiere_jax.main", "--config=configs/t2v.py:size=smoke", f"--workdir={workdir}",
              f"--config.data.data_dir={data_dir}", f"--config.total_steps={total_steps}",
              "--config.checkpoint_every=2", "--distributed", f"--coordinator_address=localhost:{port}",
-             "--num_processes=2", f"--process_id={pid}"],
+             "--num_processes=2", f"--process_id={pid}", *extra],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
 
