@@ -181,7 +181,7 @@ def test_train_on_a_full_disk_stops_in_one_line_and_resumes_once_space_is_freed(
     assert rc == 2 and len(errors) == 1, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     assert re.fullmatch(rf"error: Disk full saving checkpoint step 4 in {re.escape(ckpt_dir)}: a checkpoint of "
-                        rf"this run takes about [\d.]+ MiB and [\d.]+ KiB is free there\. Checkpoints up to step 2 "
+                        rf"this run takes about [\d.]+ MiB and [\d.]+ [KM]iB is free there\. Checkpoints up to step 2 "
                         rf"are intact and the partial save was removed; free at least [\d.]+ [KM]iB there \(or use "
                         rf"a --workdir on a larger disk\) and re-run the same command to resume from step "
                         rf"2\.", errors[0]), errors[0]
