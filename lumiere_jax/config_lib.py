@@ -18,6 +18,7 @@ from lumiere_jax import compile_options, paths
 from lumiere_jax.data import mixture, stories
 from lumiere_jax.diffusion.samplers import SAMPLERS, THRESHOLDING
 from lumiere_jax.diffusion.multidiffusion import NOISES, WEIGHTS
+from lumiere_jax.eval import paraphrases
 from lumiere_jax.models.stunet import STUNetConfig, check_frames
 
 UNCONDITIONAL = ("t2v", "t2i")
@@ -209,6 +210,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.guidance = 3.0
     c.eval.batch_size = 20
     c.eval.seed = 1234
+    # "template": prompts worded as the training captions; "paraphrase": the same attributes in words and
+    # sentence forms no training caption uses (eval/paraphrases.py), what the frozen text encoder carries over.
+    c.eval.prompts = "template"
     # Frechet distances to the real test split: a feature-net workdir (configs/feature_net.py) and/or
     # converted I3D weights (.npz/.safetensors) for the standard FVD; empty strings turn them off.
     c.eval.feature_net = ""
@@ -478,6 +482,9 @@ def validate_eval(config: ml_collections.ConfigDict) -> None:
     """Checks the `eval` section that --mode=eval reads."""
     check_finite(config)
     check_ranges(config, EVAL_RANGES)
+    if config.eval.prompts not in paraphrases.PROMPT_SETS:
+        raise ValueError(f"eval.prompts={config.eval.prompts!r} must be one of {paraphrases.PROMPT_SETS}: "
+                         f"'template' (worded as the training captions) or 'paraphrase' (other words).")
 
 
 DATASETS = ("shapes_world", "videos", "images")

@@ -18,25 +18,30 @@ from tensorboardX import SummaryWriter
 
 from lumiere_jax import paths, video_io
 from lumiere_jax.data import shapes
-from lumiere_jax.eval import feature_net, frechet, i3d, shapes_checker
+from lumiere_jax.eval import feature_net, frechet, i3d, paraphrases, shapes_checker
 
 ATTRIBUTES = ("color", "shape", "motion", "consistent")
 
 
-def eval_prompts(num: int, seed: int) -> list[dict[str, str]]:
+def eval_prompts(num: int, seed: int, prompt_set: str = "template") -> list[dict[str, str]]:
     """A fixed, balanced set of single-object prompts: every colour x motion, shapes cycled.
 
     Colour and motion are the attributes the targets are stated for, so the
-    first 30 prompts cover each of their combinations once.
+    first 30 prompts cover each of their combinations once. prompt_set "template" words them as the
+    training captions do; "paraphrase" in words and forms no training caption uses (eval/paraphrases.py),
+    for the same attributes.
     """
+    if prompt_set not in paraphrases.PROMPT_SETS:
+        raise ValueError(f"eval.prompts={prompt_set!r} must be one of {paraphrases.PROMPT_SETS}.")
     combos = list(itertools.product(shapes.COLORS[:6], shapes.MOTIONS))  # 30 (colour, motion) pairs
     order = np.random.default_rng(seed).permutation(len(combos))
     out = []
     for i in range(num):
         color, motion = combos[order[i % len(combos)]]
         shape = shapes.SHAPES[(i + i // len(combos)) % len(shapes.SHAPES)]
-        out.append({"color": color, "shape": shape, "motion": motion,
-                    "prompt": shapes.prompt_for(color, shape, motion)})
+        prompt = (paraphrases.paraphrase(color, shape, motion, i) if prompt_set == "paraphrase"
+                  else shapes.prompt_for(color, shape, motion))
+        out.append({"color": color, "shape": shape, "motion": motion, "prompt": prompt})
     return out
 
 
@@ -88,12 +93,12 @@ def run_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
     measures Frechet distances to config.eval.num_real real test clips.
     """
     e = config.eval
-    expected = eval_prompts(e.num_clips, e.seed)
+    expected = eval_prompts(e.num_clips, e.seed, e.prompts)
     clips = t2v([x["prompt"] for x in expected], seed=e.seed, steps=e.steps, guidance=e.guidance,
                 sampler=config.sample.sampler, batch_size=e.batch_size)
     clips_uint8 = video_io.to_uint8(clips)
     result = score_clips(clips_uint8, expected)
-    result.update(step=step, num_clips=e.num_clips, steps=e.steps, guidance=e.guidance,
+    result.update(step=step, prompts=e.prompts, num_clips=e.num_clips, steps=e.steps, guidance=e.guidance,
                   sampler=config.sample.sampler, thresholding=config.sample.thresholding)
     feature_net_dir, i3d_weights = e.feature_net, e.i3d_weights
     if feature_net_dir or i3d_weights:

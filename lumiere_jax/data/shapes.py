@@ -286,6 +286,20 @@ def caption(spec: ClipSpec, rng: np.random.Generator) -> str:
     return " and ".join(phrases)
 
 
+def single_object_captions(color: str, shape: str, motion: str) -> list[str]:
+    """Every phrasing `caption` can give one object of this colour, shape and motion (all templates, sizes,
+    direction and speed words): the training captions a prompt can be checked against."""
+    _validate(color, shape, motion, None, None)
+    sizes = [None] + [w for words in _SIZE_WORDS.values() for w in words]
+    if motion == "still":
+        moves = [(None, None)]
+    else:
+        speeds = [None] + [w for words in _SPEED_WORDS.values() for w in words]
+        moves = [(d, s) for d in _DIRECTION_WORDS[motion] for s in speeds]
+    return [_object_phrase(color, shape, template, size, d, s)
+            for template in range(len(_TEMPLATES)) for size in sizes for d, s in moves]
+
+
 def prompt_for(color: str, shape: str, motion: str, size: str | None = None,
                speed: str | None = None) -> str:
     """Canonical one-object prompt, e.g. "a large red circle moving left slowly".
