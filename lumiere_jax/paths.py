@@ -161,8 +161,3 @@ def append_line(path: epath.Path, line: str) -> None:
             raise disk_full_error(path, len(data)) from e
     finally:
         os.close(fd)
-
-
-def upload(local_file: str, path: epath.Path) -> None:
-    """Copies a finished local file to path (a URL or a local path), replacing what was there."""
-    epath.Path(local_file).copy(epath.Path(path), overwrite=True)
