@@ -24,6 +24,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from conftest import smoke_config
 from lumiere_jax import train
 from lumiere_jax.data import pipeline, videos
 
@@ -46,16 +47,9 @@ def _write_clip(folder, name: str, phase: float, caption: str) -> None:
 
 
 def _config(folder, data_dir, **overrides):
-    from configs import t2v
-    c = t2v.get_config("size=smoke")
-    c.data.dataset, c.data.videos, c.data.data_dir, c.data.test_fraction = "videos", str(folder), str(data_dir), 0.3
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split("__")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    """The smoke config reading the video folder (a third of its videos held out)."""
+    return smoke_config(str(data_dir), data__dataset="videos", data__videos=str(folder), data__test_fraction=0.3,
+                        **overrides)
 
 
 @pytest.fixture(scope="module")
