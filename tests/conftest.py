@@ -12,6 +12,7 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -23,6 +24,16 @@ from configs import t2v  # noqa: E402
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("tfds"))
+
+
+def moving_colours(num_frames: int, height: int, width: int, phase: float) -> np.ndarray:
+    """A smooth clip of moving colour waves, uint8 [T, H, W, 3]: video files for the video-source tests."""
+    t = np.arange(num_frames)[:, None, None]
+    y, x = np.mgrid[:height, :width]
+    red = 127 + 120 * np.sin(0.2 * x[None] + 0.3 * t + phase)
+    green = 127 + 120 * np.cos(0.15 * y[None] - 0.2 * t)
+    blue = np.broadcast_to(60 + 40 * np.sin(0.1 * (x + y))[None], red.shape)
+    return np.stack([red, green, blue], -1).astype(np.uint8)
 
 
 def smoke_config(data_dir: str, **overrides):

@@ -24,7 +24,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import smoke_config
+from conftest import moving_colours, smoke_config
 from lumiere_jax import train
 from lumiere_jax.data import pipeline, videos
 
@@ -32,17 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/t2v.py:size=smoke"
 
 
-def _clip(num_frames: int, height: int, width: int, phase: float) -> np.ndarray:
-    t = np.arange(num_frames)[:, None, None]
-    y, x = np.mgrid[:height, :width]
-    red = 127 + 120 * np.sin(0.2 * x[None] + 0.3 * t + phase)
-    green = 127 + 120 * np.cos(0.15 * y[None] - 0.2 * t)
-    blue = np.broadcast_to(60 + 40 * np.sin(0.1 * (x + y))[None], red.shape)
-    return np.stack([red, green, blue], -1).astype(np.uint8)  # [T, H, W, 3]
-
-
 def _write_clip(folder, name: str, phase: float, caption: str) -> None:
-    iio.imwrite(folder / f"{name}.mp4", _clip(24, 32, 40, phase), fps=8, codec="libx264", plugin="pyav")
+    iio.imwrite(folder / f"{name}.mp4", moving_colours(24, 32, 40, phase), fps=8, codec="libx264", plugin="pyav")
     (folder / f"{name}.txt").write_text(caption)
 
 

@@ -8,26 +8,17 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
-import numpy as np
 import pytest
+from conftest import moving_colours
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _clip(num_frames: int, height: int, width: int, phase: float) -> np.ndarray:
-    t = np.arange(num_frames)[:, None, None]
-    y, x = np.mgrid[:height, :width]
-    red = 127 + 120 * np.sin(0.2 * x[None] + 0.3 * t + phase)
-    green = 127 + 120 * np.cos(0.15 * y[None] - 0.2 * t)
-    blue = np.broadcast_to(60 + 40 * np.sin(0.1 * (x + y))[None], red.shape)
-    return np.stack([red, green, blue], -1).astype(np.uint8)  # [T, H, W, 3]
 
 
 @pytest.fixture(scope="module")
 def video_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("footage")
     for i, (height, width, fps, seconds) in enumerate([(36, 64, 12, 2.0), (48, 40, 30, 1.5), (46, 80, 24, 2.5)]):
-        frames = _clip(int(fps * seconds), height, width, phase=i)
+        frames = moving_colours(int(fps * seconds), height, width, phase=i)
         iio.imwrite(folder / f"clip{i}.mp4", frames, fps=fps, codec="libx264", plugin="pyav")
         (folder / f"clip{i}.txt").write_text(f"waves of colour number {i}")
     return folder
