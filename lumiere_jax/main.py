@@ -14,7 +14,6 @@ What each mode does lives in lumiere_jax/commands.py.
 from __future__ import annotations
 
 import ast
-import logging as std_logging
 import os
 import sys
 from typing import Callable, Sequence
@@ -35,7 +34,7 @@ if __name__ == "__main__":
 
 import jax  # noqa: E402  (after the re-execution above)
 
-from lumiere_jax import commands, config_lib, peers  # noqa: E402
+from lumiere_jax import commands, config_lib, console, peers  # noqa: E402
 from lumiere_jax.commands import UsageError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, e.g. configs/t2v.py[:size=tiny].",
@@ -81,18 +80,6 @@ MODE_FLAGS = {
     "eval": (),
     "style_tune": ("style_image", "prompt", "style_weights"),
 }
-
-
-def _setup_logging() -> None:
-    """Our progress lines on stderr; library INFO chatter (orbax logs every file it writes) only with --verbose."""
-    handler = std_logging.StreamHandler()
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    ours = std_logging.getLogger("lumiere_jax")
-    ours.handlers[:] = [handler]
-    ours.setLevel(std_logging.INFO)
-    ours.propagate = False
-    if not _VERBOSE.value:
-        logging.set_verbosity(logging.WARNING)
 
 
 # Options that were flags and are config keys now: a command line that still gives one is told the key.
@@ -157,7 +144,7 @@ def check_inputs(argv: Sequence[str]) -> Callable[[], str | None]:
 
 
 def main(argv) -> None:
-    _setup_logging()
+    console.setup_logging(_VERBOSE.value)
     config, workdir = _check_command_line(argv)
     if _DISTRIBUTED.value:
         if "distributed" in config:

@@ -12,14 +12,13 @@ settings), so a training run with the same config and overrides reuses them. Pri
 
 from __future__ import annotations
 
-import logging as std_logging
 import sys
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from lumiere_jax import config_lib
+from lumiere_jax import config_lib, console
 from lumiere_jax.data import videos, videos_beam
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, as for lumiere_jax.main, e.g. "
@@ -54,23 +53,12 @@ def prepare(config: ml_collections.ConfigDict, beam_pipeline_options: str | None
     return [videos.load_videos(config.data, kind, prepare=prepare_hook)["train"].summary for kind in kinds]
 
 
-def _setup_logging() -> None:
-    """Our progress lines on stderr; libraries' INFO chatter hidden."""
-    handler = std_logging.StreamHandler()
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    ours = std_logging.getLogger("lumiere_jax")
-    ours.handlers[:] = [handler]
-    ours.setLevel(std_logging.INFO)
-    ours.propagate = False
-    logging.set_verbosity(logging.WARNING)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"Unexpected arguments {argv[1:]}: flags are written --name=value.")
     if _CONFIG.value is None:
         raise ValueError("--config is required, e.g. --config=configs/t2v.py.")
-    _setup_logging()
+    console.setup_logging()
     for line in prepare(_CONFIG.value, _BEAM.value):
         print(line)
 

@@ -10,8 +10,8 @@ from tools import import_graph
 # Bottom to top. A module may import its own layer and the layers below it. Patterns match a module or, ending
 # in ".", a package and every module in it.
 LAYERS = (
-    ("lumiere_jax", "lumiere_jax.paths", "lumiere_jax.run_lock", "lumiere_jax.sharding", "lumiere_jax.compile_options",
-     "lumiere_jax.host_memory", "lumiere_jax.video_io", "lumiere_jax.checkpointing", "lumiere_jax.models.",
+    ("lumiere_jax", "lumiere_jax.console", "lumiere_jax.paths", "lumiere_jax.run_lock", "lumiere_jax.sharding",
+     "lumiere_jax.compile_options", "lumiere_jax.host_memory", "lumiere_jax.video_io", "lumiere_jax.checkpointing", "lumiere_jax.models.",
      "lumiere_jax.diffusion.", "lumiere_jax.text.", "lumiere_jax.data.", "lumiere_jax.eval.",
      "lumiere_jax.peers", "lumiere_jax.memory_check"),
     ("lumiere_jax.config_lib",),
