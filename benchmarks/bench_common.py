@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-# Vendor dense bf16 peaks (no sparsity), FLOP/s, matched on jax's device_kind.
-GPU_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "V100": 125e12}
+# Vendor dense bf16 peaks (no sparsity), FLOP/s, matched on jax's device_kind in this order (the PCIe and NVL
+# cards before the SXM ones, whose device_kind reads e.g. "NVIDIA H100 80GB HBM3").
+GPU_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H100": 989e12, "H200": 989e12,
+                 "A100": 312e12, "L4": 121e12, "V100": 125e12}
 # The 1-minute load average when the benchmark started (this module's import): whether other jobs shared the
 # CPU, which the figures of a CPU run depend on.
 _LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

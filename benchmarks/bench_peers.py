@@ -50,6 +50,19 @@ PEERS = {
                        temporal_strides=(2, 2, 1), text_embed_dim=384, max_text_len=24,
                        attn_pool_num_latents=8, init_cross_embed=False),
     },
+    # Ours: 47.13M (channels 64 x (1, 2, 4, 4), 2 ResBlocks a level, attention at the two coarsest levels,
+    # 4 heads of 64). diffusers 49.32M (1.05x), imagen-pytorch 44.44M (0.94x): the same widths and heads.
+    "small": {
+        "diffusers": dict(block_out_channels=(64, 128, 256, 256), layers_per_block=1, norm_num_groups=32,
+                          attention_head_dim=64, cross_attention_dim=384,
+                          down_block_types=("DownBlock3D", "DownBlock3D", "CrossAttnDownBlock3D",
+                                            "CrossAttnDownBlock3D"),
+                          up_block_types=("CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D", "UpBlock3D")),
+        "imagen": dict(dim=64, dim_mults=(1, 2, 4, 4), num_resnet_blocks=(2, 2, 3, 4),
+                       layer_attns=(False, False, True, True), layer_cross_attns=(False, False, True, True),
+                       attn_heads=4, attn_dim_head=64, temporal_strides=(2, 2, 2, 1), text_embed_dim=384,
+                       max_text_len=24, attn_pool_num_latents=8, init_cross_embed=False),
+    },
 }
 
 
