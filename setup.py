@@ -1,5 +1,6 @@
 """Installs lumiere_jax: `pip install -e .` for running, `pip install -e '.[test]'` for the tests,
-`pip install -e '.[beam]'` to prepare video sources on Apache Beam, `pip install -e '.[gcs]'` for gs:// paths."""
+`pip install -e '.[beam]'` to prepare video sources on Apache Beam, `pip install -e '.[gcs]'` for gs:// paths,
+`pip install -e '.[demo]'` for the demo page (python -m lumiere_jax.demo)."""
 
 from setuptools import find_packages, setup
 
@@ -40,6 +41,8 @@ setup(
         "beam": ["apache-beam>=2.78,<3"],
         # gs:// paths for --workdir, data.data_dir, data.videos and data.images (etils.epath through gcsfs).
         "gcs": ["etils[epath,epath-gcs]>=1.7,<2"],
+        # The demo page on localhost (python -m lumiere_jax.demo).
+        "demo": ["gradio>=6.0,<7"],
         # scikit-video ships four short real MP4s that the video-source tests read as files; the Beam path is tested;
         # hypothesis draws command lines for the bad-input property test.
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11", "apache-beam>=2.78,<3",

@@ -22,7 +22,7 @@ LAYERS = (
     ("lumiere_jax.ssr", "lumiere_jax.applications.", "lumiere_jax.aot",
      "lumiere_jax.evaluate"),
     ("lumiere_jax.commands",),
-    ("lumiere_jax.main", "lumiere_jax.prepare"),
+    ("lumiere_jax.main", "lumiere_jax.prepare", "lumiere_jax.demo"),
 )
 # Third-party modules that may be imported inside a function: heavy and needed by one optional path only.
 LAZY_ALLOWED = {
