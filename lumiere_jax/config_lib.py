@@ -126,6 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.num_heads = 4
     c.model.text_dim = 384
     c.model.text_pooling = "mean"  # or "attention": also an attention pool of the tokens (STUNetConfig)
+    # "standardize": token features shifted and scaled per dimension by the training captions' statistics, frozen
+    # buffers filled when a run starts fresh (models/stunet.py TextStandardize; docs/training.md); "none".
+    c.model.text_norm = "none"
     c.model.temporal = True
     c.model.temporal_kernel = 3
     c.model.temporal_attention_depth = 2
@@ -146,6 +149,9 @@ def base_config() -> ml_collections.ConfigDict:
     # a share; a tiny T2V run at 0.5 still did not in 3,000 steps.
     c.diffusion.high_noise_fraction = 0.0
     c.diffusion.high_noise_t_min = 0.9
+    # Two phases in one run: high_noise_fraction until this step, then high_noise_fraction_after (0: one phase).
+    c.diffusion.high_noise_until = 0
+    c.diffusion.high_noise_fraction_after = 0.0
     # The other times are drawn from [0, t_max): below 1 a run trains only the lower noise levels (a style
     # tune for weights that sample only the steps at t <= sample.style_start, docs/applications.md).
     c.diffusion.t_max = 1.0
@@ -171,6 +177,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Keeping each step's clean-video prediction in [-1, 1]: "static" clips, "dynamic" rescales each sample by
     # its 99.5th-percentile |x| (Imagen; keeps hues under strong guidance), "none".
     c.sample.thresholding = "static"
+    # Guidance rescale (samplers.rescale_guided, Lin et al. 2024): each guided prediction's per-sample standard
+    # deviation pulled back toward the conditional prediction's by this share in [0, 1]; 0: off.
+    c.sample.guidance_rescale = 0.0
     # Long videos on windows (long_video="windows", stories): windows per model call; 0 runs all at once, k a
     # lax.scan over groups of k, so the sampler's memory stays flat as the clip grows (the whole clip's grows
     # linearly; benchmarks/long_video_memory.py).
@@ -294,6 +303,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
     d = config.diffusion
+    if not 0.0 <= d.high_noise_fraction_after <= 1.0 or d.high_noise_until < 0:
+        raise ValueError(f"diffusion.high_noise_fraction_after={d.high_noise_fraction_after} must be in [0, 1] and "
+                         f"diffusion.high_noise_until={d.high_noise_until} >= 0 (0: one phase).")
     if not 0.0 <= d.high_noise_fraction <= 1.0 or not 0.0 <= d.high_noise_t_min < 1.0:
         raise ValueError(f"diffusion.high_noise_fraction={d.high_noise_fraction} must be in [0, 1] and "
                          f"diffusion.high_noise_t_min={d.high_noise_t_min} in [0, 1).")
@@ -570,6 +582,9 @@ def validate_sample(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"sample.guidance={s.guidance} must be >= 0 (1: no guidance; 0: the unconditional model).")
     if s.thresholding not in THRESHOLDING:
         raise ValueError(f"sample.thresholding={s.thresholding!r} must be one of {THRESHOLDING}.")
+    if not 0.0 <= s.guidance_rescale <= 1.0:
+        raise ValueError(f"sample.guidance_rescale={s.guidance_rescale} must be in [0, 1] (0: off; 0.7 is Lin et "
+                         f"al.'s).")
     if s.window_batch < 0:
         raise ValueError(f"sample.window_batch={s.window_batch} must be >= 0 (0: all windows of a long video in one "
                          f"model call; k: k at a time, for flat memory).")

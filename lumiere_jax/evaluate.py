@@ -99,7 +99,8 @@ def run_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, Any]:
     clips_uint8 = video_io.to_uint8(clips)
     result = score_clips(clips_uint8, expected)
     result.update(step=step, prompts=e.prompts, num_clips=e.num_clips, steps=e.steps, guidance=e.guidance,
-                  sampler=config.sample.sampler, thresholding=config.sample.thresholding)
+                  sampler=config.sample.sampler, thresholding=config.sample.thresholding,
+                  guidance_rescale=config.sample.guidance_rescale)
     feature_net_dir, i3d_weights = e.feature_net, e.i3d_weights
     if feature_net_dir or i3d_weights:
         real = real_clips(config, min(e.num_real, config.data.num_test))

@@ -30,6 +30,7 @@ class SamplerOptions:
     guidance: float = 3.0
     sampler: str = "ddim"
     thresholding: str = "static"
+    guidance_rescale: float = 0.0  # samplers.rescale_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: Prompts, rng: j
         if not windowed:
             model_fn = model if cond is None and cond_level is None else conditioned
             return samplers.classifier_free_guidance(model_fn, text, text_mask, prompts.null_text, prompts.null_mask,
-                                                     guidance)
+                                                     guidance, options.guidance_rescale)
         # The conditioning is cut into windows with the clip (and repeated for guidance) by MultiDiffusion.
         frame_inputs = {} if cond is None else {"cond": cond}
         batch_inputs = {} if cond_level is None else {"cond_level": cond_level}
@@ -143,7 +144,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: Prompts, rng: j
                                                   overlap=windows.overlap, weights=windows.weights,
                                                   window_batch=windows.batch, frame_inputs=frame_inputs,
                                                   batch_inputs=batch_inputs, shift=windows.shift,
-                                                  frame_text=frame_text)
+                                                  frame_text=frame_text, guidance_rescale=options.guidance_rescale)
 
     denoise = denoiser(nnx.merge(graphdef, params))
     if late is not None:
@@ -325,11 +326,12 @@ class TextToVideo:
     """Holds a model's weights and text encoder; `__call__(prompts)` returns uint8-ready clips in [-1, 1]."""
 
     def __init__(self, graphdef: nnx.GraphDef, params: nnx.State, encoder: Any, schedule: CosineSchedule, *,
-                 num_frames: int, resolution: int, channels: int = 3, thresholding: str = "static"):
+                 num_frames: int, resolution: int, channels: int = 3, thresholding: str = "static",
+                 guidance_rescale: float = 0.0):
         if thresholding not in samplers.THRESHOLDING:
             raise ValueError(f"sample.thresholding={thresholding!r} is not one of {samplers.THRESHOLDING}.")
         self.graphdef, self.params, self.encoder, self.schedule = graphdef, params, encoder, schedule
-        self.thresholding = thresholding
+        self.thresholding, self.guidance_rescale = thresholding, float(guidance_rescale)
         self.shape = (num_frames, resolution, resolution, channels)
         # Weights for the low-noise steps (None: params at every step); see `LateWeights`.
         self.late: LateWeights | None = None
@@ -348,7 +350,7 @@ class TextToVideo:
 
     def options(self, steps: int, guidance: float, sampler: str) -> SamplerOptions:
         return SamplerOptions(steps=int(steps), guidance=float(guidance), sampler=sampler,
-                              thresholding=self.thresholding)
+                              thresholding=self.thresholding, guidance_rescale=self.guidance_rescale)
 
     def __call__(self, prompts: Sequence[str], *, seed: int = 0, steps: int = 50, guidance: float = 3.0,
                  sampler: str = "ddim", batch_size: int | None = None) -> np.ndarray:
@@ -431,7 +433,7 @@ class TextToVideo:
             encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
         t2v = cls(run.graphdef, run.params, encoder, run.schedule, num_frames=config.data.num_frames,
                   resolution=config.data.resolution, channels=config.model.out_channels,
-                  thresholding=config.sample.thresholding)
+                  thresholding=config.sample.thresholding, guidance_rescale=config.sample.guidance_rescale)
         t2v.story_trained = run.story_trained
         return t2v
 

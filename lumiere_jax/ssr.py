@@ -90,7 +90,8 @@ class SuperResolution:
         cond = condition_low_res(low_res, level, k_aug, resolution=self.resolution, schedule=self.schedule)
         options = sampling.SamplerOptions(steps=c.steps if steps is None else steps,
                                           guidance=float(c.guidance if guidance is None else guidance),
-                                          sampler=sampler or c.sampler, thresholding=c.thresholding)
+                                          sampler=sampler or c.sampler, thresholding=c.thresholding,
+                                          guidance_rescale=c.guidance_rescale)
         windows = sampling.Windows(self.window, overlap=self.overlap, batch=self.window_batch) if windowed else None
         clips = sampling.generate(
             self.graphdef, self.params, sampling.Prompts(jnp.asarray(text), jnp.asarray(mask), self.null_text,

@@ -9,6 +9,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
@@ -71,7 +72,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     o = config.optim
     lr = learning_rate_schedule(config)
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                     optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+                     optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decayed))
     trainable = resolve_trainable(config)
     if trainable == "all":
         return tx
@@ -79,6 +80,23 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     # ("spatial") is the converse: spatial layers learn the style, the temporal ones keep the motion.
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
                                  functools.partial(trainable_labels, train_temporal=trainable == "temporal"))
+
+
+def decayed(params: Any) -> Any:
+    """Weight decay's mask: every parameter but the frozen text statistics (STUNet.text_norm), which get no
+    gradient and must not shrink."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "text_norm" not in [getattr(k, "key", k) for k in path], params)
+
+
+def set_text_statistics(graphdef: nnx.GraphDef, params: nnx.State, mean: np.ndarray,
+                        std: np.ndarray) -> nnx.State:
+    """The params with STUNet.text_norm's frozen buffers set to the training captions' token statistics
+    (text.cache.token_statistics): shift = mean, scale = 1 / std (a dimension that never varies stays at 0)."""
+    model = nnx.merge(graphdef, params)
+    model.text_norm.shift.value = jnp.asarray(mean, jnp.float32)
+    model.text_norm.scale.value = jnp.asarray(1.0 / np.sqrt(np.square(std) + 1e-4), jnp.float32)
+    return split_model(model)[1]
 
 
 def resolve_trainable(config: ml_collections.ConfigDict, workdir: str | None = None) -> str:

@@ -28,7 +28,8 @@ from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.diffusion.schedule import schedule_from
 from lumiere_jax.state import TrainState, abstract_graphdef_and_state, check_resumed_schedule, init_model, \
-    init_state, make_optimizer, resolve_trainable
+    init_state, make_optimizer, resolve_trainable, set_text_statistics
+from lumiere_jax.text import cache as text_cache
 from lumiere_jax.text.encoders import load_text_encoder
 
 log = logging.getLogger("lumiere_jax")
@@ -75,25 +76,32 @@ def load_data(config: ml_collections.ConfigDict, extra_captions=()) -> tuple[dic
     return sources, encoder, cache
 
 
-def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float = 0.0,
+def draw_times(key: jax.Array, batch_size: int, high_noise_fraction: float | jax.Array = 0.0,
                high_noise_t_min: float = 0.9, t_max: float = 1.0) -> jax.Array:
     """Diffusion times [B]: a low-discrepancy sequence over [0, t_max) (lower loss variance than iid draws),
     except the first round(high_noise_fraction * B), a low-discrepancy sequence over [high_noise_t_min, 1).
 
     Only at the highest noise levels does the caption alone decide the layout and the motion of a clip: below
     logSNR -6 (t > 0.97 at shift 1), 3% of uniform draws. docs/training.md measures that a micro shapes world
-    learns its direction words when training goes there and not otherwise.
+    learns its direction words when training goes there and not otherwise. The fraction may be traced (it
+    changes with the step under `high_noise_share`); the batch's shape does not.
     """
     u = jax.random.uniform(key)
-    n_high = int(round(high_noise_fraction * batch_size))
+    n_high = jnp.round(jnp.asarray(high_noise_fraction, jnp.float32) * batch_size).astype(jnp.int32)
+    i = jnp.arange(batch_size)
+    high = high_noise_t_min + (1.0 - high_noise_t_min) * jnp.mod(u + i / jnp.maximum(n_high, 1), 1.0)
+    low = t_max * jnp.mod(u + (i - n_high) / jnp.maximum(batch_size - n_high, 1), 1.0)
+    return jnp.where(i < n_high, high, low)
 
-    def stratified(n: int) -> jax.Array:
-        return jnp.mod(u + jnp.arange(n) / n, 1.0)
 
-    if n_high == 0:
-        return t_max * stratified(batch_size)
-    high = high_noise_t_min + (1.0 - high_noise_t_min) * stratified(n_high)
-    return high if n_high == batch_size else jnp.concatenate([high, t_max * stratified(batch_size - n_high)])
+def high_noise_share(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """The share of this step's batch drawn at high noise: diffusion.high_noise_fraction until step
+    diffusion.high_noise_until, diffusion.high_noise_fraction_after from there (a phase that only learns what the
+    caption decides, then one that fills in the lower noise levels); high_noise_until = 0: one phase."""
+    d = config.diffusion
+    if not d.high_noise_until:
+        return jnp.asarray(d.high_noise_fraction, jnp.float32)
+    return jnp.where(step < d.high_noise_until, d.high_noise_fraction, d.high_noise_fraction_after)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
@@ -121,7 +129,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         text = jnp.where(drop.reshape((b,) + (1,) * (text.ndim - 1)), null_text, text)
         text_mask = jnp.where(drop.reshape((b,) + (1,) * (text_mask.ndim - 1)), null_mask, text_mask)
         # 2. Times (a share of them at the highest noise levels only), and noise.
-        t = draw_times(k_t, b, config.diffusion.high_noise_fraction, config.diffusion.high_noise_t_min,
+        t = draw_times(k_t, b, high_noise_share(config, state.step), config.diffusion.high_noise_t_min,
                        config.diffusion.t_max)
         eps = jax.random.normal(k_eps, x.shape, x.dtype)
         alpha, sigma = schedule.alpha_sigma(t)
@@ -258,6 +266,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         log.info("Resumed from checkpoint at step %d in %s", int(state.step), ckpt.directory)
     else:
         _, params = init_model(config, config.seed)
+        if config.model.text_norm == "standardize":  # frozen statistics of this run's captions (a source run's below)
+            mean, std = text_cache.token_statistics(cache.features, cache.masks)
+            params = set_text_statistics(graphdef, params, mean, std)
+            log.info("Text features standardized by the token statistics of %d captions (model.text_norm).",
+                     min(len(cache.features), 8192))
         if config.init_from:
             params = inflate.load_init_weights(params, config.init_from)  # T2I: inflated; T2V: copied
         state = jax.device_put(init_state(params, tx), state_sharding)
@@ -280,7 +293,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         # Compiled now for the batches it will get: a step that would not fit in memory is refused here, before
         # the first step; the first call reuses this compile (jax caches it).
         batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings[k]) for k, v in global_batch.items()}
+        log.info("Compiling the %strain step for batches of %d: XLA, once per run (about half a minute for the "
+                 "tiny model on 2 CPU cores, minutes at paper scale)...", "image " if images else "", config.batch_size)
+        start = time.perf_counter()
         memory_check.check_train_step(fn, (state, batch, null_text, null_mask), config, mesh, rules)
+        log.info("Compiled in %.0f s; training.", time.perf_counter() - start)
         return fn, shardings
 
     step_fn, batch_sharding = compile_step(clip_batches[0])
@@ -288,7 +305,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         image_step_fn, image_sharding = compile_step(image_batches[0], images=True)
     t2v = sampling.TextToVideo(graphdef, state.ema, encoder, schedule, num_frames=config.data.num_frames,
                                resolution=config.data.resolution, channels=config.model.out_channels,
-                               thresholding=config.sample.thresholding)
+                               thresholding=config.sample.thresholding,
+                               guidance_rescale=config.sample.guidance_rescale)
 
     # Loop.
     start = int(state.step)

@@ -115,3 +115,57 @@ def test_dynamic_thresholding_still_recovers_the_data_point_of_a_perfect_denoise
     out = jax.jit(lambda z: samplers.sample(_oracle(x0), z, jax.random.key(3), SCHEDULE, num_steps=10,
                                             thresholding="dynamic"))(z)
     np.testing.assert_allclose(out, x0, atol=1e-4)
+
+
+def _guided_square_sampler(scale: float, thresholding: str, rescale: float = 0.0) -> np.ndarray:
+    """Samples a 'model' whose conditional prediction is an orange square on grey and whose unconditional one is
+    the same square in a dull mean colour (an exact denoiser of each), under classifier-free guidance: at scale
+    > 1 the guided clean prediction lies outside [-1, 1] in two channels of the square."""
+    orange, dull = jnp.array([0.9, 0.2, -0.7]), jnp.array([0.1, 0.0, -0.1])
+    x_cond = jnp.full((1, 2, 8, 8, 3), -0.2).at[:, :, 2:6, 2:6].set(orange)
+    x_null = jnp.full((1, 2, 8, 8, 3), -0.2).at[:, :, 2:6, 2:6].set(dull)
+
+    def model(z, t, text, mask):
+        x0 = jnp.where(text[:, 0, 0].reshape(-1, 1, 1, 1, 1) > 0, x_cond, x_null)
+        alpha, sigma = (a.reshape(-1, 1, 1, 1, 1) for a in SCHEDULE.alpha_sigma(t))
+        return alpha * (z - alpha * x0) / sigma - sigma * x0
+
+    mask = jnp.ones((1, 2), bool)
+    denoise = samplers.classifier_free_guidance(model, jnp.ones((1, 2, 4)), mask, jnp.zeros((1, 2, 4)), mask, scale,
+                                                rescale)
+    z = jax.random.normal(jax.random.key(0), x_cond.shape)
+    return np.asarray(samplers.sample(denoise, z, jax.random.key(1), SCHEDULE, num_steps=25,
+                                      thresholding=thresholding))
+
+
+def _hue(rgb: np.ndarray) -> float:
+    """Hue in degrees of a colour in [-1, 1]."""
+    import colorsys
+    return 360.0 * colorsys.rgb_to_hsv(*np.clip((np.asarray(rgb) + 1) / 2, 0, 1))[0]
+
+
+def test_pixel_thresholding_keeps_hue_and_range_under_strong_guidance_and_leaves_unguided_samples_alone():
+    orange_hue = _hue([0.9, 0.2, -0.7])
+    unguided = _guided_square_sampler(1.0, "static")
+    for mode in ("pixel", "dynamic", "none"):  # no prediction leaves [-1, 1] unguided: every mode is the same
+        np.testing.assert_allclose(_guided_square_sampler(1.0, mode), unguided, atol=1e-5)
+    np.testing.assert_allclose(unguided[0, :, 3, 3], [[0.9, 0.2, -0.7]] * 2, atol=1e-4)
+    for scale in (3.0, 5.0):
+        static, pixel = _guided_square_sampler(scale, "static"), _guided_square_sampler(scale, "pixel")
+        assert abs(_hue(static[0, 0, 3, 3]) - orange_hue) > 10  # channels clipped one by one: orange turns yellow
+        assert pixel.min() >= -1.0 and pixel.max() <= 1.0
+        assert abs(_hue(pixel[0, 0, 3, 3]) - orange_hue) < 1.0  # scaled as a colour: the hue stays
+        np.testing.assert_allclose(pixel[0, :, 0, 0], -0.2, atol=1e-4)  # the in-range background is untouched
+        dynamic = _guided_square_sampler(scale, "dynamic")  # keeps the hue too, but dims the whole clip
+        assert abs(float(dynamic[0, 0, 0, 0, 0]) + 0.2) > 0.05
+
+
+def test_guidance_rescale_matches_the_conditional_spread_and_is_a_no_op_without_guidance():
+    k1, k2 = jax.random.split(jax.random.key(4))
+    cond, uncond = jax.random.normal(k1, (2, 2, 4, 4, 3)), 0.3 * jax.random.normal(k2, (2, 2, 4, 4, 3))
+    guided = uncond + 4.0 * (cond - uncond)
+    full = samplers.rescale_guided(guided, cond, 1.0)
+    np.testing.assert_allclose(full.reshape(2, -1).std(1), cond.reshape(2, -1).std(1), rtol=1e-5)
+    np.testing.assert_allclose(samplers.rescale_guided(guided, cond, 0.0), guided)
+    np.testing.assert_allclose(samplers.rescale_guided(cond, cond, 0.7), cond, rtol=1e-6)
+    np.testing.assert_allclose(_guided_square_sampler(1.0, "static", 0.7), _guided_square_sampler(1.0, "static"))

@@ -266,3 +266,18 @@ def test_decay_start_holds_the_peak_then_decays_to_decay_steps(data_dir):
     from lumiere_jax.config_lib import validate as validate_config
     with pytest.raises(ValueError, match="optim.decay_start=100 must lie in"):
         validate_config(c)
+
+
+def test_high_noise_share_switches_phase_at_the_configured_step():
+    config = smoke_config("unused", diffusion__high_noise_fraction=1.0, diffusion__high_noise_until=100,
+                          diffusion__high_noise_fraction_after=0.25)
+    key = jax.random.key(5)
+    for step, share in ((0, 1.0), (99, 1.0), (100, 0.25), (5000, 0.25)):
+        assert float(train.high_noise_share(config, jnp.asarray(step))) == share
+        t = np.asarray(train.draw_times(key, 8, train.high_noise_share(config, jnp.asarray(step)), 0.9))
+        assert int((t >= 0.9).sum()) >= round(share * 8) and np.all(t[:round(share * 8)] >= 0.9)
+    config.diffusion.high_noise_until = 0  # one phase: high_noise_fraction throughout
+    assert float(train.high_noise_share(config, jnp.asarray(10_000))) == 1.0
+    # Traced and static fractions draw the same times (a resumed run repeats its batches' times exactly).
+    traced = jax.jit(lambda f: train.draw_times(key, 8, f, 0.9))(jnp.float32(0.5))
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(train.draw_times(key, 8, 0.5, 0.9)))

@@ -148,7 +148,8 @@ def style_tune(config: ml_collections.ConfigDict, t2v_params: nnx.State, encoder
         prior_text, prior_mask = encoder.encode(list(s.prior_prompts))
         t0 = time.time()
         options = sampling.SamplerOptions(steps=s.prior_steps, guidance=config.sample.guidance, sampler="ddim",
-                                          thresholding=config.sample.thresholding)
+                                          thresholding=config.sample.thresholding,
+                                          guidance_rescale=config.sample.guidance_rescale)
         prior = np.asarray(sampling.generate(
             graphdef, params, sampling.Prompts(jnp.asarray(prior_text), jnp.asarray(prior_mask), null_text,
                                                null_mask),

@@ -303,7 +303,7 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
                         window: int, overlap: int = 2, weights: str | np.ndarray = "uniform",
                         window_batch: int | None = None, frame_inputs: dict[str, jax.Array] | None = None,
                         batch_inputs: dict[str, jax.Array] | None = None, shift: bool = False,
-                        frame_text: bool = False) -> Denoiser:
+                        frame_text: bool = False, guidance_rescale: float = 0.0) -> Denoiser:
     """Classifier-free-guided MultiDiffusion with one prompt per window ("story mode") or one for all.
 
     model_fn(z, t, text, text_mask, **inputs) -> v as in samplers.classifier_free_guidance. text is
@@ -320,7 +320,7 @@ def multidiffusion_text(model_fn: Callable[..., jax.Array], text: jax.Array, tex
     prompts like the clip (fixed or shifted grid), so a window that straddles a change of prompt sees the
     change where it happens: what a model trained on stories (data.story_fraction) takes.
     """
-    guided = _guided(model_fn, null_text, null_mask, guidance)
+    guided = _guided(model_fn, null_text, null_mask, guidance, guidance_rescale)
     inputs = _repeated_batch_inputs(batch_inputs, num_frames, window, overlap, shift)
     if frame_text:
         if text.ndim != 4 or text.shape[1] != num_frames or text_mask.shape != text.shape[:3]:
@@ -360,8 +360,9 @@ def _repeated_batch_inputs(batch_inputs: dict[str, jax.Array] | None, num_frames
 
 
 def _guided(model_fn: Callable[..., jax.Array], null_text: jax.Array, null_mask: jax.Array,
-            guidance: float) -> Callable[..., jax.Array]:
-    """A window denoiser (z, t, inputs) that guides model_fn with the rows' own text from inputs."""
+            guidance: float, guidance_rescale: float = 0.0) -> Callable[..., jax.Array]:
+    """A window denoiser (z, t, inputs) that guides model_fn with the rows' own text from inputs (each window
+    rescaled on its own under `guidance_rescale`, samplers.rescale_guided)."""
     def guided(z: jax.Array, t: jax.Array, inputs: dict[str, jax.Array]) -> jax.Array:
         inputs = dict(inputs)
         rows_text, rows_mask = inputs.pop("text"), inputs.pop("text_mask")
@@ -370,7 +371,8 @@ def _guided(model_fn: Callable[..., jax.Array], null_text: jax.Array, null_mask:
             reps = zz.shape[0] // z.shape[0]  # 2 when guidance doubles the rows
             return model_fn(zz, tt, tx, m, **{k: jnp.concatenate([a] * reps) for k, a in inputs.items()})
 
-        return classifier_free_guidance(with_inputs, rows_text, rows_mask, null_text, null_mask, guidance)(z, t)
+        return classifier_free_guidance(with_inputs, rows_text, rows_mask, null_text, null_mask, guidance,
+                                        guidance_rescale)(z, t)
 
     return guided
 

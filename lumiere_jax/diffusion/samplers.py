@@ -16,7 +16,7 @@ from lumiere_jax.diffusion.schedule import CosineSchedule, broadcast_to, predict
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 SAMPLERS = ("ddim", "ancestral")
-THRESHOLDING = ("static", "dynamic", "none")
+THRESHOLDING = ("static", "dynamic", "pixel", "none")
 
 
 def threshold(x: jax.Array, mode: str = "static", percentile: float = 0.995) -> jax.Array:
@@ -25,7 +25,9 @@ def threshold(x: jax.Array, mode: str = "static", percentile: float = 0.995) -> 
     "static" clips every value; under strong guidance that clips saturated channels one by one, which turns
     a colour's hue (an over-driven orange clips toward yellow). "dynamic" (Imagen): per sample, s = the
     `percentile` quantile of |x|, at least 1; x is clipped to [-s, s] and divided by s, so a sample pushed out
-    of range is scaled back as a whole and its colours keep their direction. "none" leaves x as it is.
+    of range is scaled back as a whole and its colours keep their direction. "pixel": each pixel's colour
+    [..., C] divided by max(1, its largest |channel|), so an over-driven pixel keeps its hue while every pixel
+    already in range, and so the rest of the clip, is left exactly as predicted. "none" leaves x as it is.
     """
     if mode == "static":
         return jnp.clip(x, -1.0, 1.0)
@@ -33,17 +35,21 @@ def threshold(x: jax.Array, mode: str = "static", percentile: float = 0.995) -> 
         flat = jnp.abs(x.reshape(x.shape[0], -1))
         s = jnp.maximum(jnp.quantile(flat, percentile, axis=1), 1.0).reshape((-1,) + (1,) * (x.ndim - 1))
         return jnp.clip(x, -s, s) / s
+    if mode == "pixel":
+        return x / jnp.maximum(jnp.max(jnp.abs(x), axis=-1, keepdims=True), 1.0)
     if mode == "none":
         return x
     raise ValueError(f"thresholding={mode!r} is not one of {THRESHOLDING}.")
 
 
 def classifier_free_guidance(model_fn: Callable[..., jax.Array], text: jax.Array, text_mask: jax.Array,
-                             null_text: jax.Array, null_mask: jax.Array, scale: float) -> Denoiser:
+                             null_text: jax.Array, null_mask: jax.Array, scale: float,
+                             rescale: float = 0.0) -> Denoiser:
     """v = v_uncond + scale * (v_cond - v_uncond), both halves in one batched model call.
 
     model_fn(z, t, text, text_mask) -> v. `null_text` [1, L, D] is the encoding of the empty caption,
-    the same one that replaced dropped captions in training.
+    the same one that replaced dropped captions in training. `rescale` > 0 pulls the guided prediction's
+    per-sample standard deviation back toward the conditional one's (`rescale_guided`).
     """
 
     def denoise(z: jax.Array, t: jax.Array) -> jax.Array:
@@ -54,9 +60,26 @@ def classifier_free_guidance(model_fn: Callable[..., jax.Array], text: jax.Array
         both_mask = jnp.concatenate([text_mask, jnp.broadcast_to(null_mask, text_mask.shape)])
         v = model_fn(jnp.concatenate([z, z]), jnp.concatenate([t, t]), both_text, both_mask)
         v_cond, v_uncond = v[:b], v[b:]
-        return v_uncond + scale * (v_cond - v_uncond)
+        return rescale_guided(v_uncond + scale * (v_cond - v_uncond), v_cond, rescale)
 
     return denoise
+
+
+def rescale_guided(guided: jax.Array, cond: jax.Array, rescale: float) -> jax.Array:
+    """Guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"):
+    the guided prediction [B, ...] scaled per sample to the conditional prediction's standard deviation,
+    mixed in by `rescale` in [0, 1] (0: unchanged).
+
+    At high noise a v prediction is about minus the clean clip, so a strong guidance scale drives that clip's
+    contrast past [-1, 1], where clipping whitens saturated colours; rescaling keeps the guided direction (the
+    prompted colour and motion) at the contrast the model predicts for the prompt. A prediction whose guidance
+    changes nothing (scale 1, or equal halves) is returned unchanged.
+    """
+    if not rescale:
+        return guided
+    axes = tuple(range(1, guided.ndim))
+    ratio = jnp.std(cond, axis=axes, keepdims=True) / jnp.maximum(jnp.std(guided, axis=axes, keepdims=True), 1e-8)
+    return rescale * guided * ratio + (1.0 - rescale) * guided
 
 
 def sample(denoise: Denoiser, z: jax.Array, rng: jax.Array, schedule: CosineSchedule, *, num_steps: int,

@@ -28,6 +28,9 @@ from lumiere_jax.models import spatial, temporal
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+TEXT_NORMS = ("none", "standardize")
+
+
 @dataclasses.dataclass(frozen=True)
 class STUNetConfig:
     """Architecture of the STUNet (or of its T2I U-Net when `temporal` is False)."""
@@ -44,6 +47,10 @@ class STUNetConfig:
     # sees every token): "mean", the mask-weighted mean of the tokens; "attention", that mean plus an
     # attention pool over the tokens (TextAttentionPool: the pooled caption can weight its words).
     text_pooling: str = "mean"
+    # The frozen encoder's token features as every text path reads them: "none", as the encoder gives them;
+    # "standardize", each feature dimension shifted and scaled by the training captions' token statistics
+    # (TextStandardize: frozen buffers the trainer fills at a fresh start, saved with the weights).
+    text_norm: str = "none"
     temporal: bool = True
     temporal_kernel: int = 3
     temporal_attention_depth: int = 2
@@ -64,6 +71,8 @@ class STUNetConfig:
     def __post_init__(self):
         if self.text_pooling not in ("mean", "attention"):
             raise ValueError(f"model.text_pooling={self.text_pooling!r} must be 'mean' or 'attention'.")
+        if self.text_norm not in TEXT_NORMS:
+            raise ValueError(f"model.text_norm={self.text_norm!r} must be one of {TEXT_NORMS}.")
         if self.attention not in spatial.ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"model.attention={self.attention!r} must be one of "
                              f"{spatial.ATTENTION_IMPLEMENTATIONS}.")
@@ -185,6 +194,27 @@ class Level(nnx.Module):
         return sharding.constrain(x)
 
 
+class TextStandardize(nnx.Module):
+    """(tokens - shift) * scale per feature dimension, padding tokens kept at zero; shift and scale are frozen.
+
+    A frozen sentence encoder's token features share one large common direction (MiniLM's captions "a red circle
+    moving left" and "... right" mean-pool to cosine 0.965), and the words that tell captions apart live in small
+    differences on top of it. A linear layer that must grow a large gain along such a small direction learns it
+    slowly under Adam; standardizing each dimension by the training captions' token mean and spread (whitening
+    the features' diagonal, as BERT-whitening does for sentence embeddings) hands the model those differences at
+    unit scale. The statistics are buffers, not learned: `set_text_statistics` fills them from the text cache when
+    a run starts fresh; they never get a gradient (stop_gradient here, and the optimizer freezes them).
+    """
+
+    def __init__(self, dim: int):
+        self.shift = nnx.Param(jnp.zeros((dim,), jnp.float32), **sharding.axes(*sharding.VECTOR))
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), **sharding.axes(*sharding.VECTOR))
+
+    def __call__(self, text: jax.Array, text_mask: jax.Array) -> jax.Array:
+        shift, scale = (jax.lax.stop_gradient(v.value).astype(text.dtype) for v in (self.shift, self.scale))
+        return (text - shift) * scale * text_mask[..., None].astype(text.dtype)
+
+
 class STUNet(nnx.Module):
     """Predicts the diffusion target for a noisy clip [B, T, H, W, C] given time and text."""
 
@@ -196,6 +226,7 @@ class STUNet(nnx.Module):
         num_levels = len(ch)
         self.time_in = spatial.linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
         self.time_out = spatial.linear(emb_dim, emb_dim, dtype=dtype, rngs=rngs)
+        self.text_norm = TextStandardize(cfg.text_dim) if cfg.text_norm == "standardize" else None
         self.text_pool = spatial.linear(cfg.text_dim, emb_dim, dtype=dtype, rngs=rngs)
         self.text_attn_pool = (TextAttentionPool(cfg.text_dim, emb_dim, cfg.num_heads, dtype=dtype,
                                                  attention=cfg.attention, rngs=rngs)
@@ -290,6 +321,8 @@ class STUNet(nnx.Module):
                              f"caption per clip) or [B, T, L, D] / [B, T, L] with T = {x.shape[1]} frames.")
         dtype = _DTYPES[cfg.dtype]
         text = text.astype(dtype)
+        if self.text_norm is not None:
+            text = self.text_norm(text, text_mask)
         # Conditioning vector: time, plus the mask-weighted mean of the text tokens (as Imagen adds pooled text).
         m = text_mask.astype(dtype)[..., None]
         pooled = (text * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)  # [B, (T,) Dt]

@@ -536,3 +536,22 @@ class TextEmbeddingCache:
         _save(os.path.join(folder, "offsets.npy"), offsets)
         _save(os.path.join(folder, "hashes.npy"), by_row[order])
         _save(os.path.join(folder, "rows.npy"), order.astype(np.int64))
+
+
+def token_statistics(features: Any, masks: Any, max_captions: int = 8192,
+                     chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation [D] of the real (unmasked) tokens of up to `max_captions`
+    caption rows, evenly spaced over `features` [S, L, D] / `masks` [S, L] (a cache's rows, read in chunks so
+    host memory stays flat). What `STUNet(text_norm="standardize")` shifts and scales the tokens by."""
+    n = len(features)
+    if n == 0:
+        raise ValueError("No captions to take token statistics from: the text cache is empty.")
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_captions)).astype(np.int64))
+    total, total_sq, count = np.zeros(features.shape[-1]), np.zeros(features.shape[-1]), 0
+    for i in range(0, len(rows), chunk):
+        x, m = np.asarray(features[rows[i:i + chunk]], np.float64), np.asarray(masks[rows[i:i + chunk]], bool)
+        tokens = x[m]  # [N, D]
+        total, total_sq, count = total + tokens.sum(0), total_sq + np.square(tokens).sum(0), count + len(tokens)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - np.square(mean), 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
