@@ -65,9 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # levels, where only the caption decides where the object is and where it goes, until the direction words
         # are learned; then half the batch over all levels under a decaying rate, for the shapes' detail.
         c.diffusion.high_noise_fraction = 1.0
-        c.diffusion.high_noise_until = 4400
+        c.diffusion.high_noise_until = 4800
         c.diffusion.high_noise_fraction_after = 0.5
-        c.optim.decay_start = 4400
+        c.optim.decay_start = 4800
         c.optim.decay_steps = 6600
         c.optim.ema_decay = 0.995  # a short run wants a short EMA window
         c.sample_every = 2200

@@ -1,7 +1,8 @@
 """What each `--mode` of the command line does with its inputs: the layer between main.py's flags and the library.
 
 Each command checks its inputs first, with one-line errors (`UsageError`, `ValueError`) that name the value and
-the fix, before any weights are restored or anything compiles.
+the fix, before any weights are restored or anything compiles. Sampling and evaluation read the trained run in
+--workdir or, without one, the model that ships with the package for the config (`resolve_run`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from lumiere_jax import config_lib, evaluate as evaluation, paths, runs, sampling, sharding, ssr, train, video_io
+from lumiere_jax import (config_lib, evaluate as evaluation, paths, runs, sampling, sharding, shipped, ssr, train,
+                         video_io)
 from lumiere_jax.applications import edit, inputs, style_tune as tuning
 
 MAX_PROMPT_CHARS = 1000
+# The modes that run without --workdir, on the shipped model of the config (`resolve_run`).
+SHIPPED_MODES = ("sample", "eval")
+# Where --mode=eval without --workdir or --out writes its results.
+SHIPPED_EVAL_DIR = "eval_shipped"
 
 
 class UsageError(ValueError):
@@ -48,10 +54,14 @@ class StyleInputs:
     style_weights: str | None
 
 
-def check(mode: str, config: ml_collections.ConfigDict, workdir: str, request: SampleInputs | None = None,
-          style: StyleInputs | None = None) -> Callable[[], str | None]:
+def check(mode: str, config: ml_collections.ConfigDict, workdir: str | None, request: SampleInputs | None = None,
+          style: StyleInputs | None = None, eval_out: str | None = None) -> Callable[[], str | None]:
     """Runs every check of `mode`'s inputs that needs nothing restored or compiled (one-line UsageError or
-    ValueError); returns what runs the mode and gives the line to print (None: nothing to print)."""
+    ValueError); returns what runs the mode and gives the line to print (None: nothing to print).
+
+    workdir None: sample or evaluate the config's shipped model (SHIPPED_MODES). eval_out: --mode=eval's output
+    folder (default the workdir, or SHIPPED_EVAL_DIR without one)."""
+    require_workdir(mode, workdir)
     if mode == "train":
         check_train(config, workdir)
         return lambda: train_run(config, workdir)
@@ -64,9 +74,15 @@ def check(mode: str, config: ml_collections.ConfigDict, workdir: str, request: S
         checked = check_style_tune(config, workdir, style)
         return lambda: style_tune(config, workdir, style.style_image, style.prompt, style.style_weights, checked)
     if mode == "eval":
-        check_eval(config, workdir)
-        return lambda: json.dumps(evaluate(config, workdir), indent=2)
+        config, out = check_eval(config, workdir, eval_out)
+        return lambda: json.dumps(evaluate(config, workdir, out), indent=2)
     raise UsageError(f"--mode={mode} is not one of train, sample, eval, style_tune.")
+
+
+def require_workdir(mode: str, workdir: str | None) -> None:
+    """--workdir may be left out only where a shipped model stands in for it (SHIPPED_MODES)."""
+    if not workdir and mode not in SHIPPED_MODES:
+        raise UsageError("--workdir is required: the run directory for checkpoints and samples.")
 
 
 def check_workdir(workdir: str, *, trained: bool) -> None:
@@ -77,20 +93,25 @@ def check_workdir(workdir: str, *, trained: bool) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--workdir={workdir} is a file, not a folder: give the run's folder "
                          f"({'a new or existing one' if not trained else 'the workdir of a trained run'}).")
-    if trained:
-        return  # missing, or not a run: runs.load names the problem before anything is restored
+    if not trained:  # missing, or not a run: runs.load names the problem before anything is restored
+        _check_writable_folder(workdir, "--workdir")
+
+
+def _check_writable_folder(folder: str, flag: str) -> None:
+    """A local folder (not a file: checked before) that exists and can be written, or can be made."""
+    path = os.path.abspath(os.path.expanduser(folder))
     if os.path.isdir(path):
         if not os.access(path, os.W_OK | os.X_OK):
-            raise UsageError(f"--workdir={workdir} is not writable: give a folder you can write to.")
+            raise UsageError(f"{flag}={folder} is not writable: give a folder you can write to.")
         return
     parent = os.path.dirname(path)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise UsageError(f"--workdir={workdir} cannot be made: {parent} is a file, not a folder. Give a path in a "
+        raise UsageError(f"{flag}={folder} cannot be made: {parent} is a file, not a folder. Give a path in a "
                          f"folder.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--workdir={workdir} cannot be made: {parent} is not writable. Give a folder you can "
+        raise UsageError(f"{flag}={folder} cannot be made: {parent} is not writable. Give a folder you can "
                          f"write to.")
 
 
@@ -105,9 +126,44 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
 
-def load_sampler(config: ml_collections.ConfigDict, workdir: str) -> tuple[sampling.TextToVideo, int]:
-    """The text-to-video sampler of the newest checkpoint's EMA weights in workdir (one-line errors: runs.load)."""
-    return sampling.load_text_to_video(config, workdir)
+def shipped_name(config: ml_collections.ConfigDict | None) -> str:
+    """The shipped model that stands in for --workdir under `config` (None: the default one); one line for a config
+    that ships none."""
+    if config is None:
+        return shipped.DEFAULT
+    name = shipped.default_name(config)
+    if name is None:
+        raise UsageError(f"--workdir is required for {config.task} size={config.size}: only configs/t2v.py (size tiny) "
+                         f"ships trained weights; give a trained run with --workdir=DIR.")
+    return name
+
+
+def resolve_config(config: ml_collections.ConfigDict, workdir: str | None) -> ml_collections.ConfigDict:
+    """The config that samples the run in workdir (`config` itself) or, without one, the shipped model
+    (shipped.sampling_config: its model and training shape, `config`'s sampling keys). Reads JSON only."""
+    if workdir:
+        return config
+    return shipped.sampling_config(shipped_name(config), config)
+
+
+def resolve_run(config: ml_collections.ConfigDict | None, workdir: str | None, flag: str = "--workdir") -> runs.Run:
+    """The run that sampling, evaluation and the demo read: the newest checkpoint's EMA weights of the run in
+    workdir (runs.load), or without workdir the shipped model of `config` (shipped.load; config None: the default
+    one). One-line errors name the flag, or say that no model ships."""
+    if workdir:
+        return runs.load(workdir, config, flag=flag)
+    return shipped.load(shipped_name(config), config)
+
+
+def load_sampler(config: ml_collections.ConfigDict, workdir: str | None) -> tuple[sampling.TextToVideo, int]:
+    """The text-to-video sampler of `resolve_run`'s weights, and their step."""
+    run = resolve_run(config, workdir)
+    return sampling.TextToVideo.from_run(run), run.step
+
+
+def _weights_words(workdir: str | None, config: ml_collections.ConfigDict, step: int) -> str:
+    """How the output line names the weights: the run's checkpoint step, or the shipped model's."""
+    return f"checkpoint step {step}" if workdir else f"shipped model {shipped_name(config)}, step {step}"
 
 
 def _check_output(out: str | None, config: ml_collections.ConfigDict) -> None:
@@ -133,14 +189,18 @@ class SamplePlan:
     story_trained: bool
     plan: Any  # inputs.Request
     ssr_config: ml_collections.ConfigDict | None
+    config: ml_collections.ConfigDict  # what samples: resolve_config's
 
 
-def check_sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInputs) -> SamplePlan:
-    """--mode=sample's checks, before any weights are restored or anything compiles; reads the input files."""
+def check_sample(config: ml_collections.ConfigDict, workdir: str | None, request: SampleInputs) -> SamplePlan:
+    """--mode=sample's checks, before any weights are restored or anything compiles; reads the input files.
+    workdir None: the shipped model of `config` (resolve_config)."""
     prompt = request.prompt
     if prompt is None or not prompt.strip():
         raise UsageError('--mode=sample needs a non-empty --prompt="a red circle moving left".')
-    check_workdir(workdir, trained=True)
+    if workdir:
+        check_workdir(workdir, trained=True)
+    config = resolve_config(config, workdir)
     _check_output(request.out, config)
     s = config.sample
     config_lib.validate_sample(config)
@@ -166,7 +226,7 @@ def check_sample(config: ml_collections.ConfigDict, workdir: str, request: Sampl
             raise UsageError(f"{which} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS} "
                              f"(the text encoder reads only the first {config.text_max_length} tokens).")
     layout = sampling.LongVideo.from_config(s)
-    story_trained = runs.trained_on_stories(workdir)
+    story_trained = runs.trained_on_stories(workdir or shipped.folder(shipped_name(config)))
     try:
         method = sampling.long_video_method(layout.method, len(spans), frames,
                                             config_lib.model_config(config).frame_multiple, story_trained, window)
@@ -185,19 +245,21 @@ def check_sample(config: ml_collections.ConfigDict, workdir: str, request: Sampl
         if s.ssr_window_batch != -1:
             ssr_config.ssr.window_batch = s.ssr_window_batch
     return SamplePlan(frames=frames, spans=spans, layout=layout, method=method, story_trained=story_trained,
-                      plan=plan, ssr_config=ssr_config)
+                      plan=plan, ssr_config=ssr_config, config=config)
 
 
-def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInputs,
+def sample(config: ml_collections.ConfigDict, workdir: str | None, request: SampleInputs,
            checked: SamplePlan | None = None) -> str:
     """Samples one clip (text-to-video, long video or story, an application, or the cascade) to request.out;
     returns the line that says what was written. `checked`: what check_sample returned for these inputs."""
     checked = checked or check_sample(config, workdir, request)
+    config = checked.config
     s, window = config.sample, config.data.num_frames
     frames, spans, layout, method = checked.frames, checked.spans, checked.layout, checked.method
     plan, ssr_config, story_trained = checked.plan, checked.ssr_config, checked.story_trained
     prompt = spans[0][1]
     t2v, step = load_sampler(config, workdir)
+    step = _weights_words(workdir, config, step)
     edit.apply_style(t2v, plan)
     kwargs = dict(seed=request.seed, steps=s.steps, guidance=s.guidance, sampler=s.sampler)
     if plan.kind != "t2v":
@@ -218,8 +280,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, request: SampleInput
             method, len(spans), story_trained))
         layout_words = (", the whole clip" if method == "whole" else ", MultiDiffusion windows") + (
             " with a prompt per frame" if per_frame else "")
-    return (f"Wrote {request.out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}{layout_words}, checkpoint "
-            f"step {step}).")
+    return f"Wrote {request.out} ({frames} frames at {clip.shape[1]}x{clip.shape[2]}{layout_words}, {step})."
 
 
 def check_style_tune(config: ml_collections.ConfigDict, workdir: str,
@@ -246,23 +307,39 @@ def style_tune(config: ml_collections.ConfigDict, workdir: str, style_image: str
             f"lower keeps more of the base model, higher strengthens the style).")
 
 
-def check_eval(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """--mode=eval's checks, before any weights are restored."""
-    check_workdir(workdir, trained=True)
+def check_eval(config: ml_collections.ConfigDict, workdir: str | None,
+               out: str | None = None) -> tuple[ml_collections.ConfigDict, str]:
+    """--mode=eval's checks, before any weights are restored; returns the config that evaluates (resolve_config)
+    and the folder the results go in: --out, else the workdir, else SHIPPED_EVAL_DIR."""
+    if workdir:
+        check_workdir(workdir, trained=True)
+    config = resolve_config(config, workdir)
+    if out is not None:
+        if not out.strip():
+            raise UsageError("--out is empty: give the folder for the evaluation's results, or leave it out.")
+        if not paths.is_remote(out) and os.path.exists(os.path.expanduser(out)) and not os.path.isdir(
+                os.path.expanduser(out)):
+            raise UsageError(f"--out={out} is a file: --mode=eval writes eval.json and a GIF grid in a folder; give "
+                             f"one, e.g. --out={SHIPPED_EVAL_DIR}.")
+    out = out or workdir or SHIPPED_EVAL_DIR
+    if not paths.is_remote(out) and out != workdir:
+        _check_writable_folder(out, "--out")
     if config.data.dataset != "shapes_world":
         raise UsageError(f"--mode=eval checks samples of the shapes world with its program checker; this run trains "
                          f"on data.dataset={config.data.dataset!r}, which it cannot check. Sample with "
                          f"--mode=sample, or evaluate a shapes-world run.")
     config_lib.validate_model(config)
     config_lib.validate_eval(config)
+    return config, out
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Samples the evaluation prompts (config.eval), checks them, writes eval.json; returns the summary."""
-    check_eval(config, workdir)
+def evaluate(config: ml_collections.ConfigDict, workdir: str | None, out: str | None = None) -> dict[str, Any]:
+    """Samples the evaluation prompts (config.eval), checks them, writes eval.json under `out` (check_eval's
+    default); returns the summary."""
+    config, out = check_eval(config, workdir, out)
     t2v, step = load_sampler(config, workdir)
-    result = evaluation.run_eval(t2v, config, workdir, step)
-    summary = {"step": step, "accuracy": result["accuracy"]}
+    result = evaluation.run_eval(t2v, config, out, step)
+    summary = {"step": step, "accuracy": result["accuracy"], "results": out}
     if "frechet" in result:
         summary["frechet"] = result["frechet"]
     return summary

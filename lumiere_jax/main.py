@@ -3,12 +3,14 @@ r"""Command line: `python -m lumiere_jax.main --config=configs/t2v.py --workdir=
   --mode=train       trains; re-running with the same --workdir resumes from its newest checkpoint.
   --mode=sample      --prompt="a red circle moving left" --out=clip.mp4 (or .gif): samples with the EMA weights;
                      --image, --video, --mask and --style_weights run the applications (docs/applications.md).
-  --mode=eval        samples the evaluation prompts, checks them with the program checker, writes eval.json.
+  --mode=eval        samples the evaluation prompts, checks them with the program checker, writes eval.json
+                     (in --workdir, or in the folder --out).
   --mode=style_tune  fine-tunes the spatial layers on --style_image (configs/style_gen.py), writes --style_weights.
 
 Flags are the inputs and outputs; everything about how to train or sample is a config key, overridden as
 `--config.sample.guidance=2` or `--config.total_steps=100`, variants as `--config=configs/t2v.py:size=smoke`.
-What each mode does lives in lumiere_jax/commands.py.
+Without --workdir, --mode=sample and --mode=eval of configs/t2v.py (size tiny) use the trained weights that ship
+with the package (lumiere_jax/shipped.py). What each mode does lives in lumiere_jax/commands.py.
 """
 
 from __future__ import annotations
@@ -39,14 +41,16 @@ from lumiere_jax.commands import UsageError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file, e.g. configs/t2v.py[:size=tiny].",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics. --mode=sample and "
+                               "--mode=eval without it use the weights shipped for the config (configs/t2v.py).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "style_tune"], "What to do.")
 _PROMPT = flags.DEFINE_string("prompt", None, "Text prompt for --mode=sample; or a story as a JSON list: of prompts, "
                               "one per equal time span ('[\"a red circle moving left\", \"a red circle moving "
                               "up\"]'), or of [frame, prompt] spans. --mode=style_tune: the style's caption.")
 _PROMPT_AT = flags.DEFINE_multi_string("prompt_at", [], "Story mode: FRAME:TEXT starts a new prompt at FRAME "
                                        "(repeatable); --prompt holds from frame 0.")
-_OUT = flags.DEFINE_string("out", None, "Output clip for --mode=sample: .mp4 or .gif.")
+_OUT = flags.DEFINE_string("out", None, "Output clip for --mode=sample: .mp4 or .gif. --mode=eval: the folder for "
+                           "eval.json and the GIF grid (default --workdir, or eval_shipped without one).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _FRAMES = flags.DEFINE_integer("frames", None, "Clip length for --mode=sample; longer than the training length "
                                 "runs the model on the whole clip or on windows of it (config.sample.long_video).")
@@ -77,7 +81,7 @@ MODE_FLAGS = {
     "train": (),
     "sample": ("prompt", "prompt_at", "out", "seed", "frames", "image", "video", "mask", "ssr_workdir",
                "style_weights"),
-    "eval": (),
+    "eval": ("out",),
     "style_tune": ("style_image", "prompt", "style_weights"),
 }
 
@@ -114,26 +118,26 @@ def _check_mode_flags(mode: str) -> None:
                              f"{' or '.join(f'--mode={m}' for m in users)} (add that, or drop --{name}).")
 
 
-def _check_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str]:
-    """The checks of the parsed flags themselves: no stray arguments, the mode's flags, --config and --workdir."""
+def _check_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str | None]:
+    """The checks of the parsed flags themselves: no stray arguments, the mode's flags, --config and --workdir
+    (None: the shipped model, for commands.SHIPPED_MODES)."""
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {list(argv[1:])}: flags are written --name=value.")
     _check_mode_flags(_MODE.value)
-    config, workdir = _CONFIG.value, _WORKDIR.value
+    config, workdir = _CONFIG.value, _WORKDIR.value or None
     if config is None:
         raise UsageError("--config is required, e.g. --config=configs/t2v.py.")
-    if not workdir:
-        raise UsageError("--workdir is required: the run directory for checkpoints and samples.")
+    commands.require_workdir(_MODE.value, workdir)
     return config, workdir
 
 
-def _check_mode(config: ml_collections.ConfigDict, workdir: str) -> Callable[[], str | None]:
+def _check_mode(config: ml_collections.ConfigDict, workdir: str | None) -> Callable[[], str | None]:
     """--mode's input checks (commands.check): what runs it, once nothing is left to refuse."""
     return commands.check(_MODE.value, config, workdir, commands.SampleInputs(
         prompt=_PROMPT.value, out=_OUT.value, seed=_SEED.value, frames=_FRAMES.value,
         prompt_at=tuple(_PROMPT_AT.value), image=_IMAGE.value, video=_VIDEO.value, mask=_MASK.value,
         style_weights=_STYLE_WEIGHTS.value, ssr_workdir=_SSR_WORKDIR.value),
-        commands.StyleInputs(_STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value))
+        commands.StyleInputs(_STYLE_IMAGE.value, _PROMPT.value, _STYLE_WEIGHTS.value), eval_out=_OUT.value)
 
 
 def check_inputs(argv: Sequence[str]) -> Callable[[], str | None]:
