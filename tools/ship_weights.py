@@ -1,0 +1,129 @@
+r"""Ships a trained run's EMA weights with the package, as the model that sampling without --workdir uses.
+
+  python -m tools.ship_weights --workdir=runs/t2v_tiny --name=t2v_tiny \
+      --command="python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v_tiny"
+
+Writes lumiere_jax/weights/<name>/ (lumiere_jax/shipped.py describes the files): the newest checkpoint's EMA weights,
+the run's config.json, its newest evaluation (eval/eval_<step>.json, which must be of that checkpoint's step; run
+`--mode=eval --workdir=RUN` first) and provenance.json: this checkout's commit (git rev-parse HEAD), --command as
+given, the step, the training loop's wall time (summed from metrics.jsonl), this machine and the date. Run it on the
+machine and at the commit that trained the run. Replaces a shipped model of the same name; refuses weights over
+10 MB. Then commit the folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import jax
+from absl import app, flags
+
+from lumiere_jax import console, paths, runs, shipped
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def commit() -> str:
+    """This checkout's commit (git rev-parse HEAD); one line where it is not a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise ValueError(f"git rev-parse HEAD failed in {REPO} ({type(e).__name__}): ship from a git checkout of "
+                         f"the commit that trained the run.") from None
+
+
+def machine() -> str:
+    """One line naming this machine: cores and CPU model, the OS, and the accelerator where there is one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    device = jax.devices()[0]
+    accelerator = "" if device.platform == "cpu" else f", {jax.device_count()}x {device.device_kind}"
+    return f"{os.cpu_count()}-core {cpu} ({platform.system()} {platform.machine()}{accelerator}, jax {jax.__version__})"
+
+
+def train_wall_s(workdir: str, step: int) -> float | None:
+    """Seconds the training loop ran up to `step`: each logged interval's steps over its steps/s, summed from
+    metrics.jsonl (compiles and evaluations are not in it; a line torn by a crash is skipped); None without metrics."""
+    path = paths.resolve(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    total, last = 0.0, 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row["step"] > step:
+            break
+        if row.get("steps_per_sec"):
+            total += (row["step"] - last) / row["steps_per_sec"]
+        last = row["step"]
+    return round(total, 1)
+
+
+def newest_eval(workdir: str, step: int) -> str | None:
+    """The text of the run's newest eval/eval_<step>.json, or None where it has none; refuses one of another step
+    than the shipped checkpoint's."""
+    folder = paths.resolve(workdir) / "eval"
+    found = sorted(folder.glob("eval_*.json")) if folder.is_dir() else []
+    if not found:
+        return None
+    text = found[-1].read_text()
+    evaluated = json.loads(text).get("step")
+    if evaluated != step:
+        raise ValueError(f"The run's newest evaluation {found[-1].name} is of step {evaluated}, not of its newest "
+                         f"checkpoint {step}: evaluate it first with python -m lumiere_jax.main "
+                         f"--config=<its config> --workdir={workdir} --mode=eval.")
+    return text
+
+
+def ship(workdir: str, name: str, command: str, root: str | None = None) -> str:
+    """Exports the newest checkpoint's EMA weights of the run in workdir as shipped model `name` (under `root`,
+    default the package's lumiere_jax/weights); returns its folder."""
+    if not command or not command.strip():
+        raise ValueError("--command is empty: give the exact command line that trained the run.")
+    run = runs.load(workdir)
+    provenance = {"name": name, "commit": commit(), "command": command, "step": run.step,
+                  "train_wall_s": train_wall_s(workdir, run.step), "machine": machine(),
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "params": int(sum(a.size for a in jax.tree.leaves(run.params)))}
+    return shipped.save(name, run.params, config_json=(paths.resolve(workdir) / "config.json").read_text(),
+                        provenance=provenance, eval_json=newest_eval(workdir, run.step), root=root)
+
+
+def define_flags() -> None:
+    """The command line's flags, defined only when the tool runs as a program: tests import `ship` into processes
+    where lumiere_jax.main has defined a --workdir of its own."""
+    flags.DEFINE_string("workdir", None, "The trained run to ship (its newest checkpoint).")
+    flags.DEFINE_string("name", shipped.DEFAULT, "The shipped model's name: its folder in lumiere_jax/weights.")
+    flags.DEFINE_string("command", None, "The exact command line that trained the run, for provenance.json.")
+
+
+def main(argv: list[str]) -> None:
+    console.setup_logging()
+    values = flags.FLAGS
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}: flags are written --name=value.")
+    if not values.workdir:
+        sys.exit("error: --workdir is required: the trained run to ship.")
+    try:
+        where = ship(values.workdir, values.name, values.command or "")
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    size = os.path.getsize(os.path.join(where, shipped.WEIGHTS))
+    print(f"Wrote {where} ({size / 1e6:.1f} MB of weights): commit it with the package.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
