@@ -134,6 +134,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.temporal_attention_depth = 2
     c.model.cond_channels = 0  # extra input channels (SSR: 3, applications: 4); see STUNetConfig
     c.model.cond_noise_level = False
+    # The classifier-free guidance weight as a model input: a distilled student's (configs/distill.py).
+    c.model.guidance_embedding = False
     c.model.dtype = "float32"  # compute dtype; parameters stay float32
     c.model.remat = "none"  # "block": recompute each block's activations in the backward pass
     c.model.attention = "xla"  # or "cudnn": cuDNN flash attention (NVIDIA GPU, bfloat16/float16 models)
@@ -327,6 +329,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"mid-clip: it needs an unconditional task {UNCONDITIONAL} (task={config.task!r}) "
                          f"and data.num_frames >= 4 (num_frames={config.data.num_frames}); or story_fraction=0.")
     stories.parse_changes(config.data.story_changes)
+    if "distill" in config:
+        validate_distill(config)
+
+
+def validate_distill(config: ml_collections.ConfigDict) -> None:
+    """Checks the `distill` section of configs/distill.py (what the teacher in init_from must be is checked when
+    the run starts, distill.prepare)."""
+    d = config.distill
+    if not config.init_from:
+        raise ValueError("configs/distill.py distils a trained run: give it with --config.init_from=<the teacher's "
+                         "workdir> (a configs/t2v.py or configs/ssr.py run, or the previous distillation round).")
+    if not 0 <= d.steps <= 100_000:
+        raise ValueError(f"distill.steps={d.steps} must be in [0, 100000]: 0 makes the guidance-conditioned student, "
+                         f"N > 0 a round whose student samples in N steps where init_from takes 2N.")
+    if not 0.0 <= d.guidance_min <= d.guidance_max:
+        raise ValueError(f"distill.guidance_min={d.guidance_min} and distill.guidance_max={d.guidance_max} must "
+                         f"satisfy 0 <= min <= max: the range of guidance weights the student learns.")
+    if d.teacher_step < -1:
+        raise ValueError(f"distill.teacher_step={d.teacher_step} must be -1 (the teacher's newest checkpoint) or a "
+                         f"checkpoint step of init_from.")
+    if config.trainable not in ("auto", "all"):
+        raise ValueError(f"trainable={config.trainable!r}: a distilled student trains every layer; use "
+                         f"--config.trainable=all (or auto).")
+    if config.data.mixture:
+        raise ValueError(f"data.mixture={config.data.mixture!r}: distillation trains on clips only; leave it empty.")
 
 
 def validate_model(config: ml_collections.ConfigDict) -> STUNetConfig:

@@ -29,6 +29,8 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 TEXT_NORMS = ("none", "standardize")
+# A guidance weight w is embedded as the time w / GUIDANCE_SCALE would be (STUNetConfig.guidance_embedding).
+GUIDANCE_SCALE = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,10 @@ class STUNetConfig:
     cond_channels: int = 0
     # Noise-conditioning augmentation (Imagen Video): embed the conditioning input's noise level too.
     cond_noise_level: bool = False
+    # A distilled student (lumiere_jax/distill.py): the classifier-free guidance weight is an input, embedded like
+    # the time through a zero-initialized output, so one call gives the guided prediction (Meng et al. 2023) and a
+    # student made from a trained model starts as that model's conditional prediction.
+    guidance_embedding: bool = False
     dtype: str = "float32"
     # Rematerialization: "none", or "block" to recompute each (ResBlock, attention, temporal) block in the
     # backward pass instead of keeping its activations (paper-scale clips do not fit otherwise).
@@ -236,6 +242,9 @@ class STUNet(nnx.Module):
             # Zero-init output: a model fine-tuned into noise conditioning starts where it was.
             self.cond_level_in = spatial.linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
             self.cond_level_out = spatial.linear(emb_dim, emb_dim, zero_init=True, dtype=dtype, rngs=rngs)
+        if cfg.guidance_embedding:
+            self.guidance_in = spatial.linear(cfg.channels, emb_dim, dtype=dtype, rngs=rngs)
+            self.guidance_out = spatial.linear(emb_dim, emb_dim, zero_init=True, dtype=dtype, rngs=rngs)
 
         skips = [ch[0]]
         down, downsample, temporal_down = [], [], []
@@ -287,7 +296,7 @@ class STUNet(nnx.Module):
 
     def __call__(self, x: jax.Array, t: jax.Array, text: jax.Array, text_mask: jax.Array,
                  cond: jax.Array | None = None, cond_level: jax.Array | None = None,
-                 images: bool = False) -> jax.Array:
+                 images: bool = False, guidance: jax.Array | None = None) -> jax.Array:
         """x: [B, T, H, W, Cin]; t: [B] in [0, 1]; text: [B, L, Dt]; text_mask: [B, L] -> [B, T, H, W, Cout].
 
         Captions that change over time: text [B, T, L, Dt] and text_mask [B, T, L], one caption per frame. Each
@@ -299,6 +308,8 @@ class STUNet(nnx.Module):
         images: a static flag: x holds independent images ([B, T, ...], usually T = 1) and every temporal layer
         (convs, attention, temporal down- and upsampling) is bypassed, so the spatial path alone runs, exactly
         as the T2I U-Net of the same weights does. Joint image-video training (data.mixture) uses it.
+        guidance: [B], the classifier-free guidance weight whose guided prediction to give (when
+        cfg.guidance_embedding; 1: the conditional prediction).
         """
         cfg = self.cfg
         temporal_on = cfg.temporal and not images
@@ -310,6 +321,9 @@ class STUNet(nnx.Module):
         if (cond_level is None) == cfg.cond_noise_level:
             raise ValueError(f"This STUNet has cond_noise_level={cfg.cond_noise_level}, but cond_level was "
                              f"{'not given' if cond_level is None else 'given'}.")
+        if (guidance is None) == cfg.guidance_embedding:
+            raise ValueError(f"This STUNet has guidance_embedding={cfg.guidance_embedding}, but guidance was "
+                             f"{'not given' if guidance is None else 'given'}.")
         if cond is not None:
             if cond.shape[:-1] != x.shape[:-1] or cond.shape[-1] != cfg.cond_channels:
                 raise ValueError(f"cond has shape {cond.shape}; expected {x.shape[:-1] + (cfg.cond_channels,)}.")
@@ -337,6 +351,11 @@ class STUNet(nnx.Module):
             level = timestep_embedding(cond_level, cfg.channels).astype(dtype)
             level = self.cond_level_out(nnx.silu(self.cond_level_in(level)))
             emb = emb + (level[:, None] if per_frame else level)
+        if guidance is not None:
+            # Scaled so that the guidance weights in use (1 to about 10) span what the times [0, 1] do.
+            g = timestep_embedding(guidance / GUIDANCE_SCALE, cfg.channels).astype(dtype)
+            g = self.guidance_out(nnx.silu(self.guidance_in(g)))
+            emb = emb + (g[:, None] if per_frame else g)
 
         h = sharding.constrain(self.conv_in(sharding.constrain(x.astype(dtype))))  # [B, T, H, W, C0]
         hs = [h]
