@@ -56,6 +56,8 @@ def with_run_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collec
     read a run by its size alone: a run trained with other model keys (say model.text_pooling) restores."""
     saved = config_lib.read_run_config(workdir).get("model")
     if isinstance(saved, dict):
+        # A key the run's config.json lacks is newer than the run, which trained with its base default.
+        saved = {**config_lib.base_config().model.to_dict(), **saved}
         config = ml_collections.ConfigDict(config.to_dict())
         config.model.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     return config

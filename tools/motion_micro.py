@@ -6,7 +6,7 @@ r"""Can the STUNet learn to pick a trajectory from its caption? A controlled mic
   python -m tools.motion_micro --world=directions --steps=800 [--coords]
   python -m tools.motion_micro --world=fixed4 --shift=0.1           # or --t_min=0.9, --high_noise_fraction=0.5
   python -m tools.motion_micro --world=directions --t_min=0.9 --steps=1000 --phrasing=varied [--attention_levels=1,2]
-        [--text_pooling=attention]
+        [--text_pooling=attention] [--text_norm=standardize]
   python -m tools.motion_micro --t2v=runs/t2v_tiny [--t2v_step=N]       # only the read-out, on a trained run
 
 Trains the tiny STUNet (configs/t2v.py size=tiny, fresh weights, v-loss, AdamW 1e-3) on clips drawn on the fly:
@@ -29,7 +29,9 @@ word moves that centre the prompted way (in fixed4 the clips go from x 25 to 9 f
 it predicts the direction-blind average, a static centred blob. Also the v-loss increase when the direction
 word is swapped for its opposite (fresh clips of `directions`). With `--phrasing=varied` both are repeated on
 varied captions, the probe swapping only the direction phrase ("moves leftward" -> "moves rightward").
-`--text_pooling=attention` gives the fresh model an attention pool of the caption tokens (model.text_pooling).
+`--text_pooling=attention` gives the fresh model an attention pool of the caption tokens (model.text_pooling);
+`--text_norm=standardize` standardizes its caption features by the training captions' token statistics
+(model.text_norm).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ _ATTN = flags.DEFINE_list("attention_levels", None, "U-Net levels with self- and
                           "tiny config's, level 2 only, 8x8); 1,2 adds the 16x16 level.")
 _POOLING = flags.DEFINE_enum("text_pooling", "mean", ["mean", "attention"], "The fresh model's model.text_pooling: "
                               "the caption's mean token in the FiLM conditioning, or also an attention pool.")
+_TEXT_NORM = flags.DEFINE_enum("text_norm", "none", ["none", "standardize"], "The fresh model's model.text_norm: "
+                                "standardize its caption features by the training captions' token statistics.")
 _T2V = flags.DEFINE_string("t2v", None, "Skip training: read out this trained configs/t2v.py run instead.")
 _T2V_STEP = flags.DEFINE_integer("t2v_step", None, "With --t2v: the checkpoint step to read out (default: newest).")
 
@@ -161,7 +165,8 @@ def main(argv) -> None:
     from lumiere_jax.config_lib import model_config
     from lumiere_jax.diffusion import schedule as sched
     from lumiere_jax.runs import with_run_model
-    from lumiere_jax.state import build_model
+    from lumiere_jax.state import build_model, set_text_statistics
+    from lumiere_jax.text.cache import token_statistics
     from lumiere_jax.text.encoders import load_text_encoder
 
     config = t2v_config.get_config("size=tiny")
@@ -183,6 +188,7 @@ def main(argv) -> None:
     if _ATTN.value:  # the fresh model's only; a --t2v run is read out as it was built
         config.model.attention_levels = tuple(int(v) for v in _ATTN.value)
     config.model.text_pooling = _POOLING.value
+    config.model.text_norm = _TEXT_NORM.value
     cfg = model_config(config)
     if _COORDS.value:
         cfg = dataclasses.replace(cfg, cond_channels=3)
@@ -193,6 +199,8 @@ def main(argv) -> None:
     text, mask = map(jnp.asarray, encoder.encode(captions))
     if _TOKENS.value == "random":
         text = jax.random.normal(jax.random.key(7), text.shape) * mask[..., None]
+    if _TEXT_NORM.value == "standardize":  # as the trainer does: statistics of the training captions' tokens
+        params = set_text_statistics(graphdef, params, *token_statistics(np.asarray(text), np.asarray(mask)))
     coords = _coords()
 
     def apply_text(p, z, t, tokens, token_mask):
@@ -224,6 +232,7 @@ def main(argv) -> None:
     label = f"{world}{' +coords' if _COORDS.value else ''}{' varied' if varied else ''}"
     label += f" attn{','.join(map(str, config.model.attention_levels))}" if _ATTN.value else ""
     label += " attention-pool" if _POOLING.value == "attention" else ""
+    label += " standardized-text" if _TEXT_NORM.value == "standardize" else ""
     for i in range(_STEPS.value):
         clips, ks = zip(*(_clip(world, rng, varied) for _ in range(BATCH)))
         ks = [len(captions) - 1 if rng.random() < 0.1 else k for k in ks]  # 10% null captions, as training does
