@@ -12,6 +12,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["lumiere_jax", "lumiere_jax.*"]),
+    # The trained default model (lumiere_jax/weights/<name>/: safetensors, config, provenance, evaluation).
+    package_data={"lumiere_jax": ["weights/*/*"]},
     install_requires=[
         "jax>=0.7.2,<0.11",
         "flax>=0.12.0,<0.13",
