@@ -324,12 +324,15 @@ def check_eval(config: ml_collections.ConfigDict, workdir: str | None,
     out = out or workdir or SHIPPED_EVAL_DIR
     if not paths.is_remote(out) and out != workdir:
         _check_writable_folder(out, "--out")
-    if config.data.dataset != "shapes_world":
+    if config.eval.protocol == "shapes" and config.data.dataset != "shapes_world":
         raise UsageError(f"--mode=eval checks samples of the shapes world with its program checker; this run trains "
-                         f"on data.dataset={config.data.dataset!r}, which it cannot check. Sample with "
-                         f"--mode=sample, or evaluate a shapes-world run.")
+                         f"on data.dataset={config.data.dataset!r}, which it cannot check. Measure it against real "
+                         f"video with --config.eval.protocol=videos --config.eval.data=DIR (or =ucf101), or sample "
+                         f"with --mode=sample.")
     config_lib.validate_model(config)
     config_lib.validate_eval(config)
+    if config.eval.protocol in config_lib.REAL_VIDEO_PROTOCOLS:
+        evaluation.check_real_eval(config)  # eval.data's layout, the sizes, the I3D/C3D weights
     return config, out
 
 
@@ -339,7 +342,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None, out: str | 
     config, out = check_eval(config, workdir, out)
     t2v, step = load_sampler(config, workdir)
     result = evaluation.run_eval(t2v, config, out, step)
-    summary = {"step": step, "accuracy": result["accuracy"], "results": out}
-    if "frechet" in result:
-        summary["frechet"] = result["frechet"]
+    summary = {"step": step, "results": out}
+    if config.eval.protocol == "shapes":
+        summary.update({k: result[k] for k in ("accuracy", "frechet") if k in result})
+    else:
+        summary.update({k: v for k, v in result.items() if k.startswith(("fvd", "frechet", "inception_score"))})
     return summary

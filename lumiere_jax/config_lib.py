@@ -230,6 +230,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.i3d_weights = ""
     c.eval.i3d_resolution = 224
     c.eval.num_real = 256
+    # What is evaluated against (eval/real_video.py): "shapes" (the program checker, the shapes world's test clips),
+    # "ucf101" (zero-shot UCF-101: eval.data is a local UCF-101 folder, prompts from eval/ucf101.py) or "videos"
+    # (eval.data is a folder or manifest of captioned videos, prompted by their captions). Real video needs
+    # i3d_weights (FVD; or, for "videos", a feature_net) and measures the real-vs-real floor beside it.
+    c.eval.protocol = "shapes"
+    c.eval.data = ""
+    # Frames of each clip the real-video metrics read (the first ones); 0: the whole clip.
+    c.eval.frames = 0
+    # Converted C3D weights with their mean clip (eval/c3d.py) for the Inception Score; empty: IS is reported as
+    # unavailable.
+    c.eval.is_classifier = ""
 
     # Multi-process runs (--distributed; lumiere_jax/peers.py): seconds a process may go without a heartbeat
     # before the others count it as lost and exit (code 3) with a line naming it, instead of waiting in a
@@ -477,6 +488,7 @@ EVAL_RANGES: dict[str, Range] = {
     "eval.seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
     "eval.num_real": (lambda v: v >= 1, "at least 1 clip"),
     "eval.i3d_resolution": (lambda v: v >= 1, "at least 1 pixel"),
+    "eval.frames": (lambda v: v >= 0, ">= 0 (0: the whole clip)"),
 }
 
 
@@ -517,6 +529,11 @@ def validate_style(config: ml_collections.ConfigDict) -> None:
     validate_sample(config)
 
 
+# eval.protocol: the shapes world, or real video (eval/real_video.py reads eval.data for the last two).
+EVAL_PROTOCOLS = ("shapes", "ucf101", "videos")
+REAL_VIDEO_PROTOCOLS = ("ucf101", "videos")
+
+
 def validate_eval(config: ml_collections.ConfigDict) -> None:
     """Checks the `eval` section that --mode=eval reads."""
     check_finite(config)
@@ -524,6 +541,20 @@ def validate_eval(config: ml_collections.ConfigDict) -> None:
     if config.eval.prompts not in paraphrases.PROMPT_SETS:
         raise ValueError(f"eval.prompts={config.eval.prompts!r} must be one of {paraphrases.PROMPT_SETS}: "
                          f"'template' (worded as the training captions) or 'paraphrase' (other words).")
+    e = config.eval
+    if e.protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"eval.protocol={e.protocol!r} must be one of {EVAL_PROTOCOLS}: 'shapes' (the shapes world), "
+                         f"'ucf101' (a UCF-101 folder in eval.data) or 'videos' (captioned videos in eval.data).")
+    if e.protocol in REAL_VIDEO_PROTOCOLS and not e.data:
+        what = "your local UCF-101 folder" if e.protocol == "ucf101" else "a folder or captions manifest of videos"
+        raise ValueError(f"eval.protocol={e.protocol!r} reads real video from eval.data: give --config.eval.data=DIR, "
+                         f"{what}.")
+    if e.protocol not in REAL_VIDEO_PROTOCOLS and e.data:
+        raise ValueError(f"eval.data={e.data} is read by eval.protocol='ucf101' or 'videos': add "
+                         f"--config.eval.protocol=ucf101 (a UCF-101 folder) or =videos (captioned videos).")
+    if e.frames > config.data.num_frames:
+        raise ValueError(f"eval.frames={e.frames} is more than the model's {config.data.num_frames} frames: use at "
+                         f"most {config.data.num_frames}, or 0 for the whole clip.")
 
 
 DATASETS = ("shapes_world", "videos", "images")

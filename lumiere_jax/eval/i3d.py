@@ -175,26 +175,34 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
     raise ValueError(f"eval.i3d_weights={path}: expected a .npz or .safetensors file.")
 
 
-def load_i3d(path: str) -> I3D:
-    """An I3D with the weights of `path`; raises naming every missing, unexpected or misshapen weight."""
+def check_weights(path: str) -> dict[str, np.ndarray]:
+    """The weights of `path` (read_weights), checked by name and shape against expected_shapes() without building
+    anything, so a bad file is refused before any compile; raises naming every missing, unexpected or misshapen
+    weight."""
     weights = {k: v for k, v in read_weights(path).items() if not k.endswith("num_batches_tracked")}
     logits_w = weights.get("logits.conv3d.weight")
-    num_classes = int(logits_w.shape[0]) if logits_w is not None else 400
-    graphdef, state = _abstract(num_classes)
-    flat = nnx.to_flat_state(state)
-    wanted = {_torch_names(p)[0] for p, _ in flat}
-    missing, unexpected = sorted(wanted - set(weights)), sorted(set(weights) - wanted)
+    expected = expected_shapes(int(logits_w.shape[0]) if logits_w is not None else 400)
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{path} does not hold pytorch-i3d InceptionI3d weights: missing {len(missing)} "
                          f"{missing[:5]}, unexpected {len(unexpected)} {unexpected[:5]}. Names must be as in "
                          f"lumiere_jax.eval.i3d.expected_shapes() (e.g. 'Mixed_3b.b1b.conv3d.weight').")
+    for name, want in expected.items():
+        if weights[name].shape != want:
+            raise ValueError(f"{path}: weight {name} has shape {weights[name].shape}, expected {want} (PyTorch "
+                             f"layout).")
+    return weights
+
+
+def load_i3d(path: str) -> I3D:
+    """An I3D with the weights of `path`; raises naming every missing, unexpected or misshapen weight."""
+    weights = check_weights(path)
+    graphdef, state = _abstract(int(weights["logits.conv3d.weight"].shape[0]))
+    flat = nnx.to_flat_state(state)
     values = []
     for p, leaf in flat:
         name, kind = _torch_names(p)
         array = np.asarray(weights[name], np.float32)
-        want = _to_torch_layout(kind, tuple(leaf.value.shape))
-        if array.shape != want:
-            raise ValueError(f"{path}: weight {name} has shape {array.shape}, expected {want} (PyTorch layout).")
         if kind == "kernel":
             array = array.transpose(2, 3, 4, 1, 0)  # [out, in, kT, kH, kW] -> [kT, kH, kW, in, out]
         values.append((p, jnp.asarray(array)))
