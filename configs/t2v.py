@@ -93,6 +93,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.learning_rate = 1e-4
         c.optim.warmup_steps = 10_000
         c.optim.ema_decay = 0.9999
+        # The paper's evaluation (Sec. 5): zero-shot UCF-101, 10,000 generated clips against 10,000 real ones, the
+        # first 16 frames of each (FVD and C3D's IS read 16); give --config.eval.data (a local UCF-101 copy) and
+        # --config.eval.i3d_weights (docs/evaluation.md).
+        c.eval.protocol = "ucf101"
+        c.eval.num_clips = 10_000
+        c.eval.num_real = 10_000
+        c.eval.frames = 16
         # A v5p-256 slice, say: 8-way frame parallelism (10 frames per device), fsdp over 16, data the rest.
         c.mesh.data = -1
         c.mesh.fsdp = 16
