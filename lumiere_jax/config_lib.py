@@ -345,12 +345,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def validate_distill(config: ml_collections.ConfigDict) -> None:
-    """Checks the `distill` section of configs/distill.py (what the teacher in init_from must be is checked when
-    the run starts, distill.prepare)."""
+    """Checks the `distill` section of configs/distill.py (init_from, the teacher, is checked when training starts,
+    distill.prepare: sampling a distilled run needs none)."""
     d = config.distill
-    if not config.init_from:
-        raise ValueError("configs/distill.py distils a trained run: give it with --config.init_from=<the teacher's "
-                         "workdir> (a configs/t2v.py or configs/ssr.py run, or the previous distillation round).")
     if not 0 <= d.steps <= 100_000:
         raise ValueError(f"distill.steps={d.steps} must be in [0, 100000]: 0 makes the guidance-conditioned student, "
                          f"N > 0 a round whose student samples in N steps where init_from takes 2N.")
