@@ -1,7 +1,8 @@
-r"""A demo page on localhost: `python -m lumiere_jax.demo --workdir=RUN`, then open http://127.0.0.1:7860.
+r"""A demo page on localhost: `python -m lumiere_jax.demo [--workdir=RUN]`, then open http://127.0.0.1:7860.
 
-Needs the demo extra (`pip install -e '.[demo]'`: Gradio). Three tabs, each running the checks and samplers of
-`python -m lumiere_jax.main --mode=sample` on the same inputs:
+Needs the demo extra (`pip install -e '.[demo]'`: Gradio). Samples the trained run in --workdir or, without one, the
+model that ships with the package (commands.resolve_run, as the CLI does). Three tabs, each running the checks and
+samplers of `python -m lumiere_jax.main --mode=sample` on the same inputs:
 
   Text to video   a prompt (or a JSON list of prompts: a story), later prompts as FRAME: TEXT lines (--prompt_at),
                   seed, guidance, steps and frames (blank: the training length; longer clips are long videos)
@@ -46,14 +47,14 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from lumiere_jax import commands, config_lib, console, runs, sampling, video_io  # noqa: E402
+from lumiere_jax import commands, config_lib, console, sampling, shipped, video_io  # noqa: E402
 from lumiere_jax.applications import edit, inputs  # noqa: E402
 from lumiere_jax.commands import UsageError  # noqa: E402
 
 log = logging.getLogger("lumiere_jax")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The text-to-video run the page samples (configs/t2v.py); it also "
-                               "runs the editing tab.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The text-to-video run the page samples (configs/t2v.py), which also "
+                               "edits videos; default: the model that ships with the package, where one ships.")
 _I2V_WORKDIR = flags.DEFINE_string("i2v_workdir", None, "A conditional run (configs/conditional.py) for the "
                                    "image-to-video tab; without it that tab says how to start one.")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to serve on; the default serves this machine only.")
@@ -68,15 +69,6 @@ FIELD_NAMES = (("--config.sample.guidance", "Guidance"), ("--config.sample.stren
                ("--config.sample.steps", "Steps"), ("sample.guidance", "Guidance"), ("sample.strength", "Strength"),
                ("sample.steps", "Steps"), ("--prompt_at", "Story"), ("--prompt", "Prompt"), ("--frames", "Frames"),
                ("--seed", "Seed"), ("--image", "Image"), ("--video", "Video"))
-
-
-def resolve_run(workdir: str | None) -> str:
-    """The text-to-video run the page samples: --workdir for now. Published weights, once there are any, become the
-    default here, and nothing else changes."""
-    if not workdir:
-        raise UsageError("--workdir is required: give a trained text-to-video run, e.g. --workdir=runs/t2v_tiny "
-                         "(python -m lumiere_jax.main --config=configs/t2v.py --workdir=runs/t2v_tiny trains one).")
-    return workdir
 
 
 class StepReporter:
@@ -108,7 +100,7 @@ class Model:
     """A run loaded once for the page: its config, its sampler (weights, text encoder, step reporting), its
     checkpoint step, and the shapes whose sampler is compiled (`generate`'s cache keeps the programs)."""
 
-    workdir: str
+    workdir: str | None  # None: the shipped model
     config: ml_collections.ConfigDict
     sampler: sampling.TextToVideo
     step: int
@@ -116,13 +108,15 @@ class Model:
 
     def describe(self) -> str:
         data = self.config.data
-        return (f"`{self.workdir}` (checkpoint step {self.step}): {data.num_frames} frames at "
-                f"{data.resolution}x{data.resolution}, {data.fps:g} fps")
+        weights = (f"`{self.workdir}` (checkpoint step {self.step})" if self.workdir else
+                   f"the shipped model {shipped.DEFAULT} (step {self.step})")
+        return f"{weights}: {data.num_frames} frames at {data.resolution}x{data.resolution}, {data.fps:g} fps"
 
 
-def check_run(workdir: str, flag: str, *, conditional: bool) -> ml_collections.ConfigDict:
-    """The config of the run in workdir, refused in one line if it is not the kind its flag takes (before loading)."""
-    config = config_lib.run_config(workdir, flag)
+def check_run(workdir: str | None, flag: str, *, conditional: bool) -> ml_collections.ConfigDict:
+    """The config of the run in workdir, or without one of the model that ships with the package; refused in one
+    line if it is not the kind its flag takes, or nothing ships (before any weights load)."""
+    config = config_lib.run_config(workdir, flag) if workdir else shipped.sampling_config(shipped.DEFAULT)
     config_lib.validate_model(config)
     if conditional and not inputs.is_conditional(config):
         raise UsageError(f"{flag}={workdir} is not a conditional run: give one trained with "
@@ -133,14 +127,15 @@ def check_run(workdir: str, flag: str, *, conditional: bool) -> ml_collections.C
     return config
 
 
-def load_model(workdir: str, flag: str, reporter: StepReporter, *, conditional: bool = False,
+def load_model(workdir: str | None, flag: str, reporter: StepReporter, *, conditional: bool = False,
                share_encoder: Model | None = None) -> Model:
-    """Restores a run's EMA weights as the CLI does (runs.load), with `reporter` told of every model call.
+    """Restores the weights the CLI samples (commands.resolve_run: the run in workdir, or without one the shipped
+    model), with `reporter` told of every model call.
 
     share_encoder: a loaded run whose text encoder this one reuses when both configs name the same encoder.
     """
     config = check_run(workdir, flag, conditional=conditional)
-    run = runs.load(workdir, config, flag=flag)
+    run = commands.resolve_run(config, workdir, flag)
     keys = ("text_encoder", "text_encoder_path", "text_max_length")
     encoder = None
     if share_encoder is not None and all(share_encoder.config[k] == config[k] for k in keys):
@@ -151,6 +146,7 @@ def load_model(workdir: str, flag: str, reporter: StepReporter, *, conditional: 
 
 
 def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
@@ -230,9 +226,8 @@ class Demo:
             return self.generate(self.t2v, prompt, seed, guidance, steps, progress, video=video, strength=strength)
 
     def check(self, model: Model, out: str, prompt: str, seed: float | None, guidance: float, steps: float, *,
-              strength: float | None = None, **files: Any) -> tuple[ml_collections.ConfigDict, commands.SampleInputs,
-                                                                    commands.SamplePlan]:
-        """The request's config (the run's, with the page's sampling values) and inputs, checked by
+              strength: float | None = None, **files: Any) -> tuple[commands.SampleInputs, commands.SamplePlan]:
+        """The request's inputs and plan (its config: the run's, with the page's sampling values), checked by
         commands.check_sample: the CLI's checks, before anything compiles. Raises its one-line errors."""
         if not (prompt or "").strip():
             raise UsageError("Prompt is empty: say what the clip shows, e.g. a red circle moving left.")
@@ -242,7 +237,7 @@ class Demo:
         if strength is not None:
             config.sample.strength = float(strength)
         request = commands.SampleInputs(prompt=prompt, out=out, seed=whole_number(seed, "Seed") or 0, **files)
-        return config, request, commands.check_sample(config, model.workdir, request)
+        return request, commands.check_sample(config, model.workdir, request)
 
     def generate(self, model: Model, prompt: str, seed: float | None, guidance: float, steps: float,
                  progress: gr.Progress, *, strength: float | None = None,
@@ -250,8 +245,8 @@ class Demo:
         """Checks and samples one request; returns the player's MP4, the downloads and the status line."""
         folder = tempfile.mkdtemp(dir=self.out_dir)
         out = os.path.join(folder, "clip.mp4")
-        config, request, checked = self.check(model, out, prompt, seed, guidance, steps, strength=strength, **files)
-        s = config.sample
+        request, checked = self.check(model, out, prompt, seed, guidance, steps, strength=strength, **files)
+        s = checked.config.sample  # what samples: the run's config with this request's values
         t_start, total = denoising_steps(checked, s)
         shape = (checked.plan.kind, checked.frames, len(checked.spans) > 1, checked.method, total, s.guidance,
                  s.sampler)
@@ -410,7 +405,7 @@ def main(argv: Sequence[str]) -> None:
     # SIGTERM stops the server as Ctrl-C does (Gradio closes it on KeyboardInterrupt), so the clips go with it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     reporter = StepReporter()
-    t2v = load_model(resolve_run(_WORKDIR.value), "--workdir", reporter)
+    t2v = load_model(_WORKDIR.value, "--workdir", reporter)
     i2v = None
     if _I2V_WORKDIR.value:
         i2v = load_model(_I2V_WORKDIR.value, "--i2v_workdir", reporter, conditional=True, share_encoder=t2v)
@@ -423,7 +418,8 @@ def main(argv: Sequence[str]) -> None:
         except OSError:
             raise UsageError(f"--port={_PORT.value}: cannot serve on {_HOST.value}:{_PORT.value}, which another "
                              f"server may hold; give a free one, e.g. --port={_PORT.value + 1}.") from None
-        log.info("Serving %s on http://%s:%d (Ctrl-C stops).", t2v.workdir, _HOST.value, _PORT.value)
+        log.info("Serving %s on http://%s:%d (Ctrl-C stops).", t2v.workdir or shipped.DEFAULT, _HOST.value,
+                 _PORT.value)
         page.block_thread()
 
 
