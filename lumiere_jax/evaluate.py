@@ -188,17 +188,19 @@ class _Features:
             self.spaces["frechet_feature_net"] = feature_net.FeatureNet.load(e.feature_net).features
         self.c3d = c3d.C3DClassifier(e.is_classifier) if e.is_classifier and frames >= c3d.NUM_FRAMES else None
 
-    def collector(self) -> tuple[dict[str, list[np.ndarray]], Callable[[np.ndarray], None]]:
-        """An empty store and the function that adds a chunk's features to it."""
+    def collector(self, scored: bool = True) -> tuple[dict[str, list[np.ndarray]], Callable[[np.ndarray], None]]:
+        """An empty store and the function that adds a chunk's features to it (and C3D's probabilities, where
+        `scored` and C3D is given)."""
         store: dict[str, list[np.ndarray]] = {k: [] for k in self.spaces}
-        if self.c3d is not None:
+        classify = scored and self.c3d is not None
+        if classify:
             store["c3d"] = []
 
         def add(clips_uint8: np.ndarray) -> None:
             x = feature_net.to_float(clips_uint8)
             for name, embed in self.spaces.items():
                 store[name].append(embed(x))
-            if self.c3d is not None:
+            if classify:
                 store["c3d"].append(self.c3d.probabilities(clips_uint8))
 
         return store, add
@@ -239,7 +241,7 @@ def run_real_eval(t2v: Any, config: Any, workdir: str, step: int) -> dict[str, A
     # 2. Real clips: the reference set, then the floor set, from one drawer.
     generated_groups = real_video.deal(groups, e.num_clips, e.seed)
     reference, add_reference = features.collector()
-    floor, add_floor = features.collector()
+    floor, add_floor = features.collector(scored=False)  # the floor is a Frechet distance only
     with real_video.ClipDrawer(groups, geometry, e.seed, int(config.data.prepare_workers)) as drawer:
         reference_files = drawer.draw(real_video.deal(groups, e.num_real, e.seed), add_reference,
                                       desc="Real clips (reference)")
