@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lumiere_jax import config_lib, runs
+from lumiere_jax import config_lib, distill, runs
 from lumiere_jax.data.pipeline import NULL_CAPTION
 from lumiere_jax.diffusion import multidiffusion, samplers
 from lumiere_jax.diffusion.schedule import CosineSchedule
@@ -107,7 +107,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: Prompts, rng: j
     """Samples clips [B, T, H, W, C] in [-1, 1], T = shape[0]; the whole loop is one XLA program.
 
     windows: how a clip longer than the training length runs (None: the model on the clip as it is). The other
-    groups are described at their classes.
+    groups are described at their classes. A distilled student (distill.takes_guidance) is told options.guidance
+    and gives the guided prediction itself: one model call per step, no empty-caption half.
     """
     num_frames = shape[0]
     text, text_mask = prompts.text, prompts.mask
@@ -125,6 +126,10 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: Prompts, rng: j
     guidance = float(options.guidance)
 
     def denoiser(model: nnx.Module) -> samplers.Denoiser:
+        scale = guidance
+        if distill.takes_guidance(model):  # a distilled student: the guided prediction in one call per step
+            model, scale = distill.with_guidance_input(model, guidance), 1.0
+
         def conditioned(z, t, text, text_mask):
             # Rows of z are the batch, doubled by guidance: repeat the conditioning to match.
             reps = z.shape[0] // (cond if cond is not None else cond_level).shape[0]
@@ -135,12 +140,12 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: Prompts, rng: j
         if not windowed:
             model_fn = model if cond is None and cond_level is None else conditioned
             return samplers.classifier_free_guidance(model_fn, text, text_mask, prompts.null_text, prompts.null_mask,
-                                                     guidance, options.guidance_rescale)
+                                                     scale, options.guidance_rescale)
         # The conditioning is cut into windows with the clip (and repeated for guidance) by MultiDiffusion.
         frame_inputs = {} if cond is None else {"cond": cond}
         batch_inputs = {} if cond_level is None else {"cond_level": cond_level}
         return multidiffusion.multidiffusion_text(model, text, text_mask, prompts.null_text, prompts.null_mask,
-                                                  guidance, num_frames=num_frames, window=windows.window,
+                                                  scale, num_frames=num_frames, window=windows.window,
                                                   overlap=windows.overlap, weights=windows.weights,
                                                   window_batch=windows.batch, frame_inputs=frame_inputs,
                                                   batch_inputs=batch_inputs, shift=windows.shift,
@@ -341,6 +346,9 @@ class TextToVideo:
         # Trained on clips whose caption changes mid-clip (data.story_fraction): stories then run on the whole
         # clip with a prompt per frame under sample.long_video="auto" (long_video_method).
         self.story_trained = False
+        # What a distilled run learned (distill.Distilled): requests for other step counts or guidance weights are
+        # refused before they compile. None: any.
+        self.distilled: distill.Distilled | None = None
         null_text, null_mask = encoder.encode([NULL_CAPTION])
         self.null_text, self.null_mask = jnp.asarray(null_text), jnp.asarray(null_mask)
 
@@ -349,6 +357,8 @@ class TextToVideo:
         return Prompts(jnp.asarray(text), jnp.asarray(mask), self.null_text, self.null_mask)
 
     def options(self, steps: int, guidance: float, sampler: str) -> SamplerOptions:
+        if self.distilled is not None:
+            distill.check_request(self.distilled, steps, guidance, self.guidance_rescale)
         return SamplerOptions(steps=int(steps), guidance=float(guidance), sampler=sampler,
                               thresholding=self.thresholding, guidance_rescale=self.guidance_rescale)
 
@@ -435,6 +445,7 @@ class TextToVideo:
                   resolution=config.data.resolution, channels=config.model.out_channels,
                   thresholding=config.sample.thresholding, guidance_rescale=config.sample.guidance_rescale)
         t2v.story_trained = run.story_trained
+        t2v.distilled = distill.distilled_for(run.workdir)
         return t2v
 
 

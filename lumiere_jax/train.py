@@ -21,8 +21,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
-from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, inflate, memory_check, paths, \
-    run_lock, sampling, sharding, video_io
+from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, distill, inflate, memory_check, \
+    paths, run_lock, sampling, sharding, video_io
 from lumiere_jax.data import mixture, pipeline, stories
 from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
@@ -105,19 +105,20 @@ def high_noise_share(config: ml_collections.ConfigDict, step: jax.Array) -> jax.
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
-                    config: ml_collections.ConfigDict,
-                    images: bool = False) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+                    config: ml_collections.ConfigDict, images: bool = False, distiller: distill.Distiller | None = None
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """The pure step: (state, batch, null text) -> (state, metrics). Follows the v-prediction loss.
 
     images=True: the batch holds single-frame clips of images (data.mixture), run with the STUNet's temporal
-    layers bypassed; they get no gradient from it."""
+    layers bypassed; they get no gradient from it. distiller: the v targets are a frozen teacher's instead of the
+    data's (lumiere_jax/distill.py), and the step takes the teacher's weights as a fifth argument."""
     base_rng = jax.random.key(config.seed)
     p_drop = config.data.text_dropout
     ema_decay = config.optim.ema_decay
     condition = conditioning.conditioner(config)
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array], null_text: jax.Array,
-                   null_mask: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    def train_step(state: TrainState, batch: dict[str, jax.Array], null_text: jax.Array, null_mask: jax.Array,
+                   teacher: nnx.State | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         # The step's randomness is a function of the step alone: resumed runs repeat it exactly.
         step_rng = jax.random.fold_in(base_rng, state.step)
         k_drop, k_t, k_eps = jax.random.split(step_rng, 3)
@@ -131,6 +132,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         # 2. Times (a share of them at the highest noise levels only), and noise.
         t = draw_times(k_t, b, high_noise_share(config, state.step), config.diffusion.high_noise_t_min,
                        config.diffusion.t_max)
+        if distiller is not None:
+            t = distiller.times(t)  # a round's student learns its own sampler's times
         eps = jax.random.normal(k_eps, x.shape, x.dtype)
         alpha, sigma = schedule.alpha_sigma(t)
         # 3. z_t = alpha_t x + sigma_t eps; target v = alpha_t eps - sigma_t x.
@@ -138,10 +141,17 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         v = sched.v_target(x, eps, alpha, sigma)
         # Conditional tasks (SSR, masked video): extra model inputs made from the clean clip.
         cond = condition(x, jax.random.fold_in(step_rng, 1)) if condition else {}
+        inputs = {**cond, **({"images": True} if images else {})}
+        if distiller is not None:
+            # Distillation: the target is the teacher's guided v at the same z_t (a round's: that of the one step
+            # that lands where two of the teacher's do), for a guidance weight per clip, which the student is told.
+            w = distiller.draw_guidance(jax.random.fold_in(step_rng, 2), b)
+            v = distiller.target(teacher, z, t, text, text_mask, null_text, null_mask, cond, w)
+            inputs["guidance"] = w
 
         # 4. Loss: mean squared error of the v prediction.
         def loss_fn(params: nnx.State) -> jax.Array:
-            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask, **cond, **({"images": True} if images else {}))
+            v_hat = nnx.merge(graphdef, params)(z, t, text, text_mask, **inputs)
             return jnp.mean(jnp.square(v_hat - v))
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -162,10 +172,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
 
 
 def jit_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: sched.CosineSchedule,
-                   config: ml_collections.ConfigDict, images: bool = False, **jit_kwargs: Any) -> Any:
+                   config: ml_collections.ConfigDict, images: bool = False,
+                   distiller: distill.Distiller | None = None, **jit_kwargs: Any) -> Any:
     """The train step under `jax.jit(**jit_kwargs)`, with the compiler options measured best for its platform
     and dtype (`compile_options`); the trainer, style tuning and the benchmarks all compile it this way."""
-    return jax.jit(make_train_step(graphdef, tx, schedule, config, images),
+    return jax.jit(make_train_step(graphdef, tx, schedule, config, images, distiller),
                    compiler_options=compile_options.train_step_options(config.model.dtype,
                                                                        cpu_fusions=config.cpu_fusions),
                    **jit_kwargs)
@@ -199,6 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals",
            held: contextlib.ExitStack) -> TrainState:
     config_lib.validate(config)
+    if distill.distilling(config):  # the student's model, clip and schedule are its teacher's
+        distill.prepare(config, workdir)
     root = paths.resolve(workdir)  # a local folder or a gs:// URL
     root.mkdir(parents=True, exist_ok=True)
     workdir = os.fspath(root)
@@ -261,6 +274,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     # State: restore the newest checkpoint, or initialize.
     tx = make_optimizer(config)
     schedule = schedule_from(config)
+    # Distillation: the frozen teacher whose predictions are the targets, an argument of the step (not donated).
+    distiller, teacher, teacher_args = None, None, ()
+    if distill.distilling(config):
+        distiller, teacher = distill.load_teacher(config)
+        teacher_sharding = sharding.tree_shardings(teacher.params, mesh, rules)
+        teacher_args = (jax.device_put(teacher.params, teacher_sharding),)
     if ckpt.latest_step() is not None:
         state, _ = ckpt.restore(checkpointing.with_shardings(abstract, state_sharding))
         log.info("Resumed from checkpoint at step %d in %s", int(state.step), ckpt.directory)
@@ -271,7 +290,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
             params = set_text_statistics(graphdef, params, mean, std)
             log.info("Text features standardized by the token statistics of %d captions (model.text_norm).",
                      min(len(cache.features), 8192))
-        if config.init_from:
+        if teacher is not None:
+            params = distill.init_student(params, teacher.params)
+        elif config.init_from:
             params = inflate.load_init_weights(params, config.init_from)  # T2I: inflated; T2V: copied
         state = jax.device_put(init_state(params, tx), state_sharding)
         log.info("No checkpoint in %s: starting from %s.", ckpt.directory,
@@ -287,8 +308,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         global_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype)
                         for k, v in example.items()}
         shardings = sharding.batch_shardings(global_batch, mesh, rules)
-        fn = jit_train_step(graphdef, tx, schedule, config, images,
-                            in_shardings=(state_sharding, shardings, replicated, replicated),
+        fn = jit_train_step(graphdef, tx, schedule, config, images, distiller,
+                            in_shardings=(state_sharding, shardings, replicated, replicated)
+                            + ((teacher_sharding,) if teacher_args else ()),
                             out_shardings=(state_sharding, replicated), donate_argnums=(0,))
         # Compiled now for the batches it will get: a step that would not fit in memory is refused here, before
         # the first step; the first call reuses this compile (jax caches it).
@@ -296,7 +318,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         log.info("Compiling the %strain step for batches of %d: XLA, once per run (about half a minute for the "
                  "tiny model on 2 CPU cores, minutes at paper scale)...", "image " if images else "", config.batch_size)
         start = time.perf_counter()
-        memory_check.check_train_step(fn, (state, batch, null_text, null_mask), config, mesh, rules)
+        memory_check.check_train_step(fn, (state, batch, null_text, null_mask) + teacher_args, config, mesh, rules)
         log.info("Compiled in %.0f s; training.", time.perf_counter() - start)
         return fn, shardings
 
@@ -338,7 +360,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         fn, shardings = (image_step_fn, image_sharding) if images else (step_fn, batch_sharding)
         batch = {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in local.items()}
         with sharding.use_mesh(mesh, rules):  # the model's activation constraints and frame-parallel convs
-            state, metrics = fn(state, batch, null_text, null_mask)
+            state, metrics = fn(state, batch, null_text, null_mask, *teacher_args)
         pending.append(metrics)
 
         if step % config.log_every == 0 or step == config.total_steps:

@@ -17,7 +17,7 @@ LAYERS = (
     ("lumiere_jax.config_lib",),
     ("lumiere_jax.conditioning.",),
     ("lumiere_jax.state",),
-    ("lumiere_jax.runs", "lumiere_jax.shipped", "lumiere_jax.inflate"),
+    ("lumiere_jax.runs", "lumiere_jax.shipped", "lumiere_jax.inflate", "lumiere_jax.distill"),
     ("lumiere_jax.sampling", "lumiere_jax.train"),
     ("lumiere_jax.ssr", "lumiere_jax.applications.", "lumiere_jax.aot",
      "lumiere_jax.evaluate"),

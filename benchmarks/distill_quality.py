@@ -1,0 +1,118 @@
+r"""Distilled students against their teacher: the evaluator's accuracies, model calls and wall time per clip.
+
+  python benchmarks/distill_quality.py --teacher=runs/t2v_tiny --students=runs/distill_8,runs/distill_4 \
+      --gif=docs/distill_tiny.gif
+
+The teacher samples the evaluation prompts (lumiere_jax/evaluate.py: its config's eval.num_clips colour x motion
+prompts and seed) at its own eval.steps and eval.guidance, two model calls a step (classifier-free guidance); each
+student (configs/distill.py) at the step count it was distilled for (a guidance-conditioned student, which takes any,
+at the teacher's) and the teacher's guidance weight, one call a step. Every model samples both prompt sets, the
+training captions' wording (eval.prompts='template') and paraphrases ('paraphrase'), from the same seeds, and the
+program checker scores each clip. Per model and prompt set: accuracies, model calls per clip, and wall seconds per
+clip after one batch that compiles the sampler (timed apart). Writes benchmarks/results/distill_<platform>.json (or
+--out) and, with --gif, the first template clips side by side, one row per prompt: teacher | each student.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bench_common as bc  # noqa: E402
+from lumiere_jax import distill, evaluate, host_memory, runs, sampling, video_io  # noqa: E402
+from lumiere_jax.eval import paraphrases  # noqa: E402
+from lumiere_jax.text.encoders import load_text_encoder  # noqa: E402
+
+
+def measure(t2v: sampling.TextToVideo, config: Any, steps: int, guidance: float, num_clips: int,
+            batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
+    """One model on every prompt set: ({prompt set: accuracies and seconds per clip}, the template set's clips)."""
+    e = config.eval
+    kwargs = dict(steps=steps, guidance=guidance, sampler=config.sample.sampler, batch_size=batch_size)
+    first = evaluate.eval_prompts(batch_size, e.seed)
+    start = time.perf_counter()
+    t2v([p["prompt"] for p in first], seed=e.seed, **kwargs)  # compiles the sampler for this batch size
+    results: dict[str, Any] = {"first_batch_s": time.perf_counter() - start}
+    template = None
+    for prompt_set in paraphrases.PROMPT_SETS:
+        expected = evaluate.eval_prompts(num_clips, e.seed, prompt_set)
+        start = time.perf_counter()
+        clips = t2v([p["prompt"] for p in expected], seed=e.seed, **kwargs)
+        seconds = time.perf_counter() - start
+        scored = evaluate.score_clips(video_io.to_uint8(clips), expected)
+        results[prompt_set] = {"accuracy": scored["accuracy"], "seconds_per_clip": seconds / num_clips}
+        print(f"  {prompt_set}: {scored['accuracy']}, {seconds / num_clips:.3f} s per clip", flush=True)
+        if prompt_set == "template":
+            template = clips
+    return results, template
+
+
+def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None = None, out: str | None = None,
+        gif: str | None = None) -> dict[str, Any]:
+    """Evaluates the teacher and each student (module docstring); returns what it writes to the JSON."""
+    students = [(workdir, distill.distilled_for(workdir)) for workdir in student_dirs]
+    for workdir, distilled in students:
+        if distilled is None:
+            raise ValueError(f"--students: {workdir} is not a distilled run (configs/distill.py): give the workdirs "
+                             f"of distillation rounds.")
+    teacher = runs.load(teacher_dir, flag="--teacher")
+    config = teacher.config
+    e = config.eval
+    num_clips = num_clips or e.num_clips
+    batch_size = min(e.batch_size, num_clips)
+    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
+    models = [(teacher, e.steps, 1 if e.guidance == 1 else 2)]
+    for workdir, distilled in students:
+        models.append((runs.load(workdir, flag="--students"), distilled.steps or e.steps, 1))
+    rows, payload, strips = [], [], []
+    for run_, steps, calls_per_step in models:
+        print(f"{run_.workdir} (step {run_.step}): {steps} steps at guidance {e.guidance:g}", flush=True)
+        t2v = sampling.TextToVideo.from_run(run_, encoder)
+        results, template = measure(t2v, config, steps, e.guidance, num_clips, batch_size)
+        calls = steps * calls_per_step
+        payload.append({"workdir": run_.workdir, "checkpoint_step": run_.step, "steps": steps,
+                        "guidance": e.guidance, "model_calls_per_clip": calls, **results})
+        strips.append(template)
+        rows += [[run_.workdir, steps, calls, prompt_set, *(f"{100 * results[prompt_set]['accuracy'][k]:.0f}%"
+                                                             for k in ("color", "shape", "motion", "all")),
+                  f"{results[prompt_set]['seconds_per_clip']:.3f}"] for prompt_set in paraphrases.PROMPT_SETS]
+    table = bc.print_table(f"Teacher {teacher_dir} against its distilled students: {num_clips} evaluation prompts, "
+                           f"guidance {e.guidance:g}, on {bc.machine()}",
+                           ["run", "steps", "model calls per clip", "prompts", "colour", "shape", "motion",
+                            "all three", "s per clip"], rows)
+    result = {"machine": bc.machine(), "teacher": teacher_dir, "size": config.size, "num_clips": num_clips,
+              "seed": e.seed, "guidance": e.guidance, "models": payload, "table": table}
+    bc.write_json(out or f"distill_{jax.devices()[0].platform}", result)
+    if gif:
+        n = min(6, num_clips)
+        side_by_side = np.stack([np.concatenate([s[i] for s in strips], axis=2) for i in range(n)])  # [n, T, H, M*W, C]
+        video_io.write_video(gif, video_io.upscale(video_io.grid(video_io.to_uint8(side_by_side), columns=1), 2),
+                             config.sample.fps)
+        print(f"wrote {gif}", flush=True)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", required=True, help="the distilled runs' teacher: a configs/t2v.py run")
+    p.add_argument("--students", required=True, help="comma-separated workdirs of configs/distill.py runs")
+    p.add_argument("--clips", type=int, default=None, help="evaluation prompts (default: the teacher's eval.num_clips)")
+    p.add_argument("--out", default=None, help="the JSON's name in benchmarks/results, or a path without .json")
+    p.add_argument("--gif", default=None, help="write the first template clips: teacher | each student")
+    args = p.parse_args(argv)
+    print(f"machine: {bc.machine()}", flush=True)
+    run(args.teacher, [s for s in args.students.split(",") if s], num_clips=args.clips, out=args.out, gif=args.gif)
+
+
+if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc()  # timed runs get the trainer's allocator setting
+    main()
