@@ -82,9 +82,11 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
         payload.append({"workdir": run_.workdir, "checkpoint_step": run_.step, "steps": steps,
                         "guidance": e.guidance, "model_calls_per_clip": calls, **results})
         strips.append(template)
-        rows += [[run_.workdir, steps, calls, prompt_set, *(f"{100 * results[prompt_set]['accuracy'][k]:.0f}%"
-                                                             for k in ("color", "shape", "motion", "all")),
-                  f"{results[prompt_set]['seconds_per_clip']:.3f}"] for prompt_set in paraphrases.PROMPT_SETS]
+        for prompt_set in paraphrases.PROMPT_SETS:
+            accuracy = results[prompt_set]["accuracy"]
+            rows.append([run_.workdir, steps, calls, prompt_set,
+                         *(f"{100 * accuracy[k]:.0f}%" for k in ("color", "shape", "motion", "all")),
+                         f"{results[prompt_set]['seconds_per_clip']:.3f}"])
     table = bc.print_table(f"Teacher {teacher_dir} against its distilled students: {num_clips} evaluation prompts, "
                            f"guidance {e.guidance:g}, on {bc.machine()}",
                            ["run", "steps", "model calls per clip", "prompts", "colour", "shape", "motion",

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from lumiere_jax import config_lib, runs
+from lumiere_jax import config_lib, paths, runs
 from lumiere_jax.diffusion import samplers
 from lumiere_jax.diffusion.schedule import SCHEDULE_KEYS, CosineSchedule, broadcast_to, predict_x_eps
 
@@ -278,9 +278,18 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
         config.ssr.update(teacher.ssr)
     if d.steps:
         config.sample.steps = d.steps
-    saved = config_lib.read_run_config(workdir).get("distill")
-    if isinstance(saved, dict) and saved.get("teacher_step", -1) >= 0:
-        d.teacher_step = saved["teacher_step"]  # a resumed run keeps the teacher it started with
+    run = config_lib.read_run_config(workdir)
+    saved = run.get("distill")
+    if isinstance(saved, dict):  # a resumed run keeps the teacher and the task it started with
+        learned = {"init_from": (str(paths.resolve(run.get("init_from", ""))), str(paths.resolve(teacher_dir))),
+                   "distill.steps": (saved.get("steps"), d.steps),
+                   "distill.guidance_min": (saved.get("guidance_min"), d.guidance_min),
+                   "distill.guidance_max": (saved.get("guidance_max"), d.guidance_max)}
+        for key, (before, now) in learned.items():
+            if before != now:
+                raise ValueError(f"{key}={now}, but the run in {workdir} distils with {before}: resume it with "
+                                 f"--config.{key}={before}, or distil anew in another workdir.")
+        d.teacher_step = saved["teacher_step"]
     elif d.teacher_step < 0:
         latest = runs.latest_step(teacher_dir)
         if latest is None:

@@ -182,6 +182,11 @@ def test_a_round_records_what_it_was_distilled_for(round_run, guided_run, traine
     with open(os.path.join(round_run, "config.json")) as f:
         saved = json.load(f)
     assert saved["distill"]["teacher_step"] == 2 and saved["sample"]["steps"] == 2  # the guided run's last step
+    # Resuming it as another round is refused before anything is built.
+    config = distill_config.get_config("size=smoke")
+    config.init_from, config.distill.steps = guided_run, 1
+    with pytest.raises(ValueError, match=r"distill.steps=1, but the run in .* distils with 2"):
+        distill.prepare(config, round_run)
 
 
 def test_a_round_samples_in_its_steps_with_one_model_call_each(round_run, tmp_path, monkeypatch):
