@@ -6,7 +6,7 @@ r"""The evaluator over guidance scales and guidance rules, on one trained T2V ru
 
 For every (prompt set, guidance, thresholding, rescale) it samples the evaluator's prompts (lumiere_jax/evaluate.py:
 the same prompts, seed and steps as `--mode=eval`) with the run's EMA weights and scores them with the shapes-world
-checker: colour, shape, motion, all three. A rule that keeps the prompted hue under strong guidance without losing
+checker: colour, shape, motion, all three. Calls with the same --name add their cells to one file. A rule that keeps the prompted hue under strong guidance without losing
 the motion is what the default should be; run it on more than one training run before choosing. Writes
 benchmarks/results/guidance_<name>.json with the machine and the seconds each cell took.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 import time
@@ -28,6 +29,20 @@ from lumiere_jax.evaluate import eval_prompts, score_clips  # noqa: E402
 
 def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v]
+
+
+def previous_cells(name: str, header: dict) -> list[dict]:
+    """The cells already in benchmarks/results/<name>.json for the same run, step and evaluation settings: a grid
+    grows over several calls (a cell measured again replaces its earlier figure)."""
+    path = os.path.join(bench_common.RESULTS_DIR, name + ".json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        saved = json.load(f)
+    if any(saved.get(k) != v for k, v in header.items()):
+        sys.exit(f"error: {path} holds another run or other settings ({ {k: saved.get(k) for k in header} }): "
+                 f"give another --name.")
+    return saved["cells"]
 
 
 def main() -> None:
@@ -50,7 +65,10 @@ def main() -> None:
         if mode not in config_lib.THRESHOLDING:
             parser.error(f"--thresholding={mode!r}: each must be one of {config_lib.THRESHOLDING}.")
     t2v = sampling.TextToVideo.from_run(run)
-    cells = []
+    header = {"run": os.path.basename(os.path.normpath(args.workdir)), "step": run.step, "num_clips": num_clips,
+              "steps": steps, "seed": config.eval.seed, "sampler": config.sample.sampler,
+              "train_seed": config.seed}
+    cells = previous_cells(f"guidance_{args.name}", header)
     for prompt_set, guidance, mode, rescale in itertools.product(
             args.prompts.split(","), floats(args.guidance), args.thresholding.split(","), floats(args.rescale)):
         if guidance == 1.0 and (mode != "static" or rescale):
@@ -62,14 +80,14 @@ def main() -> None:
                     sampler=config.sample.sampler, batch_size=config.eval.batch_size)
         accuracy = score_clips(video_io.to_uint8(clips), expected)["accuracy"]
         seconds = time.perf_counter() - start
-        cells.append({"prompts": prompt_set, "guidance": guidance, "thresholding": mode, "rescale": rescale,
-                      "accuracy": accuracy, "seconds": seconds})
+        cell = {"prompts": prompt_set, "guidance": guidance, "thresholding": mode, "rescale": rescale}
+        cells = [c for c in cells if {k: c[k] for k in cell} != cell]
+        cells.append({**cell, "accuracy": accuracy, "seconds": seconds})
         print(f"{prompt_set:>10} guidance {guidance:<4} {mode:>7} rescale {rescale:<4} "
               + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in accuracy.items()) + f"  ({seconds:.0f} s)", flush=True)
-    bench_common.write_json(f"guidance_{args.name}", {
-        "machine": bench_common.machine(), "run": os.path.basename(os.path.normpath(args.workdir)),
-        "step": run.step, "num_clips": num_clips, "steps": steps, "seed": config.eval.seed,
-        "sampler": config.sample.sampler, "cells": cells})
+        # Rewritten after every cell: a grid stopped part-way keeps what it measured.
+        bench_common.write_json(f"guidance_{args.name}", {"machine": bench_common.machine(), **header,
+                                                            "cells": cells})
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ r"""Ships a trained run's EMA weights with the package, as the model that sampli
 Writes lumiere_jax/weights/<name>/ (lumiere_jax/shipped.py describes the files): the newest checkpoint's EMA weights,
 the run's config.json, its newest evaluation (eval/eval_<step>.json, which must be of that checkpoint's step; run
 `--mode=eval --workdir=RUN` first) and provenance.json: this checkout's commit (git rev-parse HEAD), --command as
-given, the step, the training loop's wall time (summed from metrics.jsonl), this machine and the date. Run it on the
-machine and at the commit that trained the run. Replaces a shipped model of the same name; refuses weights over
+given, the step, the training loop's wall time (summed from metrics.jsonl) and, with --command_wall_s, the command's
+own as timed, this machine and the date. Run it on the machine that trained the run, from its checkout or naming it
+with --checkout. Replaces a shipped model of the same name; refuses weights over
 10 MB. Then commit the folder.
 """
 
@@ -28,14 +29,14 @@ from lumiere_jax import console, paths, runs, shipped
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def commit() -> str:
-    """This checkout's commit (git rev-parse HEAD); one line where it is not a git checkout."""
+def commit(checkout: str = REPO) -> str:
+    """The commit of a git checkout (git rev-parse HEAD); one line where it is not one."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as e:
-        raise ValueError(f"git rev-parse HEAD failed in {REPO} ({type(e).__name__}): ship from a git checkout of "
-                         f"the commit that trained the run.") from None
+        raise ValueError(f"git rev-parse HEAD failed in {checkout} ({type(e).__name__}): ship from a git checkout "
+                         f"of the commit that trained the run, or name it with --checkout.") from None
 
 
 def machine() -> str:
@@ -87,14 +88,18 @@ def newest_eval(workdir: str, step: int) -> str | None:
     return text
 
 
-def ship(workdir: str, name: str, command: str, root: str | None = None) -> str:
+def ship(workdir: str, name: str, command: str, root: str | None = None, checkout: str = REPO,
+         command_wall_s: float | None = None) -> str:
     """Exports the newest checkpoint's EMA weights of the run in workdir as shipped model `name` (under `root`,
-    default the package's lumiere_jax/weights); returns its folder."""
+    default the package's lumiere_jax/weights); returns its folder. checkout: the git checkout whose commit trained
+    the run; command_wall_s: the training command's own wall time, timed by the caller (dataset build, compiles
+    and periodic samples included), where it was measured."""
     if not command or not command.strip():
         raise ValueError("--command is empty: give the exact command line that trained the run.")
     run = runs.load(workdir)
-    provenance = {"name": name, "commit": commit(), "command": command, "step": run.step,
-                  "train_wall_s": train_wall_s(workdir, run.step), "machine": machine(),
+    provenance = {"name": name, "commit": commit(checkout), "command": command, "step": run.step,
+                  "train_wall_s": train_wall_s(workdir, run.step), "command_wall_s": command_wall_s,
+                  "machine": machine(),
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "params": int(sum(a.size for a in jax.tree.leaves(run.params)))}
     return shipped.save(name, run.params, config_json=(paths.resolve(workdir) / "config.json").read_text(),
@@ -107,6 +112,8 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "The trained run to ship (its newest checkpoint).")
     flags.DEFINE_string("name", shipped.DEFAULT, "The shipped model's name: its folder in lumiere_jax/weights.")
     flags.DEFINE_string("command", None, "The exact command line that trained the run, for provenance.json.")
+    flags.DEFINE_string("checkout", REPO, "The git checkout that trained the run (its HEAD is recorded).")
+    flags.DEFINE_float("command_wall_s", None, "The training command's wall time in seconds, as timed.")
 
 
 def main(argv: list[str]) -> None:
@@ -117,7 +124,8 @@ def main(argv: list[str]) -> None:
     if not values.workdir:
         sys.exit("error: --workdir is required: the trained run to ship.")
     try:
-        where = ship(values.workdir, values.name, values.command or "")
+        where = ship(values.workdir, values.name, values.command or "", checkout=values.checkout,
+                     command_wall_s=values.command_wall_s)
     except ValueError as e:
         sys.exit(f"error: {e}")
     size = os.path.getsize(os.path.join(where, shipped.WEIGHTS))
