@@ -104,10 +104,8 @@ def test_guided_student_starts_as_the_teacher_and_learns_its_guided_prediction(d
     keys = jax.random.split(jax.random.key(3), len(leaves))
     teacher_params = jax.tree.unflatten(treedef, [a + 0.1 * jax.random.normal(k, a.shape)
                                                   for a, k in zip(leaves, keys)])
-    teacher_model = nnx.merge(teacher_graphdef, teacher_params)
     graphdef, params = init_model(config, 0)
     params = distill.init_student(params, teacher_params)
-    student = nnx.merge(graphdef, params)
 
     b, f, r = 2, config.data.num_frames, config.data.resolution
     z = jax.random.normal(jax.random.key(4), (b, f, r, r, 3))
@@ -115,28 +113,31 @@ def test_guided_student_starts_as_the_teacher_and_learns_its_guided_prediction(d
     text = jax.random.normal(jax.random.key(5), (b, config.text_max_length, config.model.text_dim))
     mask = jnp.ones((b, config.text_max_length), bool)
     null_text, null_mask = jnp.zeros((1,) + text.shape[1:]), jnp.ones((1, config.text_max_length), bool)
-    conditional = teacher_model(z, t, text, mask)
-    for w in (1.0, 2.5, 4.0):  # at init the guidance embedding adds nothing: the teacher's conditional prediction
-        np.testing.assert_allclose(student(z, t, text, mask, guidance=jnp.full((b,), w)), conditional, atol=1e-5)
     distiller = distill.Distiller(teacher_graphdef, SCHEDULE, steps=0, guidance_min=1.0, guidance_max=4.0,
                                   teacher_takes_guidance=False)
-    target = distiller.target(teacher_params, z, t, text, mask, null_text, null_mask, {}, jnp.array([1.0, 3.0]))
-    np.testing.assert_allclose(target[0], conditional[0], atol=1e-5)  # w = 1: the conditional prediction
-    unconditional = teacher_model(z, t, jnp.broadcast_to(null_text, text.shape), mask)
-    np.testing.assert_allclose(target[1], unconditional[1] + 3 * (conditional[1] - unconditional[1]), atol=1e-4)
+    # Jitted: run op by op, the STUNet's hundreds of small ops each compile on their own.
+    teacher = jax.jit(lambda text: nnx.merge(teacher_graphdef, teacher_params)(z, t, text, mask))
+    student = jax.jit(lambda p, w: nnx.merge(graphdef, p)(z, t, text, mask, guidance=w))
+    target = jax.jit(lambda w: distiller.target(teacher_params, z, t, text, mask, null_text, null_mask, {}, w))
+
+    conditional, unconditional = teacher(text), teacher(jnp.broadcast_to(null_text, text.shape))
+    for w in (1.0, 2.5, 4.0):  # at init the guidance embedding adds nothing: the teacher's conditional prediction
+        np.testing.assert_allclose(student(params, jnp.full((b,), w)), conditional, atol=1e-5)
+    guided = target(jnp.array([1.0, 3.0]))
+    np.testing.assert_allclose(guided[0], conditional[0], atol=1e-5)  # w = 1: the conditional prediction
+    np.testing.assert_allclose(guided[1], unconditional[1] + 3 * (conditional[1] - unconditional[1]), atol=1e-4)
 
     # Trained on the teacher's targets for a few steps, the student's loss on a fixed draw goes down.
     w = jnp.array([2.0, 4.0])
-    fixed_target = distiller.target(teacher_params, z, t, text, mask, null_text, null_mask, {}, w)
+    fixed_target = target(w)
 
     def loss(p):
-        return float(jnp.mean(jnp.square(nnx.merge(graphdef, p)(z, t, text, mask, guidance=w) - fixed_target)))
+        return float(jnp.mean(jnp.square(student(p, w) - fixed_target)))
 
     tx = make_optimizer(config)
     step = jax.jit(train.make_train_step(graphdef, tx, SCHEDULE, config, distiller=distiller))
     state = init_state(params, tx)
-    video = jnp.clip(z, -1, 1)
-    batch = {"video": video, "text": text, "text_mask": mask}
+    batch = {"video": jnp.clip(z, -1, 1), "text": text, "text_mask": mask}
     before = loss(state.params)
     for _ in range(8):
         state, _ = step(state, batch, null_text, null_mask, teacher_params)
