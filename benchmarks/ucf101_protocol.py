@@ -119,13 +119,14 @@ def random_i3d_weights(path: str, seed: int = 0, num_classes: int = 400) -> None
 
 
 def train_overrides(root: str, steps: int) -> dict[str, object]:
-    """The run's keys over configs/t2v.py (tiny): the training half as captioned videos, one noise phase, a warmup
-    of a fifth of the steps (at most tiny's 200) and the cosine decay ending at the last step."""
+    """The run's keys over configs/t2v.py (tiny): the training half as captioned videos (all of it trains: the
+    evaluation folder is the held-out footage), one noise phase, a warmup of a fifth of the steps (at most tiny's
+    200) and the cosine decay ending at the last step."""
     return {"data.dataset": "videos", "data.videos": os.path.join(root, "train"),
-            "data.data_dir": os.path.join(root, "data"), "data.clip_stride": 0.25, "total_steps": steps,
-            "optim.warmup_steps": min(200, steps // 5), "optim.decay_start": 0, "optim.decay_steps": steps,
-            "diffusion.high_noise_fraction": 0.0,
-            "diffusion.high_noise_until": 0, "sample_every": 0, "checkpoint_every": steps, "log_every": 50}
+            "data.data_dir": os.path.join(root, "data"), "data.clip_stride": 0.25, "data.test_fraction": 0.0,
+            "total_steps": steps, "optim.warmup_steps": min(200, steps // 5), "optim.decay_start": 0,
+            "optim.decay_steps": steps, "diffusion.high_noise_fraction": 0.0, "diffusion.high_noise_until": 0,
+            "sample_every": 0, "checkpoint_every": steps, "log_every": 50}
 
 
 def eval_overrides(root: str, args: argparse.Namespace) -> dict[str, object]:
