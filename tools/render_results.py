@@ -145,18 +145,72 @@ def t_eval() -> str:
         sources(["eval_cpu.json"])])
 
 
-def t_eval_motion() -> str:
-    """The two rows that the training guide leads with."""
-    rows = []
-    for r in eval_rows(["default", "motion_g2"]):
-        a = r["accuracy_pct"]
-        rows.append([r["model"], num(r["steps"]), f"{r['guidance']:g}", ipct(a["color"]), ipct(a["shape"]),
-                     ipct(a["motion"]), ipct(a["all"]), r.get("train_wall", "-")])
+# The default run: the README's first command, its shipped weights and the guidance that samples them.
+
+SHIPPED = os.path.join(ROOT, "lumiere_jax", "weights", "t2v_tiny")
+
+
+def shipped_json(name: str) -> dict:
+    with open(os.path.join(SHIPPED, name)) as f:
+        return json.load(f)
+
+
+def guidance_grids() -> list[tuple[str, dict]]:
+    """(file, contents) of benchmarks/guidance_grid.py's results, one per evaluated run."""
+    return [(name, load(name)) for name in files("guidance_*.json")]
+
+
+def accuracy_cells(a: dict) -> list[str]:
+    return [pct(a["color"]), pct(a["shape"]), pct(a["motion"]), pct(a["all"])]
+
+
+def t_default_run() -> str:
+    """The README's first command: wall time, steps, and the evaluator at the config's default sampling settings."""
+    provenance, evaluation = shipped_json("provenance.json"), shipped_json("eval.json")
+    rows = [["canonical (the training captions' wording)", *accuracy_cells(evaluation["accuracy"])]]
+    defaults = (evaluation["guidance"], evaluation["thresholding"], evaluation.get("guidance_rescale", 0.0))
+    names = []
+    for name, grid in guidance_grids():
+        if grid["step"] != provenance["step"] or grid["run"] != "t2v_tiny":
+            continue
+        for cell in grid["cells"]:
+            if cell["prompts"] == "paraphrase" and (cell["guidance"], cell["thresholding"], cell["rescale"]) == defaults:
+                rows.append(["paraphrase set (words no training caption uses)", *accuracy_cells(cell["accuracy"])])
+                names.append(name)
+    wall = provenance.get("command_wall_s")
     return "\n\n".join([
-        table(["model", "steps", "guidance", "colour", "shape", "motion", "all three", "training time"], rows,
-              "lrrrrrrl"),
-        f"`--mode=eval`, 60 prompts, DDIM 25 steps; {machine(load('eval_cpu.json')['machine'])}. "
-        + sources(["eval_cpu.json"])])
+        f"`{provenance['command']}` on a fresh venv: {provenance['step']:,} steps, "
+        + (f"{wall / 60:.1f} minutes from the command's start to its end (dataset build, text cache, compile and "
+           f"periodic samples included), " if wall else "")
+        + f"{provenance['train_wall_s'] / 60:.1f} of them in the training loop. `--mode=eval` at the config's "
+        f"defaults: {evaluation['num_clips']} prompts, DDIM {evaluation['steps']} steps, guidance "
+        f"{evaluation['guidance']:g}, {evaluation['thresholding']} thresholding, EMA weights. {machine(provenance['machine'])}.",
+        table(["prompts", "colour", "shape", "motion", "all three"], rows, "lrrrr"),
+        "Source: `lumiere_jax/weights/t2v_tiny/provenance.json`, `lumiere_jax/weights/t2v_tiny/eval.json`"
+        + "".join(f", `benchmarks/results/{n}`" for n in names) + "."])
+
+
+def rule_name(cell: dict) -> str:
+    rule = {"static": "clip", "dynamic": "dynamic thresholding", "pixel": "per-pixel thresholding",
+            "none": "no thresholding"}[cell["thresholding"]]
+    return rule + (f", rescale {cell['rescale']:g}" if cell["rescale"] else "")
+
+
+def t_guidance() -> str:
+    """Every guidance cell measured: which scale and rule the default takes."""
+    blocks, names = [], []
+    for name, grid in guidance_grids():
+        cells = sorted(grid["cells"], key=lambda c: (c["prompts"] != "template", c["thresholding"] != "static",
+                                                      c["thresholding"], c["rescale"], c["guidance"]))
+        rows = [[cell["prompts"], f"{cell['guidance']:g}", rule_name(cell), *accuracy_cells(cell["accuracy"])]
+                for cell in cells]
+        blocks.append(f"Run `{grid['run']}` (seed {grid.get('train_seed', 0)}), step {grid['step']:,}: "
+                      f"{grid['num_clips']} prompts, DDIM {grid['steps']} steps, EMA weights; "
+                      f"{machine(grid['machine'])}.\n\n"
+                      + table(["prompts", "guidance", "rule", "colour", "shape", "motion", "all three"], rows,
+                              "lrlrrrr"))
+        names.append(name)
+    return "\n\n".join(blocks + [sources(names)])
 
 
 def t_inflation() -> str:
@@ -728,12 +782,10 @@ def t_style_default() -> str:
 # The README's headline.
 
 def t_headline() -> str:
-    ev = {r["id"]: r for r in eval_rows(["default", "motion_g2"])}
-    em = machine(load("eval_cpu.json")["machine"])
+    provenance, evaluation = shipped_json("provenance.json"), shipped_json("eval.json")
 
-    def acc(r):
-        a = r["accuracy_pct"]
-        return f"colour {a['color']}%, shape {a['shape']}%, motion {a['motion']}%, all three {a['all']}%"
+    def acc(a):
+        return f"colour {pct(a['color'])}, shape {pct(a['shape'])}, motion {pct(a['motion'])}, all three {pct(a['all'])}"
 
     story = load("ssr_story_cpu_32seeds_story4000_whole.json")
     windows = load("ssr_story_cpu_32seeds_base_windows.json")
@@ -748,10 +800,9 @@ def t_headline() -> str:
     diffusers = sorted(speedup(d, "diffusers") for d in hp)
     sm = next(r for r in load("sample_cpu.json")["results"] if r["guidance"] == 3.0)
     rows = [
-        ["default CPU run (`configs/t2v.py`, tiny, 1,500 steps), `--mode=eval`, guidance 3",
-         acc(ev["default"]), em],
-        ["motion recipe (7,000 steps; see the training guide), guidance 2",
-         acc(ev["motion_g2"]), em],
+        [f"default CPU run (`configs/t2v.py`, tiny, {provenance['step']:,} steps, "
+         f"{provenance['command_wall_s'] / 60:.0f} min), shipped; `--mode=eval`, guidance {evaluation['guidance']:g}",
+         acc(evaluation["accuracy"]), machine(provenance["machine"])],
         ["a 4-span story on the whole clip, story-trained model, 32 seeds",
          f"prompted motion in {mean(story['accuracy']['motion']):.2f} of spans (windows on the motion run: "
          f"{mean(windows['accuracy']['motion']):.2f}), {mean(story['jumps']):.2f} jumps per clip "
@@ -774,7 +825,8 @@ def t_headline() -> str:
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "headline": ("Headline figures", t_headline),
     "eval": ("Evaluation of the trained models", t_eval),
-    "eval-motion": ("The default run and the motion recipe", t_eval_motion),
+    "default-run": ("The default run", t_default_run),
+    "guidance": ("Guidance scales and rules on the default run", t_guidance),
     "inflation": ("Inflation: T2I first, then the video model", t_inflation),
     "frechet": ("Frechet distance in the feature-net space", t_frechet),
     "story": ("Story mode", t_story),
@@ -802,7 +854,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "mesh-memory-lumiere": ("The paper-scale train step on meshes", t_mesh_memory_lumiere),
 }
 # results.md: every table but the ones that only re-cut another (their figures are in the full table).
-IN_RESULTS = [k for k in TABLES if k not in ("eval-motion", "style-default", "story-32", "window-layouts",
+IN_RESULTS = [k for k in TABLES if k not in ("style-default", "story-32", "window-layouts",
                                             "long-video-whole")]
 
 
