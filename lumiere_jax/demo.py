@@ -53,13 +53,18 @@ from lumiere_jax.commands import UsageError  # noqa: E402
 
 log = logging.getLogger("lumiere_jax")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The text-to-video run the page samples (configs/t2v.py), which also "
-                               "edits videos; default: the model that ships with the package, where one ships.")
-_I2V_WORKDIR = flags.DEFINE_string("i2v_workdir", None, "A conditional run (configs/conditional.py) for the "
-                                   "image-to-video tab; without it that tab says how to start one.")
-_HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to serve on; the default serves this machine only.")
-_PORT = flags.DEFINE_integer("port", 7860, "Port to serve on.")
-_VERBOSE = flags.DEFINE_bool("verbose", False, "Show libraries' INFO logs (orbax, jax).")
+
+
+def define_flags() -> None:
+    """The page's flags, defined only when it runs as a program: the tests import this module into processes where
+    lumiere_jax.main has defined a --workdir of its own."""
+    flags.DEFINE_string("workdir", None, "The text-to-video run the page samples (configs/t2v.py), which also edits "
+                        "videos; default: the model that ships with the package, where one ships.")
+    flags.DEFINE_string("i2v_workdir", None, "A conditional run (configs/conditional.py) for the image-to-video "
+                        "tab; without it that tab says how to start one.")
+    flags.DEFINE_string("host", "127.0.0.1", "Address to serve on; the default serves this machine only.")
+    flags.DEFINE_integer("port", 7860, "Port to serve on.")
+    flags.DEFINE_bool("verbose", False, "Show libraries' INFO logs (orbax, jax).")
 
 VIEW_SIDE = 256  # the player's clip is upscaled (nearest) to at least this many pixels a side, so pixels stay sharp
 MAX_UPLOAD = "50mb"  # an upload is one still or one short clip; inputs.py reads only the frames it needs
@@ -89,6 +94,7 @@ class ReportingModel(nnx.Module):
 
     def __init__(self, model: nnx.Module, reporter: StepReporter):
         self.model, self.reporter = model, reporter
+        self.cfg = model.cfg  # what the sampler reads of the model (a distilled one takes the guidance weight)
 
     def __call__(self, z: jax.Array, t: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
         jax.debug.callback(self.reporter, t)
@@ -401,25 +407,26 @@ def build_page(demo: Demo) -> gr.Blocks:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {list(argv[1:])}: flags are written --name=value.")
-    console.setup_logging(_VERBOSE.value)
+    values = flags.FLAGS
+    console.setup_logging(values.verbose)
     # SIGTERM stops the server as Ctrl-C does (Gradio closes it on KeyboardInterrupt), so the clips go with it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     reporter = StepReporter()
-    t2v = load_model(_WORKDIR.value, "--workdir", reporter)
+    t2v = load_model(values.workdir, "--workdir", reporter)
     i2v = None
-    if _I2V_WORKDIR.value:
-        i2v = load_model(_I2V_WORKDIR.value, "--i2v_workdir", reporter, conditional=True, share_encoder=t2v)
+    if values.i2v_workdir:
+        i2v = load_model(values.i2v_workdir, "--i2v_workdir", reporter, conditional=True, share_encoder=t2v)
     with tempfile.TemporaryDirectory(prefix="lumiere_demo_") as out_dir:
         page = build_page(Demo(t2v, i2v, reporter, out_dir))
         try:
             page.queue(default_concurrency_limit=1).launch(
-                server_name=_HOST.value, server_port=_PORT.value, share=False, ssr_mode=False, mcp_server=False,
+                server_name=values.host, server_port=values.port, share=False, ssr_mode=False, mcp_server=False,
                 max_file_size=MAX_UPLOAD, quiet=True, prevent_thread_lock=True)
         except OSError:
-            raise UsageError(f"--port={_PORT.value}: cannot serve on {_HOST.value}:{_PORT.value}, which another "
-                             f"server may hold; give a free one, e.g. --port={_PORT.value + 1}.") from None
-        log.info("Serving %s on http://%s:%d (Ctrl-C stops).", t2v.workdir or shipped.DEFAULT, _HOST.value,
-                 _PORT.value)
+            raise UsageError(f"--port={values.port}: cannot serve on {values.host}:{values.port}, which another "
+                             f"server may hold; give a free one, e.g. --port={values.port + 1}.") from None
+        log.info("Serving %s on http://%s:%d (Ctrl-C stops).", t2v.workdir or shipped.DEFAULT, values.host,
+                 values.port)
         page.block_thread()
 
 
@@ -433,4 +440,5 @@ def run() -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     run()

@@ -72,7 +72,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     o = config.optim
     lr = learning_rate_schedule(config)
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                     optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decayed))
+                     optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                                 mask=decayed if o.weight_decay else None))
     trainable = resolve_trainable(config)
     if trainable == "all":
         return tx
@@ -84,7 +85,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def decayed(params: Any) -> Any:
     """Weight decay's mask: every parameter but the frozen text statistics (STUNet.text_norm), which get no
-    gradient and must not shrink."""
+    gradient and must not shrink. Used only with weight decay on, so the optimizer state of runs without it keeps
+    the structure earlier checkpoints were saved with."""
     return jax.tree_util.tree_map_with_path(
         lambda path, _: "text_norm" not in [getattr(k, "key", k) for k in path], params)
 

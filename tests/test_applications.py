@@ -350,7 +350,8 @@ def test_video_style_tune_learns_through_the_frozen_temporal_path(trained_workdi
     config.style.layers = "^up/"
     only_up = style_tune.style_tune(config, t2v.params, t2v.encoder, image, "a red circle, striped",
                                       str(tmp_path / "up.safetensors"))
-    assert all(np.abs(only_up[k] - base[k]).max() < 1e-6 for k in base if not k.startswith("up/"))
+    # (relative: the EMA's float32 arithmetic moves a large frozen value, text_norm's scale, by a rounding)
+    assert all(np.allclose(only_up[k], base[k], rtol=1e-6, atol=1e-6) for k in base if not k.startswith("up/"))
     assert any(np.abs(only_up[k] - base[k]).max() > 1e-5 for k in base if k.startswith("up/"))
     for pattern, match in (("^nothing/", "matches none of the spatial weights"), ("up/(", "not a regular expr")):
         config.style.layers = pattern

@@ -143,12 +143,12 @@ def test_the_page_in_a_browser(server, trained_workdir, tmp_path):
                                          timeout=REQUEST_S * 1000)
             video = page.locator("#t2v_video video")
             page.wait_for_function("v => v.readyState >= 2 && v.currentTime > 0", arg=video.element_handle(),
-                                   timeout=30_000)
+                                   timeout=60_000)
             fps = config_lib.run_config(trained_workdir).sample.fps
             assert video.evaluate("v => v.duration") == pytest.approx(frames / fps, abs=0.05)
             assert served_frames(page, video.get_attribute("src"), tmp_path / "view.mp4") == frames
             downloads = page.locator("#t2v_files a[download]")
-            expect(downloads).to_have_count(2)
+            expect(downloads).to_have_count(2, timeout=60_000)
             names = {os.path.basename(a.get_attribute("href")) for a in downloads.all()}
             assert names == {"clip.mp4", "clip.gif"}
 
@@ -164,7 +164,7 @@ def test_the_page_in_a_browser(server, trained_workdir, tmp_path):
 
             # A bad request is one line in the page; the server goes on serving the next.
             generate(page, "0", "5")
-            expect(page.get_by_text("Frames 0 must be a positive number of frames")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Frames 0 must be a positive number of frames")).to_be_visible(timeout=60_000)
             generate(page, str(frames), "6")
             expect(status).to_have_value(re.compile(r"seed 6\.$"), timeout=REQUEST_S * 1000)
 
@@ -173,12 +173,12 @@ def test_the_page_in_a_browser(server, trained_workdir, tmp_path):
             still = tmp_path / "still.png"
             video_io.write_video(str(still), np.zeros((1, 16, 16, 3), np.uint8), 8)
             page.locator("#edit_video input[type=file]").set_input_files(str(still))
-            expect(page.get_by_text(re.compile(r"Invalid file type: still\.png"))).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(re.compile(r"Invalid file type: still\.png"))).to_be_visible(timeout=60_000)
             corrupt = tmp_path / "corrupt.mp4"
             corrupt.write_bytes(b"\x00not a video" * 200)
             page.locator("#edit_video input[type=file]").set_input_files(str(corrupt))
-            expect(page.locator("#edit_video").get_by_text("corrupt.mp4")).to_be_visible(timeout=30_000)
+            expect(page.locator("#edit_video").get_by_text("corrupt.mp4")).to_be_visible(timeout=60_000)
             page.locator("#edit_generate").click()
-            expect(page.get_by_text("Video corrupt.mp4 cannot be decoded")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Video corrupt.mp4 cannot be decoded")).to_be_visible(timeout=60_000)
         finally:
             browser.close()
