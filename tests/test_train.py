@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import smoke_config
 from lumiere_jax import checkpointing, sampling, train
@@ -281,3 +282,26 @@ def test_high_noise_share_switches_phase_at_the_configured_step():
     # Traced and static fractions draw the same times (a resumed run repeats its batches' times exactly).
     traced = jax.jit(lambda f: train.draw_times(key, 8, f, 0.9))(jnp.float32(0.5))
     np.testing.assert_array_equal(np.asarray(traced), np.asarray(train.draw_times(key, 8, 0.5, 0.9)))
+
+
+def test_text_statistics_standardize_the_training_tokens_and_stay_frozen():
+    from lumiere_jax.config_lib import model_config
+    from lumiere_jax.state import build_model, set_text_statistics
+    from lumiere_jax.text.cache import token_statistics
+    rng = np.random.default_rng(0)
+    features = rng.normal(3.0, [0.5] * 8 + [4.0] * 8, (40, 6, 16)).astype(np.float32)
+    masks = np.arange(6)[None, :] < rng.integers(1, 7, (40, 1))
+    mean, std = token_statistics(features, masks, chunk=7)  # chunks that do not divide the rows
+    np.testing.assert_allclose(mean, features[masks].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, features[masks].std(0), rtol=1e-4)
+    config = smoke_config("unused")
+    config.model.text_dim = 16
+    graphdef, params = build_model(model_config(config), 0)
+    params = set_text_statistics(graphdef, params, mean, std)
+    model = nnx.merge(graphdef, params)
+    normed = np.asarray(model.text_norm(jnp.asarray(features), jnp.asarray(masks)))
+    np.testing.assert_allclose(normed[masks].mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(normed[masks].std(0), 1.0, atol=1e-2)
+    assert np.all(normed[~masks] == 0)  # padding stays zero
+    grads = jax.grad(lambda m: jnp.sum(m.text_norm(jnp.asarray(features), jnp.asarray(masks)) ** 2))(model)
+    assert float(jnp.abs(grads.text_norm.shift.value).max()) == 0.0  # frozen: no gradient reaches them
