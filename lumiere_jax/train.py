@@ -289,7 +289,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
             mean, std = text_cache.token_statistics(cache.features, cache.masks)
             params = set_text_statistics(graphdef, params, mean, std)
             log.info("Text features standardized by the token statistics of %d captions (model.text_norm).",
-                     min(len(cache.features), 8192))
+                     min(len(cache.features), text_cache.STATISTICS_CAPTIONS))
         if teacher is not None:
             params = distill.init_student(params, teacher.params)
         elif config.init_from:

@@ -36,9 +36,10 @@ def moving_colours(num_frames: int, height: int, width: int, phase: float) -> np
     return np.stack([red, green, blue], -1).astype(np.uint8)
 
 
-def smoke_config(data_dir: str, **overrides):
-    """configs/t2v.py:size=smoke with its data under data_dir and `a.b=value` style overrides."""
-    c = t2v.get_config("size=smoke")
+def smoke_config(data_dir: str, config_file=t2v, **overrides):
+    """`config_file` (a configs/ module, default configs/t2v.py) at size=smoke with its data under data_dir and
+    `a__b=value` style overrides."""
+    c = config_file.get_config("size=smoke")
     c.data.data_dir = data_dir
     for key, value in overrides.items():
         node = c

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import smoke_config
 from configs import distill as distill_config
 from configs import ssr as ssr_config
 from lumiere_jax import commands, config_lib, distill, runs, sampling, shipped, ssr, train
@@ -82,20 +83,8 @@ def test_grid_times_cover_every_step_of_the_sampler():
     assert bool(jnp.all(grid >= t))
 
 
-def _smoke_distill_config(data_dir: str, **overrides):
-    c = distill_config.get_config("size=smoke")
-    c.data.data_dir = data_dir
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split("__")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
-
-
 def test_guided_student_starts_as_the_teacher_and_learns_its_guided_prediction(data_dir):
-    config = _smoke_distill_config(data_dir, optim__learning_rate=1e-3, optim__warmup_steps=0)
+    config = smoke_config(data_dir, distill_config, optim__learning_rate=1e-3, optim__warmup_steps=0)
     # A teacher whose prediction depends on the caption and the time: the smoke STUNet with every weight moved at
     # random (a fresh one ignores both: its conditioning and output layers start at zero).
     teacher_cfg = dataclasses.replace(config_lib.model_config(config), guidance_embedding=False)
@@ -154,7 +143,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def guided_run(tmp_path_factory, data_dir, trained_workdir) -> str:
     """The guidance-conditioned student of the smoke run, trained 2 steps."""
     workdir = str(tmp_path_factory.mktemp("distill_guided"))
-    train.train_and_evaluate(_smoke_distill_config(data_dir, init_from=trained_workdir, total_steps=2), workdir)
+    train.train_and_evaluate(smoke_config(data_dir, distill_config, init_from=trained_workdir, total_steps=2), workdir)
     return workdir
 
 

@@ -538,7 +538,12 @@ class TextEmbeddingCache:
         _save(os.path.join(folder, "rows.npy"), order.astype(np.int64))
 
 
-def token_statistics(features: Any, masks: Any, max_captions: int = 8192,
+# Captions the token statistics are taken from (evenly spaced over a larger cache): enough for a stable mean and
+# spread per dimension, a bounded read however many captions a source holds.
+STATISTICS_CAPTIONS = 8192
+
+
+def token_statistics(features: Any, masks: Any, max_captions: int = STATISTICS_CAPTIONS,
                      chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and standard deviation [D] of the real (unmasked) tokens of up to `max_captions`
     caption rows, evenly spaced over `features` [S, L, D] / `masks` [S, L] (a cache's rows, read in chunks so
