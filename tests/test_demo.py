@@ -177,7 +177,7 @@ def test_the_page_in_a_browser(server, trained_workdir, tmp_path):
             corrupt = tmp_path / "corrupt.mp4"
             corrupt.write_bytes(b"\x00not a video" * 200)
             page.locator("#edit_video input[type=file]").set_input_files(str(corrupt))
-            expect(page.locator("#edit_video").get_by_text("corrupt.mp4")).to_be_visible(timeout=60_000)
+            expect(page.locator("#edit_video").get_by_role("cell", name="corrupt.mp4")).to_be_visible(timeout=60_000)
             page.locator("#edit_generate").click()
             expect(page.get_by_text("Video corrupt.mp4 cannot be decoded")).to_be_visible(timeout=60_000)
         finally:
