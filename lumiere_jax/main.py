@@ -24,7 +24,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lumiere_jax import host_memory
+from lumiere_jax import host_memory, supervise
 
 if __name__ == "__main__":
     # glibc reads its tunables only when a process starts: re-execute (once) before jax and the library load.
@@ -33,6 +33,9 @@ if __name__ == "__main__":
     # the environment, which jax reads at import: $JAX_COMPILATION_CACHE_DIR wins when set.
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/lumiere_jax/xla"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+    # A --distributed process runs as the child of a parent that turns a lost coordinator, which jax's runtime ends
+    # from C++, into one line (lumiere_jax/supervise.py); the parent exits here with the child's code.
+    supervise.maybe_supervise(sys.argv)
 
 import jax  # noqa: E402  (after the re-execution above)
 
@@ -214,6 +217,8 @@ def run() -> None:
     try:
         app.run(main, flags_parser=_parse_flags)
     except (UsageError, FileNotFoundError, ValueError) as e:
+        if peers.runtime_failure(e):  # jax raises some failed collectives as ValueError: was a process lost?
+            peers.wait_for_verdict()
         if _DEBUG.present and _DEBUG.value:
             raise
         _exit_with(_one_line(e))

@@ -14,7 +14,9 @@ JAX's own runtime also watches: its coordination service ends every process from
 SIGABRT) once a process has missed heartbeats for `heartbeat_timeout_seconds`. That timeout is set to twice
 peer_timeout_s, so the watchdog's line comes first. When the coordinator (process 0) itself dies, the runtime ends
 the others as soon as their connection to it breaks, with its own message ("the leader task was preempted/died");
-no Python code runs in between, so that case has no line of ours.
+no Python code runs in between, so the watchdog cannot speak: the parent process that `python -m lumiere_jax.main
+--distributed` runs under (lumiere_jax/supervise.py) turns that ending into the line "error: lost the coordinator
+...", with the same exit code.
 
 The key-value store is reached through `jax._src.distributed.global_state.client`, the client that
 `jax.distributed.initialize` connects (as `jax.experimental.multihost_utils` and orbax do); JAX has no public
@@ -26,6 +28,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -34,7 +37,8 @@ from typing import Any, Callable, Protocol
 import jax
 from jax._src import distributed as jax_distributed  # the connected client: JAX has no public accessor for it
 
-LOST_PEER_EXIT = 3  # exit code of a process ended because another one was lost
+from lumiere_jax.supervise import LOST_PEER_EXIT  # exit code of a process ended because another one was lost
+
 DEFAULT_PEER_TIMEOUT_S = 60.0  # base_config's config.distributed.peer_timeout_s
 KEY_DIR = "lumiere_jax/alive/"  # key-value store folder: one key per process, its heartbeat counter or DONE
 DONE = "done"  # a process that finished normally writes this: the others stop watching it
@@ -92,6 +96,17 @@ def wait_for_verdict() -> None:
     timeout; otherwise (or without a watchdog) this returns and the caller raises the error."""
     if _active is not None:
         _active.wait_for_verdict()
+
+
+# How an XLA runtime status reads when jax raises it as a ValueError (a jit call whose collective failed: "UNKNOWN:
+# Gloo AllGather failed: ... Connection closed by peer") rather than as a JaxRuntimeError.
+_RUNTIME_STATUS = re.compile(r"^(UNKNOWN|UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED|ABORTED|CANCELLED|DATA_LOSS): ")
+
+
+def runtime_failure(error: BaseException) -> bool:
+    """Whether `error` is XLA's runtime failing (a collective whose peer may be gone), not an input the checks
+    refused: the caller waits for the watchdog's verdict before reporting it."""
+    return isinstance(error, jax.errors.JaxRuntimeError) or bool(_RUNTIME_STATUS.match(str(error)))
 
 
 def _exit_lost(message: str) -> None:
