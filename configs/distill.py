@@ -70,6 +70,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.text_dropout = 0.0
     if c.sample_every:
         c.sample_every = steps
+    # One call a step gives the guided prediction: there is no conditional prediction apart to rescale toward.
+    c.sample.guidance_rescale = 0.0
 
     c.distill = ml_collections.ConfigDict()
     # 0: the guidance-conditioned student (Meng et al. stage one); N > 0: a round whose student samples in N steps,

@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from lumiere_jax import (config_lib, evaluate as evaluation, paths, runs, sampling, sharding, shipped, ssr, train,
-                         video_io)
+from lumiere_jax import (config_lib, distill, evaluate as evaluation, paths, runs, sampling, sharding, shipped, ssr,
+                         train, video_io)
 from lumiere_jax.applications import edit, inputs, style_tune as tuning
 
 MAX_PROMPT_CHARS = 1000
@@ -126,44 +126,68 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
 
-def shipped_name(config: ml_collections.ConfigDict | None) -> str:
-    """The shipped model that stands in for --workdir under `config` (None: the default one); one line for a config
-    that ships none."""
+def shipped_name(config: ml_collections.ConfigDict | None, steps: int | None = None) -> str:
+    """The shipped model that stands in for --workdir under `config` (None: the default one): its distilled student
+    where one ships for `steps` (shipped.STUDENTS), else the teacher; one line for a config that ships none."""
     if config is None:
         return shipped.DEFAULT
-    name = shipped.default_name(config)
+    name = shipped.default_name(config, steps)
     if name is None:
         raise UsageError(f"--workdir is required for {config.task} size={config.size}: only configs/t2v.py (size tiny) "
                          f"ships trained weights; give a trained run with --workdir=DIR.")
     return name
 
 
-def resolve_config(config: ml_collections.ConfigDict, workdir: str | None) -> ml_collections.ConfigDict:
-    """The config that samples the run in workdir (`config` itself) or, without one, the shipped model
-    (shipped.sampling_config: its model and training shape, `config`'s sampling keys). Reads JSON only."""
+def resolve_config(config: ml_collections.ConfigDict, workdir: str | None,
+                   steps: int | None = None) -> ml_collections.ConfigDict:
+    """The config that samples the run in workdir (`config` itself) or, without one, the shipped model for `steps`
+    denoising steps (shipped.sampling_config: its model and training shape, `config`'s sampling keys; a distilled
+    student's one call a step leaves no guidance to rescale, so sample.guidance_rescale is 0). Reads JSON only."""
     if workdir:
         return config
-    return shipped.sampling_config(shipped_name(config), config)
+    name = shipped_name(config, steps)
+    config = shipped.sampling_config(name, config)
+    if distill.distilled_for(shipped.folder(name)) is not None:
+        config.sample.guidance_rescale = 0.0
+    return config
 
 
-def resolve_run(config: ml_collections.ConfigDict | None, workdir: str | None, flag: str = "--workdir") -> runs.Run:
+def resolve_run(config: ml_collections.ConfigDict | None, workdir: str | None, flag: str = "--workdir",
+                steps: int | None = None) -> runs.Run:
     """The run that sampling, evaluation and the demo read: the newest checkpoint's EMA weights of the run in
-    workdir (runs.load), or without workdir the shipped model of `config` (shipped.load; config None: the default
-    one). One-line errors name the flag, or say that no model ships."""
+    workdir (runs.load), or without workdir the shipped model of `config` for `steps` (shipped.load; config None:
+    the default one). One-line errors name the flag, or say that no model ships."""
     if workdir:
         return runs.load(workdir, config, flag=flag)
-    return shipped.load(shipped_name(config), config)
+    return shipped.load(shipped_name(config, steps), config)
 
 
-def load_sampler(config: ml_collections.ConfigDict, workdir: str | None) -> tuple[sampling.TextToVideo, int]:
+def load_sampler(config: ml_collections.ConfigDict, workdir: str | None,
+                 steps: int | None = None) -> tuple[sampling.TextToVideo, int]:
     """The text-to-video sampler of `resolve_run`'s weights, and their step."""
-    run = resolve_run(config, workdir)
+    run = resolve_run(config, workdir, steps=steps)
     return sampling.TextToVideo.from_run(run), run.step
 
 
-def _weights_words(workdir: str | None, config: ml_collections.ConfigDict, step: int) -> str:
+def _weights_words(workdir: str | None, config: ml_collections.ConfigDict, step: int, steps: int) -> str:
     """How the output line names the weights: the run's checkpoint step, or the shipped model's."""
-    return f"checkpoint step {step}" if workdir else f"shipped model {shipped_name(config)}, step {step}"
+    if workdir:
+        return f"checkpoint step {step}"
+    name = shipped_name(config, steps)
+    calls = "" if distill.distilled_for(shipped.folder(name)) is None else f", distilled: {steps} calls"
+    return f"shipped model {name}, step {step}{calls}"
+
+
+def _check_distilled_eval(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """Refuses, before anything is restored, an eval.steps or eval.guidance that the distilled run in workdir (or
+    the shipped student resolve_config chose) has not learned; nothing to check for other runs."""
+    e = config.eval
+    distilled = distill.distilled_for(workdir or shipped.folder(shipped_name(config, e.steps)))
+    if distilled is not None:
+        try:
+            distill.check_request(distilled, e.steps, e.guidance, config.sample.guidance_rescale)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
 
 
 def _check_output(out: str | None, config: ml_collections.ConfigDict) -> None:
@@ -200,7 +224,7 @@ def check_sample(config: ml_collections.ConfigDict, workdir: str | None, request
         raise UsageError('--mode=sample needs a non-empty --prompt="a red circle moving left".')
     if workdir:
         check_workdir(workdir, trained=True)
-    config = resolve_config(config, workdir)
+    config = resolve_config(config, workdir, config.sample.steps)
     _check_output(request.out, config)
     s = config.sample
     config_lib.validate_sample(config)
@@ -226,7 +250,7 @@ def check_sample(config: ml_collections.ConfigDict, workdir: str | None, request
             raise UsageError(f"{which} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS} "
                              f"(the text encoder reads only the first {config.text_max_length} tokens).")
     layout = sampling.LongVideo.from_config(s)
-    story_trained = runs.trained_on_stories(workdir or shipped.folder(shipped_name(config)))
+    story_trained = runs.trained_on_stories(workdir or shipped.folder(shipped_name(config, s.steps)))
     try:
         method = sampling.long_video_method(layout.method, len(spans), frames,
                                             config_lib.model_config(config).frame_multiple, story_trained, window)
@@ -244,6 +268,10 @@ def check_sample(config: ml_collections.ConfigDict, workdir: str | None, request
         ssr_config = ssr.check_cascade(config, request.ssr_workdir, frames)  # before anything compiles
         if s.ssr_window_batch != -1:
             ssr_config.ssr.window_batch = s.ssr_window_batch
+    try:  # a distilled run (or shipped student) samples at the step count and guidance weights it learned
+        distill.check_sampling(config, workdir or shipped.folder(shipped_name(config, s.steps)), request.ssr_workdir)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return SamplePlan(frames=frames, spans=spans, layout=layout, method=method, story_trained=story_trained,
                       plan=plan, ssr_config=ssr_config, config=config)
 
@@ -258,8 +286,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str | None, request: Samp
     frames, spans, layout, method = checked.frames, checked.spans, checked.layout, checked.method
     plan, ssr_config, story_trained = checked.plan, checked.ssr_config, checked.story_trained
     prompt = spans[0][1]
-    t2v, step = load_sampler(config, workdir)
-    step = _weights_words(workdir, config, step)
+    t2v, step = load_sampler(config, workdir, s.steps)
+    step = _weights_words(workdir, config, step, s.steps)
     edit.apply_style(t2v, plan)
     kwargs = dict(seed=request.seed, steps=s.steps, guidance=s.guidance, sampler=s.sampler)
     if plan.kind != "t2v":
@@ -313,7 +341,7 @@ def check_eval(config: ml_collections.ConfigDict, workdir: str | None,
     and the folder the results go in: --out, else the workdir, else SHIPPED_EVAL_DIR."""
     if workdir:
         check_workdir(workdir, trained=True)
-    config = resolve_config(config, workdir)
+    config = resolve_config(config, workdir, config.eval.steps)
     if out is not None:
         if not out.strip():
             raise UsageError("--out is empty: give the folder for the evaluation's results, or leave it out.")
@@ -331,6 +359,7 @@ def check_eval(config: ml_collections.ConfigDict, workdir: str | None,
                          f"with --mode=sample.")
     config_lib.validate_model(config)
     config_lib.validate_eval(config)
+    _check_distilled_eval(config, workdir)
     if config.eval.protocol in config_lib.REAL_VIDEO_PROTOCOLS:
         evaluation.check_real_eval(config)  # eval.data's layout, the sizes, the I3D/C3D weights
     return config, out
@@ -340,7 +369,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None, out: str | 
     """Samples the evaluation prompts (config.eval), checks them, writes eval.json under `out` (check_eval's
     default); returns the summary."""
     config, out = check_eval(config, workdir, out)
-    t2v, step = load_sampler(config, workdir)
+    t2v, step = load_sampler(config, workdir, config.eval.steps)
     result = evaluation.run_eval(t2v, config, out, step)
     summary = {"step": step, "results": out}
     if config.eval.protocol == "shapes":

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from lumiere_jax import config_lib, paths, runs
+from lumiere_jax import config_lib, paths, runs, shipped
 from lumiere_jax.diffusion import samplers
 from lumiere_jax.diffusion.schedule import SCHEDULE_KEYS, CosineSchedule, broadcast_to, predict_x_eps
 
@@ -291,7 +291,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
                                  f"--config.{key}={before}, or distil anew in another workdir.")
         d.teacher_step = saved["teacher_step"]
     elif d.teacher_step < 0:
-        latest = runs.latest_step(teacher_dir)
+        latest = shipped.step_of(teacher_dir) if shipped.is_folder(teacher_dir) else runs.latest_step(teacher_dir)
         if latest is None:
             raise ValueError(f"init_from={teacher_dir} has no checkpoint: train it first with --mode=train "
                              f"--workdir={teacher_dir}.")
@@ -302,7 +302,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
 def load_teacher(config: ml_collections.ConfigDict) -> tuple[Distiller, runs.Run]:
     """The frozen teacher of a prepared distillation config (`prepare`): its run (EMA weights of
     distill.teacher_step, on the first device) and the Distiller that makes the train step's targets from it."""
-    teacher = runs.load(config.init_from, step=config.distill.teacher_step, flag="init_from")
+    if shipped.is_folder(config.init_from):  # shipped weights (lumiere_jax/weights/NAME): one step, its own
+        teacher = shipped.load_folder(config.init_from)
+    else:
+        teacher = runs.load(config.init_from, step=config.distill.teacher_step, flag="init_from")
     d = config.distill
     distiller = Distiller(teacher_graphdef=teacher.graphdef, schedule=teacher.schedule, steps=d.steps,
                           guidance_min=float(d.guidance_min), guidance_max=float(d.guidance_max),

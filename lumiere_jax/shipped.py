@@ -36,6 +36,10 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights"
 # The shipped model of each (config.task, config.size): what sampling and evaluation without --workdir use.
 DEFAULTS = {("t2v", "tiny"): "t2v_tiny"}
 DEFAULT = DEFAULTS[("t2v", "tiny")]
+# Distilled students of a shipped model (configs/distill.py), by the step count each samples in: sampling or
+# evaluating without --workdir at that count (config.sample.steps, config.eval.steps) uses the student, one model
+# call a step, instead of its teacher.
+STUDENTS = {"t2v_tiny": {8: "t2v_tiny_8step", 4: "t2v_tiny_4step"}}
 # A package is downloaded by every install: the weights of a shipped model stay under 10 MB.
 MAX_BYTES = 10_000_000
 WEIGHTS, CONFIG, PROVENANCE, EVAL = "ema.safetensors", "config.json", "provenance.json", "eval.json"
@@ -47,9 +51,12 @@ PARTIAL = ".partial"  # an export being written; renamed to the model's name onc
 _REEXPORT = "re-export it with python -m tools.ship_weights --workdir=RUN --name={name}"
 
 
-def default_name(config: ml_collections.ConfigDict) -> str | None:
-    """The shipped model for `config` (configs/t2v.py at size tiny: "t2v_tiny"), or None where none ships."""
-    return DEFAULTS.get((config.get("task"), config.get("size")))
+def default_name(config: ml_collections.ConfigDict, steps: int | None = None) -> str | None:
+    """The shipped model for `config` (configs/t2v.py at size tiny: "t2v_tiny"), or None where none ships; with
+    `steps`, its distilled student for that step count where one ships (STUDENTS)."""
+    name = DEFAULTS.get((config.get("task"), config.get("size")))
+    student = STUDENTS.get(name, {}).get(steps)
+    return student if student in names() else name
 
 
 def names(root: str | None = None) -> list[str]:
@@ -158,6 +165,28 @@ def read_json(name: str, file: str, root: str | None = None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"The shipped model {name}'s {file} is not a JSON object: {_REEXPORT.format(name=name)}.")
     return data
+
+
+def is_folder(path: str | None) -> bool:
+    """Whether `path` is a shipped model's folder (it holds ema.safetensors and config.json), which tools that take
+    a trained run (distillation's init_from) read as one."""
+    return bool(path) and all(os.path.isfile(os.path.join(str(path), f)) for f in (WEIGHTS, CONFIG))
+
+
+def load_folder(path: str, config: ml_collections.ConfigDict | None = None) -> runs.Run:
+    """`load` of the shipped model in folder `path` (say lumiere_jax/weights/t2v_tiny, or a copy of it elsewhere)."""
+    path = os.path.abspath(path)
+    return load(os.path.basename(path), config, root=os.path.dirname(path))
+
+
+def step_of(path: str) -> int:
+    """The training step of the shipped model in folder `path` (its provenance.json)."""
+    path = os.path.abspath(path)
+    step = read_json(os.path.basename(path), PROVENANCE, os.path.dirname(path)).get("step")
+    if not isinstance(step, int):
+        raise ValueError(f"The shipped model in {path} has no integer step in its {PROVENANCE}: "
+                         f"{_REEXPORT.format(name=os.path.basename(path))}.")
+    return step
 
 
 def load(name: str = DEFAULT, config: ml_collections.ConfigDict | None = None, *,

@@ -232,6 +232,59 @@ def test_a_distilled_run_restores_and_exports_as_stunet_weights_plus_the_guidanc
     assert distill.distilled_for(loaded.workdir).steps == 2  # a shipped student keeps to its step count
 
 
+def _ship(workdir: str, name: str, root: str) -> str:
+    """Exports the run in workdir as shipped model `name` under root (as tools/ship_weights.py does)."""
+    run = runs.load(workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        config_json = f.read()
+    provenance = {k: "test" for k in shipped.PROVENANCE_FIELDS} | {"step": run.step}
+    return shipped.save(name, run.params, config_json=config_json, provenance=provenance, eval_json=None, root=root)
+
+
+def test_a_shipped_student_stands_in_at_its_step_count(round_run, trained_workdir, data_dir, tmp_path, monkeypatch):
+    root = str(tmp_path / "weights")
+    _ship(trained_workdir, "teacher", root)
+    _ship(round_run, "student_2", root)
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", root)
+    monkeypatch.setattr(shipped, "DEFAULTS", {("t2v", "smoke"): "teacher"})
+    monkeypatch.setattr(shipped, "STUDENTS", {"teacher": {2: "student_2"}})
+    config = smoke_config(data_dir)
+    config.sample.guidance_rescale = 0.7  # the teacher's default: a student makes one call a step, so it is 0
+    config.sample.steps = 2
+    out = str(tmp_path / "clip.gif")
+    line = commands.check("sample", config, None, commands.SampleInputs(prompt=PROMPT, out=out))()
+    assert "shipped model student_2" in line and "distilled: 2 calls" in line, line
+    config.sample.steps = 3  # no student samples in 3: the teacher does, two calls a step
+    line = commands.check("sample", config, None, commands.SampleInputs(prompt=PROMPT, out=out))()
+    assert "shipped model teacher," in line and "distilled" not in line, line
+    # A student's guidance range is checked before anything is restored.
+    config.sample.steps, config.sample.guidance = 2, 9.0
+    with pytest.raises(commands.UsageError, match=r"guidance 9 is outside \[1, 4\]"):
+        commands.check("sample", config, None, commands.SampleInputs(prompt=PROMPT, out=out))
+    sampling.generate.clear_cache()
+
+
+def test_eval_of_a_distilled_run_at_another_step_count_is_refused_before_restoring(round_run, monkeypatch):
+    config = distill_config.get_config("size=smoke")
+    config.eval.steps = 3
+    monkeypatch.setattr(runs, "load", lambda *a, **k: pytest.fail("restored before the check"))
+    with pytest.raises(commands.UsageError, match=r"distilled to sample in 2: .*--config.eval.steps=2"):
+        commands.check("eval", config, round_run)
+
+
+def test_a_shipped_model_is_a_teacher(trained_workdir, data_dir, tmp_path):
+    """configs/distill.py takes a shipped model's folder (lumiere_jax/weights/t2v_tiny) as init_from: the teacher
+    is its weights, at the step its provenance names."""
+    folder = _ship(trained_workdir, "teacher", str(tmp_path / "weights"))
+    config = smoke_config(data_dir, distill_config, init_from=folder, total_steps=2)
+    distill.prepare(config, str(tmp_path / "student"))
+    run = runs.load(trained_workdir)
+    assert config.distill.teacher_step == run.step
+    _, teacher = distill.load_teacher(config)
+    for name, array in shipped.flatten(run.params).items():
+        np.testing.assert_array_equal(shipped.flatten(teacher.params)[name], array)
+
+
 def test_the_ssr_distils_the_same_way(tmp_path_factory, data_dir, monkeypatch):
     teacher = str(tmp_path_factory.mktemp("ssr_teacher"))
     config = ssr_config.get_config("size=smoke")
