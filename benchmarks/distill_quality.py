@@ -1,12 +1,13 @@
 r"""Distilled students against their teacher: the evaluator's accuracies, model calls and wall time per clip.
 
-  python benchmarks/distill_quality.py --teacher=runs/t2v_tiny --students=runs/distill_8,runs/distill_4 \
-      --gif=docs/distill_tiny.gif
+  python benchmarks/distill_quality.py --teacher=lumiere_jax/weights/t2v_tiny \
+      --students=runs/distill_8,runs/distill_4 --gif=docs/distill_tiny.gif
 
-The teacher samples the evaluation prompts (lumiere_jax/evaluate.py: its config's eval.num_clips colour x motion
-prompts and seed) at its own eval.steps and eval.guidance, two model calls a step (classifier-free guidance); each
+The teacher (a run, or a shipped model's folder) samples the evaluation prompts (lumiere_jax/evaluate.py: the
+eval.num_clips colour x motion prompts and seed of configs/t2v.py at the teacher's size) at that config's
+eval.steps, eval.guidance, thresholding and guidance rescale, two model calls a step (classifier-free guidance); each
 student (configs/distill.py) at the step count it was distilled for (a guidance-conditioned student, which takes any,
-at the teacher's) and the teacher's guidance weight, one call a step. Every model samples both prompt sets, the
+at the teacher's) and the teacher's guidance weight, one call a step, without rescale. Every model samples both prompt sets, the
 training captions' wording (eval.prompts='template') and paraphrases ('paraphrase'), from the same seeds, and the
 program checker scores each clip. Per model and prompt set: accuracies, model calls per clip, and wall seconds per
 clip after one batch that compiles the sampler (timed apart). Writes benchmarks/results/distill_<platform>.json (or
@@ -28,7 +29,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_common as bc  # noqa: E402
-from lumiere_jax import distill, evaluate, host_memory, runs, sampling, video_io  # noqa: E402
+from configs import t2v as t2v_config  # noqa: E402
+from lumiere_jax import distill, evaluate, host_memory, runs, sampling, shipped, video_io  # noqa: E402
 from lumiere_jax.eval import paraphrases  # noqa: E402
 from lumiere_jax.text.encoders import load_text_encoder  # noqa: E402
 
@@ -64,8 +66,11 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
         if distilled is None:
             raise ValueError(f"--students: {workdir} is not a distilled run (configs/distill.py): give the workdirs "
                              f"of distillation rounds.")
-    teacher = runs.load(teacher_dir, flag="--teacher")
-    config = teacher.config
+    teacher = (shipped.load_folder(teacher_dir) if shipped.is_folder(teacher_dir)
+               else runs.load(teacher_dir, flag="--teacher"))
+    # How every model samples: the config file's defaults at the teacher's size (what --mode=eval of that config
+    # does), not the sampling keys stored when the teacher trained.
+    config = runs.with_run_model(t2v_config.get_config(f"size={teacher.config.size}"), teacher.workdir)
     e = config.eval
     num_clips = num_clips or e.num_clips
     batch_size = min(e.batch_size, num_clips)
@@ -77,6 +82,9 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
     for run_, steps, calls_per_step in models:
         print(f"{run_.workdir} (step {run_.step}): {steps} steps at guidance {e.guidance:g}", flush=True)
         t2v = sampling.TextToVideo.from_run(run_, encoder)
+        t2v.thresholding = config.sample.thresholding
+        # A student's one call a step leaves no conditional prediction apart to rescale toward.
+        t2v.guidance_rescale = config.sample.guidance_rescale if run_ is teacher else 0.0
         results, template = measure(t2v, config, steps, e.guidance, num_clips, batch_size)
         calls = steps * calls_per_step
         payload.append({"workdir": run_.workdir, "checkpoint_step": run_.step, "steps": steps,

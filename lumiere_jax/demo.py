@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from lumiere_jax import commands, config_lib, console, sampling, shipped, video_io  # noqa: E402
+from lumiere_jax import commands, config_lib, console, distill, sampling, shipped, video_io  # noqa: E402
 from lumiere_jax.applications import edit, inputs  # noqa: E402
 from lumiere_jax.commands import UsageError  # noqa: E402
 
@@ -106,23 +106,47 @@ class Model:
     """A run loaded once for the page: its config, its sampler (weights, text encoder, step reporting), its
     checkpoint step, and the shapes whose sampler is compiled (`generate`'s cache keeps the programs)."""
 
-    workdir: str | None  # None: the shipped model
+    workdir: str | None  # None: a shipped model
     config: ml_collections.ConfigDict
     sampler: sampling.TextToVideo
     step: int
     compiled: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
+    name: str = shipped.DEFAULT  # the shipped model's name, without workdir
+
+    @property
+    def distilled(self) -> distill.Distilled | None:
+        """What the model was distilled for (configs/distill.py), or None."""
+        return distill.distilled_for(self.workdir or shipped.folder(self.name))
+
+    def weights(self, quote: str = "`") -> str:
+        """The weights in words: the run (in `quote`s) and its checkpoint step, or the shipped model."""
+        distilled = self.distilled
+        calls = f", distilled to {distilled.steps} steps of one call" if distilled and distilled.steps else ""
+        return (f"{quote}{self.workdir}{quote} (checkpoint step {self.step}{calls})" if self.workdir else
+                f"the shipped model {self.name} (step {self.step}{calls})")
 
     def describe(self) -> str:
         data = self.config.data
-        weights = (f"`{self.workdir}` (checkpoint step {self.step})" if self.workdir else
-                   f"the shipped model {shipped.DEFAULT} (step {self.step})")
-        return f"{weights}: {data.num_frames} frames at {data.resolution}x{data.resolution}, {data.fps:g} fps"
+        return f"{self.weights()}: {data.num_frames} frames at {data.resolution}x{data.resolution}, {data.fps:g} fps"
+
+    def step_counts(self) -> list[int]:
+        """The step counts that sample in one call each: a distilled run's own, or the shipped students' of a
+        shipped model (shipped.STUDENTS); empty where any count samples with the run itself."""
+        distilled = self.distilled
+        if distilled is not None:
+            return [distilled.steps] if distilled.steps else []
+        if self.workdir:
+            return []
+        present = shipped.names()
+        return sorted((n for n, student in shipped.STUDENTS.get(self.name, {}).items() if student in present),
+                      reverse=True)
 
 
-def check_run(workdir: str | None, flag: str, *, conditional: bool) -> ml_collections.ConfigDict:
-    """The config of the run in workdir, or without one of the model that ships with the package; refused in one
-    line if it is not the kind its flag takes, or nothing ships (before any weights load)."""
-    config = config_lib.run_config(workdir, flag) if workdir else shipped.sampling_config(shipped.DEFAULT)
+def check_run(workdir: str | None, flag: str, *, conditional: bool,
+              name: str = shipped.DEFAULT) -> ml_collections.ConfigDict:
+    """The config of the run in workdir, or without one of the shipped model `name`; refused in one line if it is
+    not the kind its flag takes, or nothing ships (before any weights load)."""
+    config = config_lib.run_config(workdir, flag) if workdir else shipped.sampling_config(name)
     config_lib.validate_model(config)
     if conditional and not inputs.is_conditional(config):
         raise UsageError(f"{flag}={workdir} is not a conditional run: give one trained with "
@@ -134,21 +158,21 @@ def check_run(workdir: str | None, flag: str, *, conditional: bool) -> ml_collec
 
 
 def load_model(workdir: str | None, flag: str, reporter: StepReporter, *, conditional: bool = False,
-               share_encoder: Model | None = None) -> Model:
+               share_encoder: Model | None = None, name: str = shipped.DEFAULT) -> Model:
     """Restores the weights the CLI samples (commands.resolve_run: the run in workdir, or without one the shipped
-    model), with `reporter` told of every model call.
+    model `name`), with `reporter` told of every model call.
 
     share_encoder: a loaded run whose text encoder this one reuses when both configs name the same encoder.
     """
-    config = check_run(workdir, flag, conditional=conditional)
-    run = commands.resolve_run(config, workdir, flag)
+    config = check_run(workdir, flag, conditional=conditional, name=name)
+    run = commands.resolve_run(config, workdir, flag) if workdir else shipped.load(name, config)
     keys = ("text_encoder", "text_encoder_path", "text_max_length")
     encoder = None
     if share_encoder is not None and all(share_encoder.config[k] == config[k] for k in keys):
         encoder = share_encoder.sampler.encoder
     t2v = sampling.TextToVideo.from_run(run, encoder)
     t2v.graphdef, t2v.params = nnx.split(ReportingModel(nnx.merge(t2v.graphdef, t2v.params), reporter))
-    return Model(workdir, config, t2v, run.step)
+    return Model(workdir, config, t2v, run.step, name=name)
 
 
 def first_line(error: BaseException) -> str:
@@ -205,6 +229,17 @@ class Demo:
         self.t2v, self.i2v, self.reporter, self.out_dir = t2v, i2v, reporter, out_dir
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler")
         self.requests = itertools.count(1)
+        self.students: dict[str, Model] = {}  # shipped students, loaded by the first request at their step count
+
+    def model_for(self, model: Model, steps: int | None) -> Model:
+        """The model that samples `steps` steps: the shipped student distilled for that count where `model` is a
+        shipped model that has one (as --mode=sample without --workdir chooses), else `model` itself."""
+        if model.workdir or steps not in model.step_counts():
+            return model
+        name = commands.shipped_name(model.config, steps)
+        if name not in self.students:
+            self.students[name] = load_model(None, "--workdir", self.reporter, share_encoder=model, name=name)
+        return self.students[name]
 
     def text_to_video(self, prompt: str, story: str, seed: float | None, guidance: float, steps: float,
                       frames: float | None, progress: gr.Progress = gr.Progress()) -> tuple[str, list[str], str]:
@@ -251,6 +286,7 @@ class Demo:
         """Checks and samples one request; returns the player's MP4, the downloads and the status line."""
         folder = tempfile.mkdtemp(dir=self.out_dir)
         out = os.path.join(folder, "clip.mp4")
+        model = self.model_for(model, whole_number(steps, "Steps"))
         request, checked = self.check(model, out, prompt, seed, guidance, steps, strength=strength, **files)
         s = checked.config.sample  # what samples: the run's config with this request's values
         t_start, total = denoising_steps(checked, s)
@@ -284,7 +320,7 @@ class Demo:
         setup = (f"compiled the sampler for this shape in {first_step - start:.1f} s" if compiling
                  else f"the compiled sampler reused (started in {first_step - start:.1f} s)")
         status = (f"{clip.shape[0]} frames at {clip.shape[2]}x{clip.shape[1]} in {end - start:.1f} s: {setup}, "
-                  f"{total} denoising steps in {end - first_step:.1f} s. Checkpoint step {model.step}, seed "
+                  f"{total} denoising steps in {end - first_step:.1f} s. Weights: {model.weights(quote='')}, seed "
                   f"{request.seed}.")
         log.info("Request %d (%s): %s", number, checked.plan.kind, status)
         return files[0], files[1:], status
@@ -332,13 +368,22 @@ def _outputs(tab: str) -> list[gr.components.Component]:
     return [video, files, status]
 
 
-def _sampling_fields(tab: str, sample: ml_collections.ConfigDict) -> list[gr.components.Component]:
-    """Guidance and steps, at the run's config.sample defaults."""
+def _sampling_fields(tab: str, model: Model) -> list[gr.components.Component]:
+    """Guidance and steps, at the run's config.sample defaults; a distilled run starts at its step count, and the
+    steps' note names the counts that sample with one model call a step (Model.step_counts)."""
+    sample, counts = model.config.sample, model.step_counts()
+    distilled = model.distilled
+    if distilled is not None and distilled.steps:
+        info = f"this run samples in {distilled.steps} steps of one model call (distilled)"
+    elif counts:
+        info = f"denoising steps; {' or '.join(map(str, counts))}: a distilled student, one model call a step"
+    else:
+        info = "denoising steps"
     with gr.Row():
         guidance = gr.Slider(0, 10, value=float(sample.guidance), step=0.5, label="Guidance",
                              info="1: none; higher follows the prompt more", elem_id=f"{tab}_guidance")
-        steps = gr.Slider(1, 250, value=int(sample.steps), step=1, label="Steps", info="denoising steps",
-                          elem_id=f"{tab}_steps")
+        steps = gr.Slider(1, 250, value=int(distilled.steps if distilled and distilled.steps else sample.steps),
+                          step=1, label="Steps", info=info, elem_id=f"{tab}_steps")
     return [guidance, steps]
 
 
@@ -365,7 +410,7 @@ def build_page(demo: Demo) -> gr.Blocks:
                     story = gr.Textbox(label="Story", lines=2, elem_id="t2v_story",
                                        placeholder=f"{window}: a red circle moving up",
                                        info="Later prompts, one a line as FRAME: TEXT, each from that frame on")
-                    guidance, steps = _sampling_fields("t2v", sample)
+                    guidance, steps = _sampling_fields("t2v", t2v)
                     with gr.Row():
                         seed = _seed("t2v")
                         frames = gr.Number(label="Frames", value=None, precision=0, elem_id="t2v_frames",
@@ -382,7 +427,7 @@ def build_page(demo: Demo) -> gr.Blocks:
                     image = gr.File(label="Still image (the first frame)", file_types=list(inputs.IMAGE_EXTENSIONS),
                                     elem_id="i2v_image")
                     prompt = gr.Textbox(label="Prompt", value=default_prompt, elem_id="i2v_prompt")
-                    guidance, steps = _sampling_fields("i2v", (demo.i2v or t2v).config.sample)
+                    guidance, steps = _sampling_fields("i2v", demo.i2v or t2v)
                     seed = _seed("i2v")
                     button = gr.Button("Animate", variant="primary", elem_id="i2v_generate")
                 outputs = _outputs("i2v")
@@ -393,7 +438,7 @@ def build_page(demo: Demo) -> gr.Blocks:
                     video = gr.File(label=f"Clip to edit (its first {window} frames at {t2v.config.data.fps:g} fps)",
                                     file_types=list(inputs.VIDEO_EXTENSIONS + (".gif",)), elem_id="edit_video")
                     prompt = gr.Textbox(label="Prompt", value=default_prompt, elem_id="edit_prompt")
-                    guidance, steps = _sampling_fields("edit", sample)
+                    guidance, steps = _sampling_fields("edit", t2v)
                     with gr.Row():
                         strength = gr.Slider(0, 1, value=float(sample.strength), step=0.05, label="Strength",
                                              info="0 keeps the clip, 1 ignores it", elem_id="edit_strength")
@@ -425,7 +470,7 @@ def main(argv: Sequence[str]) -> None:
         except OSError:
             raise UsageError(f"--port={values.port}: cannot serve on {values.host}:{values.port}, which another "
                              f"server may hold; give a free one, e.g. --port={values.port + 1}.") from None
-        log.info("Serving %s on http://%s:%d (Ctrl-C stops).", t2v.workdir or shipped.DEFAULT, values.host,
+        log.info("Serving %s on http://%s:%d (Ctrl-C stops).", t2v.workdir or t2v.name, values.host,
                  values.port)
         page.block_thread()
 

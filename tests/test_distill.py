@@ -264,6 +264,29 @@ def test_a_shipped_student_stands_in_at_its_step_count(round_run, trained_workdi
     sampling.generate.clear_cache()
 
 
+def test_the_demo_samples_with_a_shipped_student_at_its_step_count(round_run, trained_workdir, tmp_path, monkeypatch):
+    from lumiere_jax import demo
+    root = str(tmp_path / "weights")
+    _ship(trained_workdir, "teacher", root)
+    _ship(round_run, "student_2", root)
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", root)
+    monkeypatch.setattr(shipped, "DEFAULTS", {("t2v", "smoke"): "teacher"})
+    monkeypatch.setattr(shipped, "STUDENTS", {"teacher": {2: "student_2"}})
+    reporter = demo.StepReporter()
+    teacher = demo.load_model(None, "--workdir", reporter, name="teacher")
+    assert teacher.step_counts() == [2] and teacher.distilled is None
+    page = demo.Demo(teacher, None, reporter, str(tmp_path))
+    quiet = lambda *args, **kwargs: None  # noqa: E731  (the page's progress bar)
+    _, _, status = page.text_to_video(PROMPT, "", 0, 2.0, 2, None, progress=quiet)
+    assert "Weights: the shipped model student_2" in status and "distilled to 2 steps" in status, status
+    assert page.students["student_2"].distilled.steps == 2
+    _, _, status = page.text_to_video(PROMPT, "", 0, 2.0, 3, None, progress=quiet)
+    assert "Weights: the shipped model teacher (step" in status, status
+    student = demo.load_model(round_run, "--workdir", reporter)  # a distilled run given as --workdir
+    assert student.step_counts() == [2] and "distilled to 2 steps of one call" in student.describe()
+    sampling.generate.clear_cache()
+
+
 def test_eval_of_a_distilled_run_at_another_step_count_is_refused_before_restoring(round_run, monkeypatch):
     config = distill_config.get_config("size=smoke")
     config.eval.steps = 3
@@ -283,6 +306,20 @@ def test_a_shipped_model_is_a_teacher(trained_workdir, data_dir, tmp_path):
     _, teacher = distill.load_teacher(config)
     for name, array in shipped.flatten(run.params).items():
         np.testing.assert_array_equal(shipped.flatten(teacher.params)[name], array)
+
+
+def test_a_student_ships_naming_its_shipped_teacher(round_run, trained_workdir, tmp_path):
+    from tools import ship_weights
+    root = str(tmp_path / "weights")
+    with pytest.raises(ValueError, match="is a distilled student of .*give --teacher="):
+        ship_weights.ship(round_run, "student_2", "python -m ...", root=root)
+    with pytest.raises(ValueError, match="--teacher=teacher is not a shipped model"):
+        ship_weights.ship(round_run, "student_2", "python -m ...", root=root, teacher="teacher")
+    _ship(trained_workdir, "teacher", root)
+    folder = ship_weights.ship(round_run, "student_2", "python -m ...", root=root, teacher="teacher")
+    with open(os.path.join(folder, "config.json")) as f:
+        assert json.load(f)["init_from"] == "lumiere_jax/weights/teacher"  # no folder of the training machine
+    assert distill.distilled_for(folder).steps == 2
 
 
 def test_the_ssr_distils_the_same_way(tmp_path_factory, data_dir, monkeypatch):

@@ -88,22 +88,44 @@ def newest_eval(workdir: str, step: int) -> str | None:
     return text
 
 
+def student_config_json(workdir: str, teacher: str | None, root: str | None = None) -> str:
+    """The run's config.json as it ships. A distilled student's init_from, the folder it learned from on the
+    training machine, becomes its shipped teacher's folder (lumiere_jax/weights/<teacher>), so the step counts its
+    lineage offers are read from the package; other runs' is kept as written."""
+    text = (paths.resolve(workdir) / "config.json").read_text()
+    saved = json.loads(text)
+    if "distill" not in saved:
+        if teacher:
+            raise ValueError(f"--teacher={teacher}: the run in {workdir} is not distilled (configs/distill.py); "
+                             f"leave --teacher out.")
+        return text
+    if not teacher:
+        raise ValueError(f"The run in {workdir} is a distilled student of {saved.get('init_from')}, a folder of this "
+                         f"machine: give --teacher=<the shipped model it learned from>, e.g. --teacher=t2v_tiny.")
+    if teacher not in shipped.names(root):
+        raise ValueError(f"--teacher={teacher} is not a shipped model (have {shipped.names(root)}): ship the teacher "
+                         f"first.")
+    saved["init_from"] = f"lumiere_jax/weights/{teacher}"
+    return json.dumps(saved, indent=2) + "\n"
+
+
 def ship(workdir: str, name: str, command: str, root: str | None = None, checkout: str = REPO,
-         command_wall_s: float | None = None) -> str:
+         command_wall_s: float | None = None, teacher: str | None = None) -> str:
     """Exports the newest checkpoint's EMA weights of the run in workdir as shipped model `name` (under `root`,
     default the package's lumiere_jax/weights); returns its folder. checkout: the git checkout whose commit trained
     the run; command_wall_s: the training command's own wall time, timed by the caller (dataset build, compiles
-    and periodic samples included), where it was measured."""
+    and periodic samples included), where it was measured; teacher: for a distilled student, the shipped model it
+    learned from (student_config_json)."""
     if not command or not command.strip():
         raise ValueError("--command is empty: give the exact command line that trained the run.")
+    config_json = student_config_json(workdir, teacher, root)
     run = runs.load(workdir)
     provenance = {"name": name, "commit": commit(checkout), "command": command, "step": run.step,
                   "train_wall_s": train_wall_s(workdir, run.step), "command_wall_s": command_wall_s,
                   "machine": machine(),
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "params": int(sum(a.size for a in jax.tree.leaves(run.params)))}
-    return shipped.save(name, run.params, config_json=(paths.resolve(workdir) / "config.json").read_text(),
-                        provenance=provenance, eval_json=newest_eval(workdir, run.step), root=root)
+    return shipped.save(name, run.params, config_json=config_json, provenance=provenance, eval_json=newest_eval(workdir, run.step), root=root)
 
 
 def define_flags() -> None:
@@ -114,6 +136,8 @@ def define_flags() -> None:
     flags.DEFINE_string("command", None, "The exact command line that trained the run, for provenance.json.")
     flags.DEFINE_string("checkout", REPO, "The git checkout that trained the run (its HEAD is recorded).")
     flags.DEFINE_float("command_wall_s", None, "The training command's wall time in seconds, as timed.")
+    flags.DEFINE_string("teacher", None, "For a distilled student (configs/distill.py): the shipped model it was "
+                        "distilled from, which its shipped config.json names as init_from.")
 
 
 def main(argv: list[str]) -> None:
@@ -125,7 +149,7 @@ def main(argv: list[str]) -> None:
         sys.exit("error: --workdir is required: the trained run to ship.")
     try:
         where = ship(values.workdir, values.name, values.command or "", checkout=values.checkout,
-                     command_wall_s=values.command_wall_s)
+                     command_wall_s=values.command_wall_s, teacher=values.teacher)
     except ValueError as e:
         sys.exit(f"error: {e}")
     size = os.path.getsize(os.path.join(where, shipped.WEIGHTS))
