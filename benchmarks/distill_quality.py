@@ -75,24 +75,25 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
     num_clips = num_clips or e.num_clips
     batch_size = min(e.batch_size, num_clips)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    models = [(teacher, e.steps, 1 if e.guidance == 1 else 2)]
+    models = [(teacher_dir, teacher, e.steps, 1 if e.guidance == 1 else 2)]
     for workdir, distilled in students:
-        models.append((runs.load(workdir, flag="--students"), distilled.steps or e.steps, 1))
+        student = shipped.load_folder(workdir) if shipped.is_folder(workdir) else runs.load(workdir, flag="--students")
+        models.append((workdir, student, distilled.steps or e.steps, 1))
     rows, payload, strips = [], [], []
-    for run_, steps, calls_per_step in models:
-        print(f"{run_.workdir} (step {run_.step}): {steps} steps at guidance {e.guidance:g}", flush=True)
+    for where, run_, steps, calls_per_step in models:  # where: as given (a shipped folder's is not made absolute)
+        print(f"{where} (step {run_.step}): {steps} steps at guidance {e.guidance:g}", flush=True)
         t2v = sampling.TextToVideo.from_run(run_, encoder)
         t2v.thresholding = config.sample.thresholding
         # A student's one call a step leaves no conditional prediction apart to rescale toward.
         t2v.guidance_rescale = config.sample.guidance_rescale if run_ is teacher else 0.0
         results, template = measure(t2v, config, steps, e.guidance, num_clips, batch_size)
         calls = steps * calls_per_step
-        payload.append({"workdir": run_.workdir, "checkpoint_step": run_.step, "steps": steps,
+        payload.append({"workdir": where, "checkpoint_step": run_.step, "steps": steps,
                         "guidance": e.guidance, "model_calls_per_clip": calls, **results})
         strips.append(template)
         for prompt_set in paraphrases.PROMPT_SETS:
             accuracy = results[prompt_set]["accuracy"]
-            rows.append([run_.workdir, steps, calls, prompt_set,
+            rows.append([where, steps, calls, prompt_set,
                          *(f"{100 * accuracy[k]:.0f}%" for k in ("color", "shape", "motion", "all")),
                          f"{results[prompt_set]['seconds_per_clip']:.3f}"])
     table = bc.print_table(f"Teacher {teacher_dir} against its distilled students: {num_clips} evaluation prompts, "
@@ -100,7 +101,7 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
                            ["run", "steps", "model calls per clip", "prompts", "colour", "shape", "motion",
                             "all three", "s per clip"], rows)
     result = {"machine": bc.machine(), "teacher": teacher_dir, "size": config.size, "num_clips": num_clips,
-              "seed": e.seed, "guidance": e.guidance, "models": payload, "table": table}
+              "batch_size": batch_size, "seed": e.seed, "guidance": e.guidance, "models": payload, "table": table}
     bc.write_json(out or f"distill_{jax.devices()[0].platform}", result)
     if gif:
         n = min(6, num_clips)
@@ -113,8 +114,10 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", required=True, help="the distilled runs' teacher: a configs/t2v.py run")
-    p.add_argument("--students", required=True, help="comma-separated workdirs of configs/distill.py runs")
+    p.add_argument("--teacher", required=True, help="the distilled runs' teacher: a configs/t2v.py run or a shipped "
+                   "model's folder")
+    p.add_argument("--students", required=True, help="comma-separated workdirs of configs/distill.py runs (or "
+                   "shipped students' folders)")
     p.add_argument("--clips", type=int, default=None, help="evaluation prompts (default: the teacher's eval.num_clips)")
     p.add_argument("--out", default=None, help="the JSON's name in benchmarks/results, or a path without .json")
     p.add_argument("--gif", default=None, help="write the first template clips: teacher | each student")

@@ -13,7 +13,7 @@ LAYERS = (
     ("lumiere_jax", "lumiere_jax.console", "lumiere_jax.paths", "lumiere_jax.run_lock", "lumiere_jax.sharding",
      "lumiere_jax.compile_options", "lumiere_jax.host_memory", "lumiere_jax.video_io", "lumiere_jax.checkpointing", "lumiere_jax.models.",
      "lumiere_jax.diffusion.", "lumiere_jax.text.", "lumiere_jax.data.", "lumiere_jax.eval.",
-     "lumiere_jax.peers", "lumiere_jax.memory_check"),
+     "lumiere_jax.peers", "lumiere_jax.supervise", "lumiere_jax.memory_check"),
     ("lumiere_jax.config_lib",),
     ("lumiere_jax.conditioning.",),
     ("lumiere_jax.state",),

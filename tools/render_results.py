@@ -190,6 +190,28 @@ def t_default_run() -> str:
         + "".join(f", `benchmarks/results/{n}`" for n in names) + "."])
 
 
+def t_distill() -> str:
+    """Distilled students against their teacher: the evaluator, model calls and seconds per clip."""
+    name = "distill_cpu.json"
+    d = load(name)
+    rows = []
+    for m in d["models"]:
+        for prompt_set in ("template", "paraphrase"):
+            r = m[prompt_set]
+            rows.append([f"`{os.path.basename(os.path.normpath(m['workdir']))}`", str(m["steps"]),
+                         str(m["model_calls_per_clip"]), "canonical" if prompt_set == "template" else prompt_set,
+                         *accuracy_cells(r["accuracy"]), f"{r['seconds_per_clip']:.2f}"])
+    wide = load("distill_8step_g1to4_eval.json")  # what we tried: the config's default guidance range
+    rows.append([f"8-step student, guidance range [{wide['guidance_min']:g}, {wide['guidance_max']:g}] (what we tried)",
+                 str(wide["steps"]), str(wide["steps"]), "canonical", *accuracy_cells(wide["accuracy"]), "-"])
+    return (f"{d['num_clips']} evaluation prompts per set, the same seeds for every model, guidance "
+            f"{d['guidance']:g}; seconds per clip in batches of {d['batch_size']}, after a batch that "
+            f"compiles; {machine(d['machine'])}.\n\n"
+            + table(["model", "steps", "model calls per clip", "prompts", "colour", "shape", "motion", "all three",
+                     "s per clip"], rows, "lrrlrrrrr")
+            + "\n\n" + sources([name, "distill_8step_g1to4_eval.json"]))
+
+
 def rule_name(cell: dict) -> str:
     rule = {"static": "clip", "dynamic": "dynamic thresholding", "pixel": "per-pixel thresholding",
             "none": "no thresholding"}[cell["thresholding"]]
@@ -827,6 +849,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "eval": ("Evaluation of the trained models", t_eval),
     "default-run": ("The default run", t_default_run),
     "guidance": ("Guidance scales and rules on the default run", t_guidance),
+    "distill": ("Distilled students against their teacher", t_distill),
     "inflation": ("Inflation: T2I first, then the video model", t_inflation),
     "frechet": ("Frechet distance in the feature-net space", t_frechet),
     "story": ("Story mode", t_story),
