@@ -171,7 +171,8 @@ def test_zero_initialized_condition_channels_reproduce_the_t2v_model(trained_wor
     out_t2v = nnx.jit(lambda m, x: m(x, t, text, mask))(t2v_model, x)
     out_cond = nnx.jit(lambda m, x, c: m(x, t, text, mask, cond=c))(cond_model, x, cond)
     assert float(jnp.abs(out_t2v).max()) > 0.1
-    np.testing.assert_allclose(out_cond, out_t2v, atol=1e-5, rtol=1e-5)
+    # float32: the wider conv_in sums in another order (4e-5 seen on outputs near 1); a wrong init differs by 0.1+.
+    np.testing.assert_allclose(out_cond, out_t2v, atol=1e-4, rtol=1e-4)
 
 
 def test_widen_refuses_another_model_size(data_dir):

@@ -241,13 +241,18 @@ def _ship(workdir: str, name: str, root: str) -> str:
     return shipped.save(name, run.params, config_json=config_json, provenance=provenance, eval_json=None, root=root)
 
 
-def test_a_shipped_student_stands_in_at_its_step_count(round_run, trained_workdir, data_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def shipped_student(round_run, trained_workdir, tmp_path, monkeypatch) -> None:
+    """The smoke run shipped as the default model "teacher" of size smoke, and the 2-step round as its student."""
     root = str(tmp_path / "weights")
     _ship(trained_workdir, "teacher", root)
     _ship(round_run, "student_2", root)
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", root)
     monkeypatch.setattr(shipped, "DEFAULTS", {("t2v", "smoke"): "teacher"})
     monkeypatch.setattr(shipped, "STUDENTS", {"teacher": {2: "student_2"}})
+
+
+def test_a_shipped_student_stands_in_at_its_step_count(shipped_student, data_dir, tmp_path):
     config = smoke_config(data_dir)
     config.sample.guidance_rescale = 0.7  # the teacher's default: a student makes one call a step, so it is 0
     config.sample.steps = 2
@@ -264,14 +269,8 @@ def test_a_shipped_student_stands_in_at_its_step_count(round_run, trained_workdi
     sampling.generate.clear_cache()
 
 
-def test_the_demo_samples_with_a_shipped_student_at_its_step_count(round_run, trained_workdir, tmp_path, monkeypatch):
+def test_the_demo_samples_with_a_shipped_student_at_its_step_count(shipped_student, round_run, tmp_path):
     from lumiere_jax import demo
-    root = str(tmp_path / "weights")
-    _ship(trained_workdir, "teacher", root)
-    _ship(round_run, "student_2", root)
-    monkeypatch.setattr(shipped, "WEIGHTS_DIR", root)
-    monkeypatch.setattr(shipped, "DEFAULTS", {("t2v", "smoke"): "teacher"})
-    monkeypatch.setattr(shipped, "STUDENTS", {"teacher": {2: "student_2"}})
     reporter = demo.StepReporter()
     teacher = demo.load_model(None, "--workdir", reporter, name="teacher")
     assert teacher.step_counts() == [2] and teacher.distilled is None
