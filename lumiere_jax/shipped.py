@@ -47,6 +47,8 @@ PROVENANCE_FIELDS = ("commit", "command", "step", "train_wall_s", "machine", "da
 # What the weights learned, taken from the shipped config.json over the caller's config; the caller's config keeps
 # how to sample and evaluate (config.sample, config.eval) and where its data lives.
 TRAINED_KEYS = ("data.num_frames", "data.resolution", "text_encoder", "text_max_length")
+# The sampling settings that --mode=eval records in eval.json, which a shipped model samples at by default.
+MEASURED_SAMPLING = ("steps", "guidance", "sampler", "thresholding", "guidance_rescale")
 PARTIAL = ".partial"  # an export being written; renamed to the model's name once whole
 _REEXPORT = "re-export it with python -m tools.ship_weights --workdir=RUN --name={name}"
 
@@ -83,8 +85,9 @@ def folder(name: str, root: str | None = None) -> str:
 
 def sampling_config(name: str, config: ml_collections.ConfigDict | None = None, *,
                     root: str | None = None) -> ml_collections.ConfigDict:
-    """The config that samples shipped model `name`: its own config.json (keys added since at their defaults) when
-    `config` is None; else `config` with the model section and `TRAINED_KEYS` of the shipped one. Reads only JSON."""
+    """The config that samples shipped model `name`: its own config.json (keys added since at their defaults) with the
+    sampling settings its eval.json was measured at (`with_measured_sampling`) when `config` is None; else `config`
+    with the model section and `TRAINED_KEYS` of the shipped one. Reads only JSON."""
     where = folder(name, root)
     stored = config_lib.read_run_config(where)
     if not stored:
@@ -92,12 +95,26 @@ def sampling_config(name: str, config: ml_collections.ConfigDict | None = None, 
                          f"{_REEXPORT.format(name=name)}.")
     saved = config_lib.with_defaults(stored)
     if config is None:
-        return saved
+        return with_measured_sampling(saved, name, root)
     merged = runs.with_run_model(ml_collections.ConfigDict(config.to_dict()), where)  # never the caller's config
     for key in TRAINED_KEYS:
         section, _, leaf = key.rpartition(".")
         (merged[section] if section else merged)[leaf] = (saved[section] if section else saved)[leaf]
     return merged
+
+
+def with_measured_sampling(config: ml_collections.ConfigDict, name: str,
+                           root: str | None = None) -> ml_collections.ConfigDict:
+    """`config` with config.sample's `MEASURED_SAMPLING` keys as the shipped model's eval.json records them: the
+    settings its published figures were measured at, where the config.json the trainer wrote keeps the defaults of
+    its training day. Without an eval.json, `config` as it is."""
+    if not os.path.isfile(os.path.join(folder(name, root), EVAL)):
+        return config
+    measured = read_json(name, EVAL, root)
+    for key in MEASURED_SAMPLING:
+        if key in measured:
+            config.sample[key] = type(config.sample[key])(measured[key])
+    return config
 
 
 def array_name(path: tuple[Any, ...]) -> str:
@@ -206,11 +223,7 @@ def load(name: str = DEFAULT, config: ml_collections.ConfigDict | None = None, *
     device = jax.devices()[0]
     leaves = [jax.device_put(arrays[array_name(path)].astype(leaf.dtype), device) for path, leaf in flat]
     abstract.replace_by_pure_dict(jax.tree_util.tree_unflatten(treedef, leaves))
-    step = read_json(name, PROVENANCE, root).get("step")
-    if not isinstance(step, int):
-        raise ValueError(f"The shipped model {name}'s {PROVENANCE} has no integer step: "
-                         f"{_REEXPORT.format(name=name)}.")
-    return runs.Run(workdir=where, config=config, graphdef=graphdef, params=abstract, step=step,
+    return runs.Run(workdir=where, config=config, graphdef=graphdef, params=abstract, step=step_of(where),
                     schedule=runs.schedule_of(config, where), story_trained=runs.trained_on_stories(where))
 
 

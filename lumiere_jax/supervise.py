@@ -33,6 +33,7 @@ LOST_PEER_EXIT = 3  # exit code of a process ended because another one was lost 
 CHILD_ENV = "LUMIERE_JAX_SUPERVISED"  # set in the child: it runs the job instead of supervising again
 # A glog line of jax's C++ runtime: level, date, time, thread, source file and line.
 _GLOG = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([\w.]+):\d+\] ")
+_OUR_LOG = re.compile(r"^\d\d:\d\d:\d\d ")  # the project's own log lines (console.py): "08:46:03 step 3/1000 ..."
 # The runtime's files whose lines concern the coordination service (and the GRPC detail lines that follow them).
 _COORDINATION = ("coordination", "preemption_sync", "client.h", "distributed")
 # What the runtime's fatal log says when the coordinator went away ("Either the leader task was preempted/died ...").
@@ -111,7 +112,7 @@ class StderrFilter:
             self.held.append(line)
             self.fatal = match.group(1) == "F"
             return
-        if self.held and not match and not re.match(r"^\d\d:\d\d:\d\d ", line) and not line.startswith("error: "):
+        if self.held and not match and not _OUR_LOG.match(line) and not line.startswith("error: "):
             self.held.append(line)  # a continuation of a held line (the GRPC detail lines)
             return
         self._flush()

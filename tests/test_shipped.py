@@ -69,6 +69,25 @@ def test_export_holds_the_runs_files(root, evaluated_run):
     assert shipped.names(root) == [NAME]
 
 
+def test_a_shipped_model_samples_at_the_settings_it_was_measured_at(root, tmp_path):
+    """On its own (the demo page without --workdir), a shipped model samples with the steps, guidance and rule its
+    eval.json records, not the config.json defaults of the day it trained; without an eval.json, with those."""
+    copy = _copy_model(root, tmp_path)
+    trained = shipped.sampling_config(NAME, root=copy).sample
+    with open(os.path.join(copy, NAME, shipped.EVAL)) as f:
+        evaluation = json.load(f)
+    evaluation.update(steps=trained.steps + 3, guidance=trained.guidance + 1.5, guidance_rescale=0.5,
+                      thresholding="dynamic", sampler="ancestral")
+    with open(os.path.join(copy, NAME, shipped.EVAL), "w") as f:
+        json.dump(evaluation, f)
+    sample = shipped.sampling_config(NAME, root=copy).sample
+    assert (sample.steps, sample.guidance, sample.guidance_rescale, sample.thresholding, sample.sampler) == (
+        trained.steps + 3, trained.guidance + 1.5, 0.5, "dynamic", "ancestral")
+    assert isinstance(sample.steps, int) and isinstance(sample.guidance, float)
+    os.remove(os.path.join(copy, NAME, shipped.EVAL))
+    assert shipped.sampling_config(NAME, root=copy).sample.to_dict() == trained.to_dict()
+
+
 def test_load_gives_the_runs_ema_weights_and_the_same_clip(root, evaluated_run):
     run = runs.load(evaluated_run)
     loaded = shipped.load(NAME, root=root)
