@@ -175,7 +175,9 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def train_args(args: argparse.Namespace, seed: int, workdir: str, steps: int, extra: list[str]) -> list[str]:
-    return ["--config=configs/t2v.py", f"--workdir={workdir}", *data_flags(args, seed),
+    """The command line of a run of args.config (configs/t2v.py here; benchmarks/ssr_real_footage.py: configs/ssr.py)
+    on the footage."""
+    return [f"--config={args.config}", f"--workdir={workdir}", *data_flags(args, seed),
             f"--config.total_steps={steps}", *extra]
 
 
@@ -202,7 +204,7 @@ def calibrate(args: argparse.Namespace, seed: int) -> dict:
     return out
 
 
-def train(args: argparse.Namespace, seed: int, steps: int) -> dict:
+def train(args: argparse.Namespace, seed: int, steps: int, extra: tuple[str, ...] = ()) -> dict:
     """Trains the run (or reads what an earlier call of this script recorded for the same steps)."""
     workdir = os.path.join(args.root, "run")
     record = os.path.join(args.root, "train_record.json")
@@ -216,7 +218,7 @@ def train(args: argparse.Namespace, seed: int, steps: int) -> dict:
     if os.path.isdir(workdir):
         raise SystemExit(f"{workdir} exists without a record of this script: give another --root.")
     print(f"Training {steps} steps in {workdir} (log: {os.path.join(args.root, 'train.log')}) ...", flush=True)
-    info = run_cli(train_args(args, seed, workdir, steps, [f"--config.optim.decay_steps={steps}"]),
+    info = run_cli(train_args(args, seed, workdir, steps, [f"--config.optim.decay_steps={steps}", *extra]),
                    os.path.join(args.root, "train.log"))
     rows = read_metrics(workdir)
     later = rows[1:] or rows
@@ -329,6 +331,7 @@ def main() -> None:
     parser.add_argument("--out", default="real_footage_cpu", help="benchmarks/results/<out>.json")
     parser.add_argument("--gif", default=os.path.join(ROOT, "docs", "real_footage.gif"))
     args = parser.parse_args()
+    args.config = "configs/t2v.py"  # train_args: the run this script trains
     host_memory.ensure_hugepage_malloc()
     args.root = os.path.abspath(os.path.expanduser(args.root))
     args.feature_net = os.path.abspath(os.path.expanduser(args.feature_net or os.path.join(args.root, "feature_net")))

@@ -12,6 +12,10 @@ import pytest
 from conftest import moving_colours
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import ssr_quality  # noqa: E402  (the SSR's comparison on held-out footage)
+
+from lumiere_jax.data import videos  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,19 @@ def test_t2v_and_ssr_train_on_a_folder_of_videos_then_sample(video_folder, tmp_p
                 *_video_flags(video_folder, data_dir), "--config.total_steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.path.isdir(tmp_path / "ssr" / "checkpoints" / "2")
+    # Measured on footage it never saw (benchmarks/ssr_quality.py --held_out=source): the held-out files' clips,
+    # against bilinear and bicubic upsampling.
+    d = ssr_quality.evaluate(str(tmp_path / "ssr"), held_out="source", clips=2, frames=8, steps=2)
+    names = sorted(os.listdir(video_folder))
+    names = [n for n in names if n.endswith(".mp4")]
+    held_out = {n for n, split in zip(names, videos.assign_splits(names, 0.3, 0)) if split == "test"}
+    assert d["clips"] == 2 and d["frames"] == 8 and {os.path.basename(f) for f in d["files"]} <= held_out
+    assert set(d["results"]) == {"bilinear", "bicubic", "ssr_multidiffusion", "ssr_independent"}
+    for r in d["results"].values():
+        assert 0 < r["psnr"] < 60 and -1 < r["ssim"] < 1
+    assert d["results"]["ssr_multidiffusion"]["windows"] == 3  # 8 frames in windows of 4 overlapping by 2
+    ssr_quality.write_gif(str(tmp_path / "ssr.gif"), d)
+    assert iio.imread(tmp_path / "ssr.gif", index=None).shape[:3] == (8, 2 * 2 * (32 + 2), 2 * 4 * (32 + 2))
 
 
 def test_a_folder_without_usable_clips_stops_before_compiling(tmp_path):
