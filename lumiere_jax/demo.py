@@ -5,7 +5,7 @@ model that ships with the package (commands.resolve_run, as the CLI does). Three
 samplers of `python -m lumiere_jax.main --mode=sample` on the same inputs:
 
   Text to video   a prompt (or a JSON list of prompts: a story), later prompts as FRAME: TEXT lines (--prompt_at),
-                  seed, guidance, steps and frames (blank: the training length; longer clips are long videos)
+                  seed, guidance, steps and frames (the training length at first; longer clips are long videos)
   Image to video  an uploaded still as the first frame (--image); needs --i2v_workdir, a configs/conditional.py run
   Edit a video    SDEdit of an uploaded clip towards the prompt (--video); strength 0 keeps it, 1 ignores it
 
@@ -413,8 +413,9 @@ def build_page(demo: Demo) -> gr.Blocks:
                     guidance, steps = _sampling_fields("t2v", t2v)
                     with gr.Row():
                         seed = _seed("t2v")
-                        frames = gr.Number(label="Frames", value=None, precision=0, elem_id="t2v_frames",
-                                           info=f"blank: the training length, {window}; more: a long video")
+                        # The training length to start with: a blank number field reaches the server as 0.
+                        frames = gr.Number(label="Frames", value=window, precision=0, elem_id="t2v_frames",
+                                           info=f"the training length, {window}; more: a long video")
                     button = gr.Button("Generate", variant="primary", elem_id="t2v_generate")
                 outputs = _outputs("t2v")
             button.click(demo.text_to_video, [prompt, story, seed, guidance, steps, frames], outputs, **run_on)

@@ -168,6 +168,14 @@ def test_the_page_in_a_browser(server, trained_workdir, tmp_path):
             generate(page, str(frames), "6")
             expect(status).to_have_value(re.compile(r"seed 6\.$"), timeout=REQUEST_S * 1000)
 
+            # A fresh page's fields as they are (frames untouched) make a clip of the training length.
+            fresh = browser.new_page()
+            fresh.goto(server)
+            fresh.locator("#t2v_steps input[type=number]").fill(str(STEPS))
+            fresh.locator("#t2v_generate").click()
+            expect(fresh.locator("#t2v_status textarea")).to_have_value(re.compile(rf"^{window} frames .*seed 0\.$"),
+                                                                        timeout=REQUEST_S * 1000)
+
             # Bad uploads in the editing tab: an image (refused as it arrives), then a file that is no video.
             page.get_by_role("tab", name="Edit a video").click()
             still = tmp_path / "still.png"

