@@ -7,7 +7,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
 
 # The tests' programs are tiny, so compiling them dominates: LLVM's optimizations cost more than they save.
-# (Subprocesses that set their own XLA_FLAGS, such as the fake-mesh workers, compile as usual.)
+# (Subprocesses that set their own XLA_FLAGS, such as the fake-mesh workers, add the option themselves.)
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 

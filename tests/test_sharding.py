@@ -26,7 +26,10 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def run_worker(case: str, meshes: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    # 8 fake devices; LLVM's optimizations off as in the tests' own process (conftest.py): these small programs
+    # compile faster than they would run faster.
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0",
+               JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "mesh_worker.py"), case, meshes],
                           capture_output=True, text=True, env=env, timeout=2400)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -206,9 +209,9 @@ def test_sharded_train_step_equals_one_device():
     """data x frames and data x fsdp: same loss, gradient norm and gradients as one device."""
     result = run_worker("train", "data_frames,data_fsdp")
     for name, r in result.items():
-        assert abs(r["loss"] - r["ref_loss"]) < 1e-5 and r["loss_diff"] < 1e-5, (name, r)
+        assert abs(r["loss"] - r["ref_loss"]) < 1e-5, (name, r)
         assert abs(r["grad_norm"] - r["ref_grad_norm"]) < 1e-5 * max(1.0, r["ref_grad_norm"]), (name, r)
-        assert r["grads_diff"] < 1e-5 * max(1.0, r["grads_scale"]), (name, r)
+        assert r["grads_diff"] < 1e-5 * max(1.0, r["grads_scale"]) and r["params_diff"] < 1e-6, (name, r)
     frames, fsdp = result["data_frames"], result["data_fsdp"]
     assert frames["video_sharding"] == "P('data', 'frames', None, None, None)"
     assert frames["collective_permutes"] > 0  # halo exchange, not a gathered clip
@@ -221,9 +224,9 @@ def test_sharded_train_step_with_a_caption_per_frame_equals_one_device():
     """Story batches (text [B, T, L, D], the caption changing at frame 3) on data x frames: same step."""
     r = run_worker("train_story", "data_frames")["data_frames"]
     assert r["text_shape"][:3] == [8, 8, 6], r
-    assert abs(r["loss"] - r["ref_loss"]) < 1e-5 and r["loss_diff"] < 1e-5, r
+    assert abs(r["loss"] - r["ref_loss"]) < 1e-5, r
     assert abs(r["grad_norm"] - r["ref_grad_norm"]) < 1e-5 * max(1.0, r["ref_grad_norm"]), r
-    assert r["grads_diff"] < 1e-5 * max(1.0, r["grads_scale"]), r
+    assert r["grads_diff"] < 1e-5 * max(1.0, r["grads_scale"]) and r["params_diff"] < 1e-6, r
     assert r["collective_permutes"] > 0, r
 
 

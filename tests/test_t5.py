@@ -239,7 +239,7 @@ def test_shard_params_on_four_fake_devices(tmp_path, reference):
         features, _ = encoder.encode([str(t) for t in {list(reference["texts"])!r}])
         np.save({str(tmp_path / "sharded.npy")!r}, features)
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
                JAX_PLATFORMS="cpu")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=repo,
