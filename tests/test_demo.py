@@ -7,11 +7,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from typing import Iterator
 
 import gradio as gr
@@ -21,10 +18,10 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from lumiere_jax import config_lib, demo, video_io
 
-CHROMIUM = "/usr/bin/chromium"
-# A browser that fetches nothing but the page: no sync, updates, first-run or background requests, no QUIC.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+# The browser and server helpers the install-to-first-clip benchmark uses too.
+from demo_first_clip import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_page  # noqa: E402
+
 SERVER_START_S = 180  # imports, the run's weights and MiniLM on a loaded 2-core CPU
 REQUEST_S = 120  # a first request compiles the sampler
 STEPS = 48  # denoising steps: over a second of them at the smoke size, long enough to see the step count
@@ -67,12 +64,6 @@ def test_bad_requests_are_one_line_before_anything_loads(trained_workdir, tmp_pa
     assert page_error(page.edit_video, still, "a red circle", 0.5, 0, 3, 4).startswith("Video still.png has 1 frames")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(trained_workdir, tmp_path) -> Iterator[str]:
     """`python -m lumiere_jax.demo --workdir=<smoke run>` on a free localhost port; its URL. Stopped with SIGTERM."""
@@ -83,16 +74,7 @@ def server(trained_workdir, tmp_path) -> Iterator[str]:
                                     f"--port={port}"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            assert process.poll() is None, f"the demo server exited:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the demo server did not answer:\n{log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_page(process, url, str(log_path), SERVER_START_S)
         yield url
         assert process.poll() is None, f"the demo server died:\n{log_path.read_text()[-3000:]}"
     finally:
