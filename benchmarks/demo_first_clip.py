@@ -83,6 +83,16 @@ def wait_for_page(process: subprocess.Popen, url: str, log_path: str, timeout: f
             time.sleep(0.2)
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM (the server closes as on Ctrl-C), then SIGKILL if it has not exited within 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def clip_in_browser(url: str, prompt: str, seeds: tuple[int, ...], screenshot: str | None,
                     timeout: float) -> list[dict]:
     """Per seed, one Generate press timed until the clip plays: seconds and the page's status line."""
@@ -153,11 +163,7 @@ def main() -> None:
             print(f"page answers after {result['server_start_s']:.1f} s", flush=True)
             result["clips"] = clip_in_browser(url, args.prompt, (0, 1), args.screenshot, args.timeout)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
         result["server_log_tail"] = open(log_path).read()[-2000:]
     first = result["clips"][0]
     result["first_clip_s"] = first["press_to_playing_s"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from typing import Iterator
@@ -20,7 +19,7 @@ from lumiere_jax import config_lib, demo, video_io
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 # The browser and server helpers the install-to-first-clip benchmark uses too.
-from demo_first_clip import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_page  # noqa: E402
+from demo_first_clip import CHROMIUM, CHROMIUM_ARGS, free_port, stop_server, wait_for_page  # noqa: E402
 
 SERVER_START_S = 180  # imports, the run's weights and MiniLM on a loaded 2-core CPU
 REQUEST_S = 120  # a first request compiles the sampler
@@ -78,12 +77,7 @@ def server(trained_workdir, tmp_path) -> Iterator[str]:
         yield url
         assert process.poll() is None, f"the demo server died:\n{log_path.read_text()[-3000:]}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
 
 
 def generate(page: Page, frames: str, seed: str) -> None:
