@@ -109,6 +109,7 @@ def evaluate(workdir: str, *, held_out: str = "shapes", clips: int = 8, frames: 
     return {"workdir": workdir, "step": step, "held_out": held_out, "clips": len(high), "frames": frames,
             "resolution": [config.ssr.low_resolution, config.data.resolution], "window": upsampler.window,
             "steps": steps or config.sample.steps, "sample_aug_level": float(config.ssr.sample_aug_level),
+            "upsample": config.ssr.upsample, "residual_scale": float(config.ssr.residual_scale),
             "seed": seed, "captions": captions, "files": files, "results": results,
             "_clips": {"high": high, "low": low, **outputs}, "_fps": config.sample.fps}
 

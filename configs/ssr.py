@@ -1,8 +1,9 @@
 r"""Spatial super-resolution (SSR): a STUNet that upsamples clips, conditioned on the low-res clip (Lumiere, Sec. 3.2).
 
-The model sees the noisy high-res clip plus the low-res clip (box-downsampled, bilinearly upsampled back,
+The model sees the noisy high-res clip plus the low-res clip (box-downsampled, bicubically upsampled back,
 noise-augmented at a random level; Imagen Video) on 3 extra input channels, and the augmentation level
-through a zero-init embedding. Long clips are upsampled on overlapping windows of `ssr.window` frames
+through a zero-init embedding. It generates the detail that bicubic upsampling misses, which the sampler adds to
+the upsampled clip (ssr.residual_scale; 0 generates the clip itself, as the paper's SSR). Long clips are upsampled on overlapping windows of `ssr.window` frames
 reconciled by temporal MultiDiffusion (lumiere_jax/ssr.py).
 
 Train on a 2-core CPU (`size=tiny`: 32 -> 64 px, 8 frames), then run the cascade base -> SSR:
@@ -56,6 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.ssr = ml_collections.ConfigDict()
     c.ssr.low_resolution = low  # must divide data.resolution (box downsampling)
+    # Bicubic up(x_lr) as the model's input and as the base its output is added to: the model generates the detail
+    # that bicubic upsampling misses, (x - up(x_lr)) / residual_scale (conditioning/low_res.py); 0: the clip itself.
+    c.ssr.upsample = "bicubic"
+    c.ssr.residual_scale = 0.5
     c.ssr.aug_level_max = 0.5  # training: augmentation time t_aug ~ U[0, this] per clip (0 = clean)
     c.ssr.sample_aug_level = 0.1  # sampling: fixed t_aug of the given low-res clip
     c.ssr.window = frames  # MultiDiffusion window at sampling: the training length

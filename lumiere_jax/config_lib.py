@@ -260,12 +260,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+# Keys added to a task's own section (not in base_config) since runs were saved without them, at the values that
+# reproduce what those runs did: SSR runs made before ssr.upsample and ssr.residual_scale upsampled bilinearly and
+# generated the clip itself.
+SECTION_DEFAULTS = {"ssr": {"upsample": "bilinear", "residual_scale": 0.0}}
+
+
 def with_defaults(stored: dict) -> ml_collections.ConfigDict:
     """A run's saved config.json, with keys added to the config since that run was made at their defaults."""
     def merge(defaults: dict, values: dict) -> dict:
         return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
                                else v for k, v in values.items()}}
-    return ml_collections.ConfigDict(merge(base_config().to_dict(), stored))
+    defaults = {**base_config().to_dict(), **{k: v for k, v in SECTION_DEFAULTS.items() if k in stored}}
+    return ml_collections.ConfigDict(merge(defaults, stored))
 
 
 def read_run_config(workdir: str | None) -> dict:

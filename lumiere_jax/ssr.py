@@ -1,7 +1,8 @@
 """Spatial super-resolution (Lumiere, Sec. 3.2): the windowed SSR sampler and the base -> SSR cascade.
 
-The SSR model is a STUNet with 3 extra input channels that sees the bilinearly upsampled, noise-augmented low-res
-clip (conditioning/low_res.py). Clips longer than the SSR's training length are upsampled on overlapping windows
+The SSR model is a STUNet with 3 extra input channels that sees the upsampled, noise-augmented low-res clip
+(conditioning/low_res.py); a residual SSR (ssr.residual_scale > 0) generates the detail that the upsampling misses,
+which is added to the upsampled clip. Clips longer than the SSR's training length are upsampled on overlapping windows
 of ssr.window frames reconciled at every denoising step by temporal MultiDiffusion, inside sampling.generate's one
 jitted loop; ssr.window_batch > 0 runs the windows that many at a time, so memory stays flat as clips grow.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from lumiere_jax import config_lib, runs, sampling
-from lumiere_jax.conditioning.low_res import condition_low_res, validate
+from lumiere_jax.conditioning.low_res import condition_low_res, from_residual, validate
 from lumiere_jax.data.pipeline import NULL_CAPTION
 from lumiere_jax.diffusion.schedule import schedule_from
 from lumiere_jax.text.encoders import load_text_encoder
@@ -87,7 +88,8 @@ class SuperResolution:
         c = self.config.sample
         k_aug, k_sample = jax.random.split(jax.random.key(seed))
         level = jnp.full((b,), self.config.ssr.sample_aug_level, jnp.float32)
-        cond = condition_low_res(low_res, level, k_aug, resolution=self.resolution, schedule=self.schedule)
+        cond, upsampled = condition_low_res(low_res, level, k_aug, resolution=self.resolution,
+                                            schedule=self.schedule, method=self.config.ssr.upsample)
         options = sampling.SamplerOptions(steps=c.steps if steps is None else steps,
                                           guidance=float(c.guidance if guidance is None else guidance),
                                           sampler=sampler or c.sampler, thresholding=c.thresholding,
@@ -98,7 +100,7 @@ class SuperResolution:
                                                          self.null_mask),
             k_sample, shape=(num_frames, self.resolution, self.resolution, 3), schedule=self.schedule,
             options=options, windows=windows, condition=sampling.Condition(cond, level))
-        return np.asarray(clips)
+        return np.asarray(from_residual(clips, upsampled, float(self.config.ssr.residual_scale)))
 
 
 class Cascade:

@@ -134,13 +134,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
                        config.diffusion.t_max)
         if distiller is not None:
             t = distiller.times(t)  # a round's student learns its own sampler's times
+        # Conditional tasks (SSR, masked video): extra model inputs made from the clean clip; a residual SSR
+        # generates the detail over its upsampled input ("x0") instead of the clip.
+        cond = condition(x, jax.random.fold_in(step_rng, 1)) if condition else {}
+        x = cond.pop("x0", x)
         eps = jax.random.normal(k_eps, x.shape, x.dtype)
         alpha, sigma = schedule.alpha_sigma(t)
         # 3. z_t = alpha_t x + sigma_t eps; target v = alpha_t eps - sigma_t x.
         z = sched.diffuse(x, eps, alpha, sigma)
         v = sched.v_target(x, eps, alpha, sigma)
-        # Conditional tasks (SSR, masked video): extra model inputs made from the clean clip.
-        cond = condition(x, jax.random.fold_in(step_rng, 1)) if condition else {}
         inputs = {**cond, **({"images": True} if images else {})}
         if distiller is not None:
             # Distillation: the target is the teacher's guided v at the same z_t (a round's: that of the one step

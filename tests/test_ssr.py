@@ -74,16 +74,61 @@ def test_conditioner_shapes_range_and_levels(data_dir):
     np.testing.assert_allclose(noise, sigma, rtol=0.25)
 
 
-def test_augmentation_level_zero_is_exactly_the_bilinear_upsample(data_dir):
-    config = ssr_smoke_config(data_dir, ssr__aug_level_max=0.0)
+@pytest.mark.parametrize("method", low_res.UPSAMPLING)
+def test_augmentation_level_zero_is_exactly_the_upsample(data_dir, method):
+    config = ssr_smoke_config(data_dir, ssr__aug_level_max=0.0, ssr__upsample=method)
     x = _clip((2, 4, 32, 32, 3))
     out = jax.jit(low_res.make_conditioner(config))(x, jax.random.key(2))
     np.testing.assert_array_equal(out["cond_level"], 0.0)
-    np.testing.assert_array_equal(out["cond"], low_res.upsample(low_res.downsample(x, 16), 32))
-    assert float(jnp.abs(out["cond"]).max()) <= 1.0  # bilinear interpolation stays in the clip's range
+    upsampled = low_res.upsample(low_res.downsample(x, 16), 32, method)
+    np.testing.assert_allclose(out["cond"], upsampled, atol=1e-6)
+    assert float(jnp.abs(out["cond"]).max()) <= 1.0  # bilinear stays in the clip's range; bicubic is clipped to it
     low = _clip((1, 4, 16, 16, 3))
-    cond = low_res.condition_low_res(low, jnp.zeros((1,)), jax.random.key(0), resolution=32, schedule=CosineSchedule())
-    np.testing.assert_array_equal(cond, low_res.upsample(low, 32))
+    cond, clean = low_res.condition_low_res(low, jnp.zeros((1,)), jax.random.key(0), resolution=32,
+                                            schedule=CosineSchedule(), method=method)
+    np.testing.assert_allclose(cond, low_res.upsample(low, 32, method), atol=1e-6)
+    np.testing.assert_array_equal(cond, clean)
+
+
+def test_bicubic_upsampling_restores_a_smooth_clip_better_than_bilinear():
+    ramp = jnp.sin(jnp.linspace(0.0, 3.0, 32))  # a smooth field along x and y
+    x = jnp.broadcast_to((0.8 * ramp[:, None] * ramp[None, :])[None, None, :, :, None], (1, 2, 32, 32, 3))
+    low = low_res.downsample(x, 8)
+    errors = {m: float(jnp.abs(low_res.upsample(low, 32, m) - x)[:, :, 4:-4, 4:-4].mean()) for m in low_res.UPSAMPLING}
+    assert errors["bicubic"] < 0.7 * errors["bilinear"], errors
+    with pytest.raises(ValueError, match="ssr.upsample='nearest' is not one of"):
+        low_res.upsample(low, 32, "nearest")
+
+
+def test_a_residual_ssr_learns_the_detail_over_the_upsampled_clip(data_dir):
+    """ssr.residual_scale > 0: the train step's diffusion target is (x - up(x_lr)) / scale, which is zero where the
+    upsampling is exact, and from_residual inverts it; scale 0 leaves the clip as the target."""
+    config = ssr_smoke_config(data_dir, ssr__aug_level_max=0.0)
+    scale = config.ssr.residual_scale
+    assert scale > 0 and config.ssr.upsample == "bicubic"  # configs/ssr.py's default
+    x = _clip((2, 4, 32, 32, 3))
+    out = jax.jit(low_res.make_conditioner(config))(x, jax.random.key(2))
+    np.testing.assert_allclose(out["x0"], (x - out["cond"]) / scale, atol=1e-5)
+    np.testing.assert_allclose(low_res.from_residual(out["x0"], out["cond"], scale), x, atol=1e-5)
+    # A flat clip is exactly its own upsample: its residual is 0.
+    flat = jnp.full((1, 4, 32, 32, 3), 0.3)
+    np.testing.assert_allclose(jax.jit(low_res.make_conditioner(config))(flat, jax.random.key(0))["x0"], 0.0,
+                               atol=1e-6)
+    # The generated residual is added back and the clip clipped to [-1, 1]; a model output of zero is the upsample.
+    np.testing.assert_array_equal(low_res.from_residual(jnp.zeros_like(x), out["cond"], scale), out["cond"])
+    assert float(jnp.abs(low_res.from_residual(jnp.full_like(x, 5.0), out["cond"], scale)).max()) == 1.0
+    plain = ssr_smoke_config(data_dir, ssr__residual_scale=0.0)
+    assert "x0" not in jax.jit(low_res.make_conditioner(plain))(x, jax.random.key(2))
+
+
+def test_ssr_runs_saved_before_the_residual_keys_load_as_what_they_were(tmp_path, data_dir):
+    from lumiere_jax import config_lib
+    saved = ssr_smoke_config(data_dir).to_dict()
+    del saved["ssr"]["upsample"], saved["ssr"]["residual_scale"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = config_lib.run_config(str(tmp_path))
+    assert (config.ssr.upsample, config.ssr.residual_scale) == ("bilinear", 0.0)
+    assert "ssr" not in config_lib.with_defaults({"task": "t2v"})
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -91,6 +136,8 @@ def test_augmentation_level_zero_is_exactly_the_bilinear_upsample(data_dir):
     (dict(ssr__low_resolution=32), "ssr.low_resolution=32 must be smaller"),
     (dict(ssr__aug_level_max=1.5), r"ssr.aug_level_max=1.5 must be in \[0, 1\]"),
     (dict(model__cond_channels=0), "needs model.cond_channels=3"),
+    (dict(ssr__upsample="nearest"), "ssr.upsample='nearest' is not one of"),
+    (dict(ssr__residual_scale=-0.5), "ssr.residual_scale=-0.5 must be >= 0"),
     (dict(ssr__window=3), "num_frames=3 cannot be halved"),
     (dict(ssr__overlap=4), r"ssr.overlap=4 must be in \[0, ssr.window=4\)"),
     (dict(ssr__window_batch=-1), "ssr.window_batch=-1 must be >= 0"),
@@ -167,7 +214,8 @@ def test_ssr_sampler_is_generate_on_the_augmented_upsampled_clip(ssr_workdir):
     # The same thing by hand: window == clip is the plain sampler with the low-res conditioning.
     k_aug, k_sample = jax.random.split(jax.random.key(5))
     level = jnp.full((2,), upsampler.config.ssr.sample_aug_level)
-    cond = low_res.augment(low_res.upsample(low, 32), level, k_aug, upsampler.schedule)
+    upsampled = low_res.upsample(low, 32, "bicubic")
+    cond = low_res.augment(upsampled, level, k_aug, upsampler.schedule)
     text, mask = upsampler.encoder.encode(prompts)
     expected = sampling.generate(upsampler.graphdef, upsampler.params,
                                  sampling.Prompts(jnp.asarray(text), jnp.asarray(mask), upsampler.null_text,
@@ -175,6 +223,8 @@ def test_ssr_sampler_is_generate_on_the_augmented_upsampled_clip(ssr_workdir):
                                  k_sample, shape=(4, 32, 32, 3), schedule=upsampler.schedule,
                                  options=sampling.SamplerOptions(steps=2, guidance=1.0, sampler="ddim"),
                                  condition=sampling.Condition(cond, level))
+    # A residual SSR: the generated clip is the detail, added to the bicubic upsample.
+    expected = np.clip(upsampled + upsampler.config.ssr.residual_scale * expected, -1.0, 1.0)
     np.testing.assert_allclose(high, expected, atol=1e-5)
     # The low-res clip reaches the model (4 training steps: weakly, but 10x above the tolerance above).
     other = upsampler(-low, prompts, seed=5, steps=2)
