@@ -39,7 +39,7 @@ DEFAULT = DEFAULTS[("t2v", "tiny")]
 # Distilled students of a shipped model (configs/distill.py), by the step count each samples in: sampling or
 # evaluating without --workdir at that count (config.sample.steps, config.eval.steps) uses the student, one model
 # call a step, instead of its teacher.
-STUDENTS = {"t2v_tiny": {8: "t2v_tiny_8step"}}
+STUDENTS = {"t2v_tiny": {8: "t2v_tiny_8step", 4: "t2v_tiny_4step"}}
 # A package is downloaded by every install: the weights of a shipped model stay under 10 MB.
 MAX_BYTES = 10_000_000
 WEIGHTS, CONFIG, PROVENANCE, EVAL = "ema.safetensors", "config.json", "provenance.json", "eval.json"
