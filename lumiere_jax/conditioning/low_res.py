@@ -10,10 +10,10 @@ box-downsampled (`make_conditioner`); in the cascade it is the base model's outp
 With ssr.residual_scale > 0 the model does not generate the high-res clip x itself but the detail that the
 upsampling misses, r = (x - up(x_lr)) / residual_scale (`to_residual`; x_lr clean, not augmented), and the sampler
 adds up(x_lr) back (`from_residual`). A model that has learnt nothing then returns the upsampled clip, not noise,
-and the network's whole capacity goes to the detail: on real footage the plain parameterisation's tiny SSR fell
-5.8 dB below bicubic upsampling in PSNR (docs/long_video.md). The scale brings r (std ~0.07 on real footage at
-32 -> 64 px) toward the diffusion's usual data range, so the [-1, 1] thresholding of the predicted r clips only
-the rarest edges.
+and the network's whole capacity goes to the detail: on real footage the tiny SSR that generated the clip itself
+fell far below bicubic upsampling in PSNR, the residual one near it (docs/long_video.md). The scale brings r
+(std ~0.07 on real footage at 32 -> 64 px) toward the diffusion's usual data range, so the [-1, 1] thresholding
+of the predicted r clips only the rarest edges.
 """
 
 from __future__ import annotations
