@@ -11,6 +11,7 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from configs import conditional, t2v
 from lumiere_jax import video_io
@@ -64,6 +65,8 @@ CASES = [
      "does not exist: make it with --mode=style_tune"),
     ("style_weights_corrupt", [T2V, "--workdir={run}", "--mode=sample", "--prompt=a red circle",
                                "--out={tmp}/x.gif", "--style_weights={in}/corrupt.safetensors"], "cannot be read"),
+    ("style_weights_truncated", [T2V, "--workdir={run}", "--mode=sample", "--prompt=a red circle",
+                                 "--out={tmp}/x.gif", "--style_weights={in}/truncated.safetensors"], "cannot be read"),
     ("style_tune_needs_style_config", [T2V, "--workdir={tmp}/run", "--mode=style_tune",
                                        "--style_image={in}/first.png"], "use --config=configs/style_gen.py"),
     ("style_tune_no_image", [STYLE, "--workdir={tmp}/run", "--mode=style_tune", "--prompt=outline style",
@@ -105,7 +108,20 @@ def inputs(tmp_path_factory):
     iio.imwrite(d / "short30.mp4", np.zeros((10, 18, 32, 3), np.uint8), fps=30, codec="libx264", plugin="pyav")
     for name in ("corrupt.png", "corrupt.mp4", "corrupt.safetensors"):
         (d / name).write_bytes(b"not really a file of this type")
+    safetensors.numpy.save_file({"w": np.zeros((64, 64), np.float32)}, str(d / "whole.safetensors"))
+    whole = (d / "whole.safetensors").read_bytes()
+    (d / "truncated.safetensors").write_bytes(whole[:len(whole) // 2])  # a copy cut short: valid header
     return str(d)
+
+
+@pytest.mark.parametrize("name", ["corrupt.safetensors", "truncated.safetensors"])
+def test_unreadable_style_weights_are_found_by_the_plan(inputs, name):
+    """inputs.plan, which the CLI runs before it restores a run, reads the file's header and extent: a damaged file
+    is one line there, not after the restore."""
+    config = t2v.get_config("size=smoke")
+    with pytest.raises(app_inputs.InputError, match=f"--style_weights=.*{name} cannot be read"):
+        app_inputs.plan(config, style_weights=os.path.join(inputs, name))
+    assert app_inputs.plan(config, style_weights=os.path.join(inputs, "whole.safetensors")).style_weights
 
 
 def test_at_least_20_cases():

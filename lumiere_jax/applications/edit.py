@@ -14,7 +14,7 @@ import safetensors.numpy
 from flax import nnx
 
 from lumiere_jax import sampling
-from lumiere_jax.applications.inputs import InputError, Request
+from lumiere_jax.applications.inputs import InputError, Request, style_weights_unreadable
 from lumiere_jax.conditioning import masked
 from lumiere_jax.models.stunet import is_temporal_path
 
@@ -102,8 +102,7 @@ def load_style_weights(path: str) -> dict[str, np.ndarray]:
     try:
         return safetensors.numpy.load_file(path)
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise InputError(f"--style_weights={path} cannot be read ({type(e).__name__}): is it a .safetensors file "
-                         f"written by --mode=style_tune?") from None
+        raise style_weights_unreadable(path, e) from None
 
 
 def apply_style(t2v: Any, request: Request) -> None:

@@ -27,6 +27,7 @@ import os
 import imageio.v3 as iio
 import ml_collections
 import numpy as np
+import safetensors
 from PIL import Image
 
 from lumiere_jax import config_lib
@@ -346,6 +347,17 @@ def _check_style(path: str | None, conditional: bool) -> None:
     if not os.path.isfile(path):
         raise InputError(f"--style_weights={path} does not exist: make it with --mode=style_tune "
                          f"(configs/style_gen.py).")
+    try:  # the header and the data's extent, read before any run is restored or anything compiles
+        with safetensors.safe_open(path, framework="numpy"):
+            pass
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise style_weights_unreadable(path, e) from None
+
+
+def style_weights_unreadable(path: str, error: Exception) -> InputError:
+    """The one-line error for a --style_weights file that safetensors cannot read."""
+    return InputError(f"--style_weights={path} cannot be read ({type(error).__name__}): is it a .safetensors file "
+                      f"written by --mode=style_tune?")
 
 
 def read_style_images(path: str, caption: str | None, resolution: int, *,
