@@ -14,7 +14,7 @@ import pytest
 from configs import ssr as ssr_configs
 from lumiere_jax import sampling, ssr, video_io
 from lumiere_jax.conditioning import low_res
-from lumiere_jax.diffusion.schedule import CosineSchedule
+from lumiere_jax.diffusion.schedule import CosineSchedule, schedule_from
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,6 +119,35 @@ def test_a_residual_ssr_learns_the_detail_over_the_upsampled_clip(data_dir):
     assert float(jnp.abs(low_res.from_residual(jnp.full_like(x, 5.0), out["cond"], scale)).max()) == 1.0
     plain = ssr_smoke_config(data_dir, ssr__residual_scale=0.0)
     assert "x0" not in jax.jit(low_res.make_conditioner(plain))(x, jax.random.key(2))
+
+
+def test_the_train_step_diffuses_the_residual_not_the_clip(data_dir, monkeypatch):
+    """The step's z_t and v target are made from the conditioner's "x0", the scaled detail over the bicubic
+    upsample, which the model never sees as an input; the clean signal is read out of the jitted step."""
+    from lumiere_jax import train
+    from lumiere_jax.diffusion import schedule as sched
+    from lumiere_jax.state import init_model, init_state, make_optimizer
+
+    seen = []
+    diffuse = sched.diffuse
+
+    def recording(x, *args):
+        jax.debug.callback(lambda v: seen.append(np.asarray(v)), x)
+        return diffuse(x, *args)
+
+    monkeypatch.setattr(sched, "diffuse", recording)
+    config = ssr_smoke_config(data_dir, ssr__aug_level_max=0.0)
+    graphdef, params = init_model(config, 0)
+    tx = make_optimizer(config)
+    b, t, r, length, dim = 2, config.data.num_frames, config.data.resolution, config.text_max_length, \
+        config.model.text_dim
+    x = _clip((b, t, r, r, 3), seed=7)
+    batch = {"video": x, "text": jnp.zeros((b, length, dim)), "text_mask": jnp.ones((b, length), bool)}
+    step = jax.jit(train.make_train_step(graphdef, tx, schedule_from(config), config))
+    _, metrics = step(init_state(params, tx), batch, jnp.zeros((1, length, dim)), jnp.arange(length)[None] < 2)
+    assert np.isfinite(float(metrics["loss"])) and len(seen) == 1
+    upsampled = low_res.upsample(low_res.downsample(x, config.ssr.low_resolution), r, config.ssr.upsample)
+    np.testing.assert_allclose(seen[0], (x - upsampled) / config.ssr.residual_scale, atol=1e-5)
 
 
 def test_ssr_runs_saved_before_the_residual_keys_load_as_what_they_were(tmp_path, data_dir):
