@@ -56,12 +56,12 @@ def per_frame_text(batch: dict, change_at: int = 3) -> dict:
     return {**batch, "text": text, "text_mask": jnp.broadcast_to(mask[:, None], text.shape[:-1])}
 
 
-def first_moments(opt_state) -> list[jax.Array]:
-    """Adam's first moments (mu) in an optimizer state, every parameter's."""
+def first_gradients(opt_state, b1: float) -> list[jax.Array]:
+    """The (clipped) gradients of a first step, read from Adam's first moments: mu = (1 - b1) g after one step."""
     states = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
               if isinstance(x, optax.ScaleByAdamState)]
     assert len(states) == 1, states
-    return jax.tree.leaves(states[0].mu)
+    return [mu / (1.0 - b1) for mu in jax.tree.leaves(states[0].mu)]
 
 
 def train_step_case(names: list[str], per_frame: bool = False) -> dict:
@@ -80,7 +80,7 @@ def train_step_case(names: list[str], per_frame: bool = False) -> dict:
     # After one step Adam's first moment is (1 - b1) times the (clipped) gradient: comparing the states' moments
     # compares the gradients element by element, without compiling the backward pass a second time.
     ref_state, ref_metrics = jax.jit(step)(state, batch, null_text, null_mask)
-    ref_grads = first_moments(ref_state.opt_state)
+    ref_grads = first_gradients(ref_state.opt_state, c.optim.b1)
     out = {}
     for name in names:
         c = config_for(MESHES[name])
@@ -99,7 +99,7 @@ def train_step_case(names: list[str], per_frame: bool = False) -> dict:
         out[name] = {
             "loss": float(metrics["loss"]), "ref_loss": float(ref_metrics["loss"]),
             "grad_norm": float(metrics["grad_norm"]), "ref_grad_norm": float(ref_metrics["grad_norm"]),
-            "grads_diff": max_diff(first_moments(new_state.opt_state), ref_grads),
+            "grads_diff": max_diff(first_gradients(new_state.opt_state, c.optim.b1), ref_grads),
             "params_diff": max_diff(new_state.params, ref_state.params),
             "grads_scale": max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads)),
             "video_sharding": str(sbatch["video"].sharding.spec), "text_shape": list(batch["text"].shape),

@@ -3,8 +3,8 @@
 A conditioner maps the clean training clip to the extra model inputs, on device inside the jitted train step:
 `(x [B, T, H, W, C], rng) -> {"cond": [B, T, H, W, model.cond_channels], "cond_level": [B]}` (either key
 optional), plus "x0" [B, T, H, W, C] where the model learns to generate something other than x itself (a residual
-SSR: the detail over its upsampled input). Text-to-video and text-to-image have none; the masked-video tasks use `masked` (the 7-channel model of
-image-to-video, inpainting and cinemagraphs); super-resolution uses `low_res`. The samplers build the same inputs
+SSR: the detail over its upsampled input). Text-to-video and text-to-image have none; the masked-video tasks use
+`masked` (the 7-channel model of image-to-video, inpainting and cinemagraphs); super-resolution uses `low_res`. The samplers build the same inputs
 from the user's files (`masked.i2v_condition`, ...) or the base model's clip (`low_res.condition_low_res`).
 """
 
