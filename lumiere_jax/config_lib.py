@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from lumiere_jax import compile_options, paths
-from lumiere_jax.data import mixture, stories
+from lumiere_jax.data import augment, mixture, stories
 from lumiere_jax.diffusion.samplers import SAMPLERS, THRESHOLDING
 from lumiere_jax.diffusion.multidiffusion import NOISES, WEIGHTS
 from lumiere_jax.eval import paraphrases
@@ -93,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_test = 256
     c.data.seed = 0
     c.data.text_dropout = 0.1  # caption replaced by "" this often, for classifier-free guidance
+    # Random symmetries of training clips, each applied to half of them (data/augment.py): comma-separated from
+    # hflip, vflip, transpose, reverse; "" for none. Only for captions that name no direction (not the shapes world).
+    c.data.augment = ""
     # Share of training clips replaced by stories: one object that changes mid-clip, a caption per frame
     # (data/stories.py). A model trained with them takes a story on the whole clip (docs/long_video.md).
     c.data.story_fraction = 0.0
@@ -608,6 +611,9 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         if config.mesh.frames != 1:
             raise ValueError(f"data.mixture={d.mixture!r}: image batches have one frame, which mesh.frames="
                              f"{config.mesh.frames} cannot split; use mesh.frames=1 (batch over data x fsdp).")
+    if augment.parse_augment(d.augment) and d.dataset == "shapes_world":
+        raise ValueError(f"data.augment={d.augment!r} would mirror, flip or reverse shapes-world clips whose "
+                         f"captions name their motion (\"moving left\"): leave it '' on the shapes world.")
     if d.fps <= 0:
         raise ValueError(f"data.fps={d.fps} must be positive (frames per second of the training clips).")
     if d.clip_stride < 0:

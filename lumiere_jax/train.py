@@ -24,6 +24,7 @@ from tensorboardX import SummaryWriter
 from lumiere_jax import checkpointing, compile_options, conditioning, config_lib, distill, inflate, memory_check, \
     paths, run_lock, sampling, sharding, video_io
 from lumiere_jax.data import mixture, pipeline, stories
+from lumiere_jax.data import augment as augment_lib
 from lumiere_jax.data import sources as data_sources
 from lumiere_jax.diffusion import schedule as sched
 from lumiere_jax.diffusion.schedule import schedule_from
@@ -254,9 +255,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
     # Data.
     sources, encoder, cache = load_data(config, extra_captions=config.sample.prompts)
     prompts = data_sources.sample_prompts(config, sources)
+    augment = augment_lib.parse_augment(config.data.augment)
     clip_batches = pipeline.train_dataset(sources["train"], cache, global_batch_size=config.batch_size,
                                           seed=config.data.seed, process_index=jax.process_index(),
-                                          process_count=jax.process_count())
+                                          process_count=jax.process_count(), augment=augment)
     dataset = clip_batches  # element k: the batch of step k + 1
     null_text, null_mask = (jnp.asarray(a) for a in cache.lookup([pipeline.NULL_CAPTION]))
     steps_of_images = None  # data.mixture: step k + 1 reads an image batch where steps_of_images[k]
@@ -264,7 +266,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: "_StopSignals"
         weights = mixture.parse_mixture(config.data.mixture, (config.data.dataset, mixture.IMAGES))
         image_batches = pipeline.train_dataset(sources[mixture.IMAGES], cache, global_batch_size=config.batch_size,
                                                seed=config.data.seed, process_index=jax.process_index(),
-                                               process_count=jax.process_count())
+                                               process_count=jax.process_count(), augment=augment)
         dataset = mixture.mixture_dataset({config.data.dataset: clip_batches, mixture.IMAGES: image_batches}, weights,
                                           seed=config.data.seed, num_steps=config.total_steps)
         steps_of_images = mixture.plan(weights, config.data.seed, config.total_steps) == list(weights).index(

@@ -99,3 +99,20 @@ def test_story_source_mixes_stories_with_per_frame_captions_into_the_batches(wor
     assert set(objects.captions()) >= {c for j in range(len(objects)) for c in objects[j]["frame_captions"]}
     with pytest.raises(ValueError, match="data.story_changes='motion,size'"):
         stories.parse_changes("motion,size")
+
+
+def test_augmented_batches_are_symmetries_of_the_clips_and_a_function_of_the_step(world):
+    sources, cache = world
+    plain = pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=5)
+    ds = pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=5, augment=("hflip", "vflip"))
+    resumed = pipeline.iterate_from(
+        pipeline.train_dataset(sources["train"], cache, global_batch_size=4, seed=5, augment=("hflip", "vflip")), 3)
+    changed = 0
+    for k in range(3, 7):
+        batch, base = next(resumed)["video"], plain[k]["video"]
+        np.testing.assert_array_equal(batch, ds[k]["video"])
+        for clip, original in zip(batch, base):  # the same shuffle: clip i of batch k, flipped or not
+            flips = [original, original[:, :, ::-1], original[:, ::-1], original[:, ::-1, ::-1]]
+            assert any(np.array_equal(clip, f) for f in flips)
+            changed += not np.array_equal(clip, original)
+    assert 0 < changed < 16

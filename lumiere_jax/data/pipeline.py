@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import grain
 import numpy as np
 
+from lumiere_jax.data.augment import ClipSymmetries
 from lumiere_jax.data.videos import DamagedDataError
 from lumiere_jax.text.cache import TextEmbeddingCache
 
@@ -57,17 +58,20 @@ def build_text_cache(encoder: Any, cache_dir: str, sources: Sequence[Any], extra
 
 
 def train_dataset(source: Any, cache: TextEmbeddingCache, *, global_batch_size: int, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+                  process_index: int = 0, process_count: int = 1, augment: Sequence[str] = ()) -> grain.MapDataset:
     """Infinite MapDataset of this host's batches; element k is the k-th batch of the run.
 
     Every host shuffles with the same seed and takes every process_count-th
     example, so hosts read disjoint examples and together form the global batch.
+    augment: data/augment.py's ops, each drawn per example from the seed and the example's place in the stream.
     """
     if global_batch_size % process_count:
         raise ValueError(f"batch_size={global_batch_size} must be divisible by the number of hosts "
                          f"({process_count}).")
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
     ds = ds[process_index::process_count]
+    if augment:
+        ds = ds.random_map(ClipSymmetries(augment), seed=seed)
     return ds.map(ToModelInputs(cache)).batch(global_batch_size // process_count, drop_remainder=True)
 
 
