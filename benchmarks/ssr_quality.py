@@ -49,17 +49,17 @@ def shapes_clips(config: ml_collections.ConfigDict, clips: int, frames: int) -> 
 
 
 def source_clips(config: ml_collections.ConfigDict, clips: int, frames: int,
-                 clip_stride: float) -> tuple[np.ndarray, list[str], list[str]]:
-    """The run's video source, test split, as --frames-long clips (prepared once beside the training clips):
-    uint8 clips, captions and the file each comes from; at most `clips`, spread evenly over the split."""
+                 clip_stride: float, split: str = "test") -> tuple[np.ndarray, list[str], list[str]]:
+    """The run's video source, test split (or `split`), as --frames-long clips (prepared once beside the training
+    clips): uint8 clips, captions and the file each comes from; at most `clips`, spread evenly over the split."""
     if config.data.dataset != "videos":
         raise SystemExit(f"--held_out=source needs a run trained on a video source (data.dataset=videos); this run "
                          f"has data.dataset={config.data.dataset}: use --held_out=shapes.")
     data = ml_collections.ConfigDict(config.data.to_dict())
     data.num_frames, data.clip_stride = frames, clip_stride
-    test = videos.load_videos(data)["test"]
+    test = videos.load_videos(data)[split]
     if not len(test):
-        raise SystemExit(f"The held-out split of {data.videos} has no clip of {frames} frames at {data.fps:g} fps: "
+        raise SystemExit(f"The {split} split of {data.videos} has no clip of {frames} frames at {data.fps:g} fps: "
                          f"give fewer --frames.")
     picks = np.unique(np.linspace(0, len(test) - 1, min(clips, len(test))).round().astype(int))
     rows = test.__getitems__([int(i) for i in picks])
@@ -68,20 +68,21 @@ def source_clips(config: ml_collections.ConfigDict, clips: int, frames: int,
 
 def evaluate(workdir: str, *, held_out: str = "shapes", clips: int = 8, frames: int = 32, steps: int | None = None,
              seed: int = 0, aug_level: float | None = None, clip_stride: float = 0.25,
-             more_steps: tuple[int, ...] = ()) -> dict:
+             more_steps: tuple[int, ...] = (), split: str = "test") -> dict:
     """Every upsampling of the held-out clips against the ground truth; the figures and the clips themselves.
 
     more_steps: further step counts of the SSR on MultiDiffusion windows (rows `ssr_multidiffusion_<n>steps`). One
     DDIM step from pure noise gives the model's prediction of the clean clip at t = 1, where the noisy clip tells
     nothing: its estimate of the mean of all high-resolution clips that fit the low-resolution one, the output
-    that minimises the squared error; more steps commit to one of those clips, with detail of its own."""
+    that minimises the squared error; more steps commit to one of those clips, with detail of its own.
+    split: with held_out="source", "train" measures the clips the run trained on (how much it learnt by heart)."""
     upsampler, step = ssr.SuperResolution.from_workdir(workdir)
     config = upsampler.config
     if aug_level is not None:
         config.ssr.sample_aug_level = aug_level
     files = None
     if held_out == "source":
-        high, captions, files = source_clips(config, clips, frames, clip_stride)
+        high, captions, files = source_clips(config, clips, frames, clip_stride, split)
     else:
         high, captions = shapes_clips(config, clips, frames)
     frames = high.shape[1]
@@ -106,7 +107,8 @@ def evaluate(workdir: str, *, held_out: str = "shapes", clips: int = 8, frames: 
         results[name] = {**image_quality.compare(video_io.to_uint8(clip), high), "steps": n,
                          "seconds": time.perf_counter() - t0}
         print(f"{name}: {results[name]}", flush=True)
-    return {"workdir": workdir, "step": step, "held_out": held_out, "clips": len(high), "frames": frames,
+    return {"workdir": workdir, "step": step, "held_out": held_out, "split": split, "clips": len(high),
+            "frames": frames,
             "resolution": [config.ssr.low_resolution, config.data.resolution], "window": upsampler.window,
             "steps": steps or config.sample.steps, "sample_aug_level": float(config.ssr.sample_aug_level),
             "upsample": config.ssr.upsample, "residual_scale": float(config.ssr.residual_scale),

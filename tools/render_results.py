@@ -584,6 +584,8 @@ def t_ssr_quality() -> str:
 
 SSR_FOOTAGE = "ssr_real_footage_residual_cpu.json"  # the SSR as configs/ssr.py trains it now
 SSR_FOOTAGE_PLAIN = "ssr_real_footage_cpu.json"  # written before configs/ssr.py generated the detail: the clip itself
+SSR_FOOTAGE_AUGMENTED = "ssr_real_footage_augmented_cpu.json"  # as SSR_FOOTAGE, with data.augment
+SSR_FOOTAGE_RUNS = (SSR_FOOTAGE_PLAIN, SSR_FOOTAGE, SSR_FOOTAGE_AUGMENTED)
 
 
 def ssr_parameterisation(e: dict) -> str:
@@ -625,29 +627,42 @@ def t_ssr_real_footage(name: str = SSR_FOOTAGE) -> str:
                "ground truth's seam ratio", "s"], rows, "lllrrrrrr"),
         f"The SSR as it samples by default against bicubic: {sm['ssr_minus_bicubic_db']:+.2f} dB PSNR; the best SSR "
         f"row ({best_steps} step{'s' * (best_steps != 1)}, aug level {sm['ssr_best_aug_level']:g}, chosen on these "
-        f"clips): {sm['ssr_best_minus_bicubic_db']:+.2f} dB.",
+        f"clips): {sm['ssr_best_minus_bicubic_db']:+.2f} dB." + (
+            f" On {d['training_clips']['clips']} clips of the footage it trained on, the same default sampling: "
+            f"{sm['training_clips_ssr_minus_bicubic_db']:+.2f} dB." if d.get("training_clips") else ""),
         sources([name])])
 
 
 def t_ssr_parameterisations() -> str:
-    """The tiny SSR on held-out real footage, generating the clip itself or the detail over the upsampled clip."""
+    """The tiny SSR on held-out real footage: generating the clip itself or the detail over the upsampled clip, and
+    the detail trained on clips augmented by symmetries (data.augment)."""
     rows = []
-    for name in (SSR_FOOTAGE_PLAIN, SSR_FOOTAGE):
+    for name in SSR_FOOTAGE_RUNS:
         d = load(name)
         e, sm = d["evaluations"][0], d["summary"]
         one = e["results"].get("ssr_multidiffusion_1steps")
-        rows.append([ssr_parameterisation(e), f"{d['train']['steps']:,}", f"{sm['training_minutes']:.0f}",
-                     f"{e['steps']} steps, aug level {e['sample_aug_level']:g}", f"{sm['bicubic_psnr']:.2f}",
-                     f"{sm['ssr_psnr_default']:.2f} ({sm['ssr_minus_bicubic_db']:+.2f})",
-                     f"{one['psnr']:.2f}" if one else "-", f"{sm['ssr_psnr_best']:.2f}"])
-    machines = sorted({machine(load(n)["machine"]) for n in (SSR_FOOTAGE_PLAIN, SSR_FOOTAGE)})
+        seen = d.get("training_clips")
+        if seen:
+            r = seen["results"]
+            seen = " / ".join(f"{r[k]['psnr'] - r['bicubic']['psnr']:+.2f}"
+                              for k in ("ssr_multidiffusion", "ssr_multidiffusion_1steps"))
+        rows.append([ssr_parameterisation(e), d.get("augment") or "none", f"{d['train']['steps']:,}",
+                     f"{sm['training_minutes']:.0f}", f"{e['steps']} steps, aug level {e['sample_aug_level']:g}",
+                     f"{sm['bicubic_psnr']:.2f}", f"{sm['ssr_psnr_default']:.2f} ({sm['ssr_minus_bicubic_db']:+.2f})",
+                     f"{one['psnr']:.2f}" if one else "-", f"{sm['ssr_psnr_best']:.2f}",
+                     seen or "-"])
+    machines = sorted({machine(load(n)["machine"]) for n in SSR_FOOTAGE_RUNS})
     return "\n\n".join([
         f"`benchmarks/ssr_real_footage.py`, the same footage, split, training budget and held-out clips; what the "
-        f"model generates; PSNR at the run's default sampling, in one step (the model's mean estimate), and the "
-        f"best row of its full table; {', '.join(machines)}.",
-        table(["the SSR generates", "training steps", "training min", "default sampling", "bicubic PSNR dB",
-               "SSR PSNR dB", "1 step", "best row"], rows, "lrrlrrrr"),
-        sources([SSR_FOOTAGE_PLAIN, SSR_FOOTAGE])])
+        f"model generates; data.augment; PSNR at the run's default sampling, in one step (the model's mean "
+        f"estimate), and the best row of its full table; last, the default sampling and one step against bicubic "
+        f"on clips of the training footage, in dB (what the run learnt by heart shows as the gap to the held-out "
+        f"figures); "
+        f"{', '.join(machines)}.",
+        table(["the SSR generates", "augment", "training steps", "training min", "default sampling",
+               "bicubic PSNR dB", "SSR PSNR dB", "1 step", "best row", "training clips: SSR / 1 step"], rows,
+              "llrrlrrrrr"),
+        sources(list(SSR_FOOTAGE_RUNS))])
 
 
 def t_demo() -> str:
@@ -940,7 +955,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "ssr-memory": ("SSR sampler memory", t_ssr_memory),
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
     "ssr-real-footage": ("The tiny SSR on held-out real footage", t_ssr_real_footage),
-    "ssr-parameterisation": ("The SSR's output: the clip or the detail over the upsampled clip",
+    "ssr-parameterisation": ("The SSR on real footage: what it generates, and clips augmented by symmetries",
                              t_ssr_parameterisations),
     "demo": ("The demo page from a fresh install", t_demo),
     "prepare-videos": ("Preparing a folder of videos", t_prepare_videos),
