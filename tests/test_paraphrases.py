@@ -67,3 +67,30 @@ def test_the_prompt_set_is_a_checked_config_key():
         config_lib.validate_eval(config)
     with pytest.raises(ValueError, match="no paraphrase"):
         paraphrases.paraphrase("purple", "circle", "left", 0)
+
+
+def test_the_carryover_readout_sorts_training_captions_by_template_and_holds_a_template_out():
+    """benchmarks/text_carryover.py: every one-object caption falls under exactly its template (5 equal groups), and
+    the held-out-template choice of ridge weight scores a readout on a template it was not fitted on."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import text_carryover
+
+    texts, labels, groups = text_carryover.training_captions()
+    assert len(texts) == len(set(texts)) == len(labels) and sorted(set(groups)) == [0, 1, 2, 3, 4]
+    assert len({groups.count(g) for g in set(groups)}) == 1
+    assert text_carryover.template_of("a red circle that stays still") == 3
+    assert text_carryover.template_of("a red circle stays still") == 1
+    # Features where the label is one coordinate in templates 0-3 and another in template 4: the readout fitted
+    # without template 4 fails on it, so leave-one-template-out scores below 1.
+    rng = np.random.default_rng(0)
+    y = np.eye(3)[rng.integers(3, size=500)]
+    g = np.repeat(np.arange(5), 100)
+    x = rng.normal(size=(500, 6)) * 0.1
+    x[g < 4, :3] += y[g < 4]
+    x[g == 4, 3:] += y[g == 4]
+    ridge, scores = text_carryover.choose_ridge(x, y, g)
+    assert ridge in text_carryover.RIDGES and max(scores.values()) <= 0.9
+    model = text_carryover.fit_ridge(x[g < 4], y[g < 4], 1.0)
+    assert (text_carryover.predict(model, x[g < 4]) == y[g < 4].argmax(1)).mean() == 1.0

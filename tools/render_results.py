@@ -190,6 +190,26 @@ def t_default_run() -> str:
         + "".join(f", `benchmarks/results/{n}`" for n in names) + "."])
 
 
+def t_text_carryover() -> str:
+    """A ridge readout of the frozen text features: fitted on the training captions, applied to the paraphrases."""
+    name = "text_carryover_minilm_cpu.json"
+    d = load(name)
+    rows = []
+    for attribute, label in (("color", "colour"), ("shape", "shape"), ("motion", "motion")):
+        r = d["results"][attribute]
+        by_ridge = r["paraphrase_by_ridge"].values()
+        rows.append([label, pct(r["chance"]), pct(r["cross_validated"][f"{r['ridge']:g}"]), pct(r["template"]),
+                     pct(r["paraphrase"]), f"{pct(min(by_ridge))}-{pct(max(by_ridge))}"])
+    return "\n\n".join([
+        f"`benchmarks/text_carryover.py`: the {d['text_encoder']} features (token mean and maximum) of all "
+        f"{d['training_captions']:,} one-object training captions; one ridge readout per attribute, its weight chosen "
+        f"by leave-one-template-out accuracy on those captions; applied to {d['prompts_per_set']} evaluator prompts "
+        f"per set; {machine(d['machine'])}.",
+        table(["attribute", "chance", "training captions, held-out template", "canonical prompts", "paraphrase set",
+               "paraphrase set, every ridge weight"], rows, "lrrrrr"),
+        sources([name])])
+
+
 def t_distill() -> str:
     """Distilled students against their teacher: the evaluator, model calls and seconds per clip."""
     name = "distill_cpu.json"
@@ -954,6 +974,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "long-video-memory": ("Long-video sampler memory: the whole clip against windows", t_long_video_memory),
     "ssr-memory": ("SSR sampler memory", t_ssr_memory),
     "ssr-quality": ("The tiny SSR against bilinear upsampling", t_ssr_quality),
+    "text-carryover": ("What the frozen text features carry over to unseen words", t_text_carryover),
     "ssr-real-footage": ("The tiny SSR on held-out real footage", t_ssr_real_footage),
     "ssr-parameterisation": ("The SSR on real footage: what it generates, and clips augmented by symmetries",
                              t_ssr_parameterisations),
