@@ -22,7 +22,7 @@ def test_each_op_is_its_symmetry():
     np.testing.assert_array_equal(augment.apply(v, ["transpose"])[:, 1, 3], v[:, 3, 1])
     np.testing.assert_array_equal(augment.apply(v, ["reverse"])[0], v[-1])
     np.testing.assert_array_equal(augment.apply(v, []), v)
-    # Every op undoes itself, so the 16 combinations are distinct clips of one random clip.
+    # The 16 combinations give 16 different clips of a random clip, and each op undoes itself.
     combos = [c for n in range(5) for c in itertools.combinations(augment.OPS, n)]
     outs = {augment.apply(v, c).tobytes() for c in combos}
     assert len(outs) == 16
