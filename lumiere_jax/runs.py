@@ -83,6 +83,9 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None, *, step:
         config = config_lib.run_config(workdir, flag)
     ckpt = checkpointing.Checkpointer(workdir, read_only=True)
     if ckpt.latest_step() is None:
+        if (paths.resolve(workdir) / "ema.safetensors").is_file():  # the layout of lumiere_jax/shipped.py
+            raise ValueError(f"{flag}={workdir} is a shipped model's folder, not a training run: leave {flag} out "
+                             f"to sample or evaluate the shipped model, or give a run's workdir.")
         where = "" if flag == "--workdir" else f" ({flag}={workdir})"
         raise ValueError(f"No checkpoint in {ckpt.directory}{where}: train it first with --mode=train "
                          f"--workdir={workdir}.")

@@ -164,6 +164,12 @@ def test_a_missing_folder_or_file_is_one_line_naming_workdir(root, tmp_path):
     _one_line(error, "lacks provenance.json", "re-export")
 
 
+def test_a_shipped_folder_given_as_a_workdir_is_one_line(root):
+    with pytest.raises(ValueError) as error:
+        runs.load(os.path.join(root, NAME))
+    _one_line(error, "is a shipped model's folder, not a training run", "leave --workdir out")
+
+
 def test_export_refuses_too_large_weights_and_a_stale_evaluation(evaluated_run, tmp_path, monkeypatch):
     monkeypatch.setattr(shipped, "MAX_BYTES", 1000)
     with pytest.raises(ValueError) as error:
