@@ -1,13 +1,14 @@
 r"""Distilled students against their teacher: the evaluator's accuracies, model calls and wall time per clip.
 
-  python benchmarks/distill_quality.py --teacher=lumiere_jax/weights/t2v_tiny \
-      --students=runs/distill_8,runs/distill_4 --gif=docs/distill_tiny.gif
+  python benchmarks/distill_quality.py --teacher=lumiere_jax/weights/t2v_tiny --teacher_steps=25,8 \
+      --students=runs/distill_g:8,runs/distill_4 --gif=docs/distill_tiny.gif
 
 The teacher (a run, or a shipped model's folder) samples the evaluation prompts (lumiere_jax/evaluate.py: the
-eval.num_clips colour x motion prompts and seed of configs/t2v.py at the teacher's size) at that config's
-eval.steps, eval.guidance, thresholding and guidance rescale, two model calls a step (classifier-free guidance); each
-student (configs/distill.py) at the step count it was distilled for (a guidance-conditioned student, which takes any,
-at the teacher's) and the teacher's guidance weight, one call a step, without rescale. Every model samples both prompt sets, the
+eval.num_clips colour x motion prompts and seed of configs/t2v.py at the teacher's size) at that config's eval.guidance,
+thresholding and guidance rescale, two model calls a step (classifier-free guidance), at each of --teacher_steps
+(default: the config's eval.steps); each student (configs/distill.py) at the step count it was distilled for (a
+guidance-conditioned student, which takes any, at the count given as `workdir:N`, else the teacher's first) and the
+teacher's guidance weight, one call a step, without rescale. Every model samples both prompt sets, the
 training captions' wording (eval.prompts='template') and paraphrases ('paraphrase'), from the same seeds, and the
 program checker scores each clip. Per model and prompt set: accuracies, model calls per clip, and wall seconds per
 clip after one batch that compiles the sampler (timed apart). Writes benchmarks/results/distill_<platform>.json (or
@@ -22,6 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
@@ -58,14 +60,26 @@ def measure(t2v: sampling.TextToVideo, config: Any, steps: int, guidance: float,
     return results, template
 
 
-def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None = None, out: str | None = None,
-        gif: str | None = None) -> dict[str, Any]:
+def parse_student(spec: str) -> tuple[str, int | None]:
+    """`workdir` or `workdir:N` (a guidance-conditioned student sampled in N steps) -> (workdir, N or None)."""
+    match = re.fullmatch(r"(.+):(\d+)", spec)
+    return (match.group(1), int(match.group(2))) if match else (spec, None)
+
+
+def run(teacher_dir: str, student_specs: Sequence[str], *, num_clips: int | None = None, out: str | None = None,
+        gif: str | None = None, teacher_steps: Sequence[int] = ()) -> dict[str, Any]:
     """Evaluates the teacher and each student (module docstring); returns what it writes to the JSON."""
-    students = [(workdir, distill.distilled_for(workdir)) for workdir in student_dirs]
-    for workdir, distilled in students:
+    students = []
+    for spec in student_specs:
+        workdir, steps = parse_student(spec)
+        distilled = distill.distilled_for(workdir)
         if distilled is None:
             raise ValueError(f"--students: {workdir} is not a distilled run (configs/distill.py): give the workdirs "
                              f"of distillation rounds.")
+        if steps is not None and distilled.steps and steps != distilled.steps:
+            raise ValueError(f"--students: {spec} asks {steps} steps of a run distilled to sample in "
+                             f"{distilled.steps}: give {workdir} (or {workdir}:{distilled.steps}).")
+        students.append((spec, workdir, distilled, steps))
     teacher = (shipped.load_folder(teacher_dir) if shipped.is_folder(teacher_dir)
                else runs.load(teacher_dir, flag="--teacher"))
     # How every model samples: the config file's defaults at the teacher's size (what --mode=eval of that config
@@ -75,10 +89,11 @@ def run(teacher_dir: str, student_dirs: Sequence[str], *, num_clips: int | None 
     num_clips = num_clips or e.num_clips
     batch_size = min(e.batch_size, num_clips)
     encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_max_length)
-    models = [(teacher_dir, teacher, e.steps, 1 if e.guidance == 1 else 2)]
-    for workdir, distilled in students:
+    teacher_steps = list(teacher_steps) or [e.steps]
+    models = [(teacher_dir, teacher, steps, 1 if e.guidance == 1 else 2) for steps in teacher_steps]
+    for spec, workdir, distilled, steps in students:
         student = shipped.load_folder(workdir) if shipped.is_folder(workdir) else runs.load(workdir, flag="--students")
-        models.append((workdir, student, distilled.steps or e.steps, 1))
+        models.append((workdir, student, distilled.steps or steps or teacher_steps[0], 1))
     rows, payload, strips = [], [], []
     for where, run_, steps, calls_per_step in models:  # where: as given (a shipped folder's is not made absolute)
         print(f"{where} (step {run_.step}): {steps} steps at guidance {e.guidance:g}", flush=True)
@@ -117,13 +132,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--teacher", required=True, help="the distilled runs' teacher: a configs/t2v.py run or a shipped "
                    "model's folder")
     p.add_argument("--students", required=True, help="comma-separated workdirs of configs/distill.py runs (or "
-                   "shipped students' folders)")
+                   "shipped students' folders); `workdir:N` samples a guidance-conditioned student in N steps")
+    p.add_argument("--teacher_steps", default="", help="comma-separated step counts to sample the teacher at "
+                   "(default: the config's eval.steps); the first is the one students are compared with")
     p.add_argument("--clips", type=int, default=None, help="evaluation prompts (default: the teacher's eval.num_clips)")
     p.add_argument("--out", default=None, help="the JSON's name in benchmarks/results, or a path without .json")
     p.add_argument("--gif", default=None, help="write the first template clips: teacher | each student")
     args = p.parse_args(argv)
     print(f"machine: {bc.machine()}", flush=True)
-    run(args.teacher, [s for s in args.students.split(",") if s], num_clips=args.clips, out=args.out, gif=args.gif)
+    run(args.teacher, [s for s in args.students.split(",") if s], num_clips=args.clips, out=args.out, gif=args.gif,
+        teacher_steps=[int(s) for s in args.teacher_steps.split(",") if s])
 
 
 if __name__ == "__main__":

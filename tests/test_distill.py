@@ -352,18 +352,25 @@ def test_the_ssr_distils_the_same_way(tmp_path_factory, data_dir, monkeypatch):
     sampling.generate.clear_cache()
 
 
-def test_benchmark_dry_run(round_run, trained_workdir, tmp_path, monkeypatch):
+def test_benchmark_dry_run(round_run, guided_run, trained_workdir, tmp_path, monkeypatch):
     monkeypatch.setattr(bench_common, "RESULTS_DIR", str(tmp_path))
     gif = str(tmp_path / "side_by_side.gif")
-    distill_quality.main([f"--teacher={trained_workdir}", f"--students={round_run}", "--clips=2", "--out=distill_cpu",
-                          f"--gif={gif}"])
+    distill_quality.main([f"--teacher={trained_workdir}", "--teacher_steps=4,3",
+                          f"--students={round_run},{guided_run}:3", "--clips=2", "--out=distill_cpu", f"--gif={gif}"])
     with open(tmp_path / "distill_cpu.json") as f:
         result = json.load(f)
-    teacher, student = result["models"]
+    teacher, teacher_3, student, guided = result["models"]
     assert (teacher["steps"], teacher["model_calls_per_clip"]) == (4, 8)  # smoke eval: 4 steps at guidance 3
+    assert (teacher_3["steps"], teacher_3["model_calls_per_clip"]) == (3, 6)
     assert (student["steps"], student["model_calls_per_clip"]) == (2, 2)
+    assert (guided["workdir"], guided["steps"], guided["model_calls_per_clip"]) == (guided_run, 3, 3)
     for model in result["models"]:
         for prompt_set in ("template", "paraphrase"):
             assert set(model[prompt_set]["accuracy"]) == {"color", "shape", "motion", "consistent", "all"}
             assert model[prompt_set]["seconds_per_clip"] > 0
     assert result["machine"] and os.path.exists(gif)
+
+
+def test_benchmark_refuses_a_step_count_the_student_was_not_distilled_for(round_run, trained_workdir):
+    with pytest.raises(ValueError, match=r"asks 3 steps of a run distilled to sample in 2"):
+        distill_quality.run(trained_workdir, [f"{round_run}:3"])
