@@ -211,8 +211,10 @@ def t_text_carryover() -> str:
 
 
 def t_distill() -> str:
-    """Distilled students against their teacher: the evaluator, model calls and seconds per clip."""
-    name = "distill_cpu.json"
+    """Distilled students against their teacher: the evaluator, model calls and seconds per clip; then what we tried."""
+    name, plain_name = "distill_cpu.json", "distill_plain_4steps_cpu.json"
+    halvings = "distill_halving_from_teacher_cpu.json"
+    wide_name = "distill_8step_g1to4_eval.json"
     d = load(name)
     rows = []
     for m in d["models"]:
@@ -221,15 +223,28 @@ def t_distill() -> str:
             rows.append([f"`{os.path.basename(os.path.normpath(m['workdir']))}`", str(m["steps"]),
                          str(m["model_calls_per_clip"]), "canonical" if prompt_set == "template" else prompt_set,
                          *accuracy_cells(r["accuracy"]), f"{r['seconds_per_clip']:.2f}"])
-    wide = load("distill_8step_g1to4_eval.json")  # what we tried: the config's default guidance range
-    rows.append([f"8-step student, guidance range [{wide['guidance_min']:g}, {wide['guidance_max']:g}] (what we tried)",
-                 str(wide["steps"]), str(wide["steps"]), "canonical", *accuracy_cells(wide["accuracy"]), "-"])
+    # For comparison: the teacher and the guidance-conditioned student in 4 plain DDIM steps, no halving.
+    plain = load(plain_name)
+    for m in plain["models"]:
+        rows.append([f"`{os.path.basename(os.path.normpath(m['workdir']))}`, {m['steps']} plain steps (for comparison)",
+                     str(m["steps"]), str(m["model_calls_per_clip"]), "canonical",
+                     *accuracy_cells(m["template"]["accuracy"]), f"{m['template']['seconds_per_clip']:.2f}"])
+    # What we tried: halving rounds straight from the teacher (its 2N steps at two calls each), then from that student.
+    first, second = load(halvings)["models"][1:]
+    for m, label in ((first, f"{first['steps']}-step round learnt from the teacher's {2 * first['steps']} steps"),
+                     (second, f"{second['steps']}-step round learnt from that student")):
+        rows.append([f"{label} (what we tried)", str(m["steps"]), str(m["model_calls_per_clip"]), "canonical",
+                     *accuracy_cells(m["template"]["accuracy"]), f"{m['template']['seconds_per_clip']:.2f}"])
+    wide = load(wide_name)  # the same 8-step round at configs/distill.py's default guidance range
+    rows.append([f"the same {wide['steps']}-step round, guidance range [{wide['guidance_min']:g}, "
+                 f"{wide['guidance_max']:g}] (what we tried)", str(wide["steps"]), str(wide["steps"]), "canonical",
+                 *accuracy_cells(wide["accuracy"]), "-"])
     return (f"{d['num_clips']} evaluation prompts per set, the same seeds for every model, guidance "
             f"{d['guidance']:g}; seconds per clip in batches of {d['batch_size']}, after a batch that "
             f"compiles; {machine(d['machine'])}.\n\n"
             + table(["model", "steps", "model calls per clip", "prompts", "colour", "shape", "motion", "all three",
                      "s per clip"], rows, "lrrlrrrrr")
-            + "\n\n" + sources([name, "distill_8step_g1to4_eval.json"]))
+            + "\n\n" + sources([name, plain_name, halvings, wide_name]))
 
 
 def rule_name(cell: dict) -> str:
@@ -935,10 +950,18 @@ def t_headline() -> str:
     imagen = sorted(speedup(d, "imagen") for d in hp)
     diffusers = sorted(speedup(d, "diffusers") for d in hp)
     sm = next(r for r in load("sample_cpu.json")["results"] if r["guidance"] == 3.0)
+    distilled = load("distill_cpu.json")
+    teacher = distilled["models"][0]  # the teacher at the config's default steps
+    fast = next(m for m in distilled["models"] if m["workdir"] != distilled["teacher"] and m["steps"] == 8)
     rows = [
         [f"default CPU run (`configs/t2v.py`, tiny, {provenance['step']:,} steps, "
          f"{provenance['command_wall_s'] / 60:.0f} min), shipped; `--mode=eval`, guidance {evaluation['guidance']:g}",
          acc(evaluation["accuracy"]), machine(provenance["machine"])],
+        [f"shipped 8-step student (`{os.path.basename(fast['workdir'])}`), {fast['model_calls_per_clip']} model "
+         f"calls per clip against the teacher's {teacher['model_calls_per_clip']}; guidance {distilled['guidance']:g}",
+         f"{acc(fast['template']['accuracy'])}; "
+         f"{teacher['template']['seconds_per_clip'] / fast['template']['seconds_per_clip']:.1f}x less time per clip",
+         machine(distilled["machine"])],
         ["a 4-span story on the whole clip, story-trained model, 32 seeds",
          f"prompted motion in {mean(story['accuracy']['motion']):.2f} of spans (windows on the motion run: "
          f"{mean(windows['accuracy']['motion']):.2f}), {mean(story['jumps']):.2f} jumps per clip "
