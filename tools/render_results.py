@@ -960,7 +960,7 @@ def t_headline() -> str:
         [f"shipped 8-step student (`{os.path.basename(fast['workdir'])}`), {fast['model_calls_per_clip']} model "
          f"calls per clip against the teacher's {teacher['model_calls_per_clip']}; guidance {distilled['guidance']:g}",
          f"{acc(fast['template']['accuracy'])}; "
-         f"{teacher['template']['seconds_per_clip'] / fast['template']['seconds_per_clip']:.1f}x less time per clip",
+         f"{teacher['template']['seconds_per_clip'] / fast['template']['seconds_per_clip']:.1f}x faster per clip",
          machine(distilled["machine"])],
         ["a 4-span story on the whole clip, story-trained model, 32 seeds",
          f"prompted motion in {mean(story['accuracy']['motion']):.2f} of spans (windows on the motion run: "
